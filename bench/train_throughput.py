@@ -1,0 +1,87 @@
+"""Tokens/s of squigglray's Trainer against a bare PyTorch loop on the same model and batches.
+
+    python bench/train_throughput.py                 # tiny preset, 40 steps per measured run
+    python bench/train_throughput.py --preset nano --steps 100
+
+Both loops do the same work per step (forward, backward, clip, AdamW step). The bare loop gets its
+batches pre-collated; the Trainer draws them from the curriculum sampler and runs its callbacks
+(scalar rows, progress bar), so its overhead is all included. Runs alternate bare/ours after a
+warm-up, and the ratio of medians is printed. Target: overhead <= 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import torch
+
+from squigglray.config import build_config
+from squigglray.models import build_model, train_tokenizer
+from squigglray.training import BaseTrainConfig, Trainer
+from squigglray.training.base import _ScalarRows
+from squigglray.training.callbacks import ProgressCallback
+from squigglray.training.data import CurriculumSampler, build_pool
+from squigglray.training.trainer import lr_at, make_optimizer
+
+
+def bare_loop(model, batches, cfg) -> float:
+    opt = make_optimizer(model, cfg)
+    model.train()
+    t0 = time.perf_counter()
+    for step, batch in enumerate(batches, 1):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def ours(model, sampler, cfg) -> float:
+    from tqdm import tqdm
+
+    sink = io.StringIO()
+    bar = ProgressCallback(lambda **kw: tqdm(file=sink, **kw))
+    t0 = time.perf_counter()
+    Trainer(model, cfg, sampler.batch, [_ScalarRows(), bar], phase_of=lambda s: sampler.phase_at(s).name).fit()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    cfg = build_config(BaseTrainConfig, {}, [f"model.preset={a.preset}", f"train.steps={a.steps}",
+                                             "data.pool_per_family_level=100"])
+    pool = build_pool(cfg)
+    tok = train_tokenizer(pool.texts(), cfg.model.vocab_size)
+    sampler = CurriculumSampler(cfg, pool, tok)
+    batches = [sampler.batch(s) for s in range(1, a.steps + 1)]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)  # the same batches in both loops
+    fresh = lambda: build_model(a.preset, tok, cfg.model.max_seq_len, seed=0)  # noqa: E731
+
+    def reset_sampler():
+        sampler.rng = __import__("numpy").random.default_rng(cfg.seed)
+
+    bare_loop(fresh(), batches[:5], cfg.train)  # warm-up
+    t_bare, t_ours = [], []
+    for _ in range(a.repeats):
+        t_bare.append(bare_loop(fresh(), batches, cfg.train))
+        reset_sampler()
+        t_ours.append(ours(fresh(), sampler, cfg.train))
+    tb, to = statistics.median(t_bare), statistics.median(t_ours)
+    print(f"preset={a.preset} steps={a.steps} batch={cfg.train.batch_size} threads={torch.get_num_threads()}")
+    print(f"bare PyTorch loop : {tokens / tb:10.0f} tokens/s  (median of {a.repeats}: {tb:.2f} s)")
+    print(f"squigglray Trainer: {tokens / to:10.0f} tokens/s  (median of {a.repeats}: {to:.2f} s)")
+    print(f"ratio ours/bare = {tb / to:.3f}  (overhead {100 * (to / tb - 1):+.1f}%; target <= +10%)")
+
+
+if __name__ == "__main__":
+    main()

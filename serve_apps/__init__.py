@@ -1,0 +1,1 @@
+"""Ray Serve applications (solver endpoint, CLModel verifiers) live here; see later issues."""

@@ -1,0 +1,141 @@
+"""The config of from-scratch base-model training (and of the quickstart that wraps it)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from squigglray.families import LEVELS, list_families
+from squigglray.models.presets import PRESETS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    preset: str = "tiny"
+    max_seq_len: int = Field(320, ge=32, le=8192)
+    vocab_size: int = Field(512, ge=300, le=65536)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; presets are {sorted(PRESETS)}")
+        return v
+
+
+def _check_families(names) -> None:
+    known = set(list_families())
+    bad = [f for f in names if f not in known]
+    if bad:
+        raise ValueError(f"unknown families {bad}; known families are {sorted(known)}")
+
+
+def _check_levels(names) -> None:
+    bad = [lv for lv in names if lv not in LEVELS]
+    if bad:
+        raise ValueError(f"unknown difficulty levels {bad}; levels are {list(LEVELS)}")
+
+
+class DataSection(_Strict):
+    families: list[str] = Field(default_factory=list, description="empty = every registered family")
+    pool_per_family_level: int = Field(400, ge=1, description="training instances drawn per (family, level)")
+    seed: int = Field(0, ge=0, description="instance seed of the training pool (the dataset slice)")
+
+    @field_validator("families")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        _check_families(v)
+        return v
+
+    def resolved_families(self) -> list[str]:
+        return sorted(self.families) if self.families else list_families()
+
+
+class Phase(_Strict):
+    """One curriculum phase: a share of the steps, and how levels and families are mixed in it."""
+
+    name: str
+    fraction: float = Field(gt=0, le=1)
+    levels: dict[str, float] = Field(default_factory=lambda: {"easy": 1.0})
+    families: dict[str, float] = Field(default_factory=dict, description="weights; empty = uniform")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_levels(v)
+        if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("level weights must be non-negative with a positive sum")
+        return v
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_families(v)
+        if any(w < 0 for w in v.values()) or (v and sum(v.values()) <= 0):
+            raise ValueError("family weights must be non-negative with a positive sum")
+        return v
+
+
+class TrainSection(_Strict):
+    steps: int = Field(700, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    warmup_steps: int = Field(30, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    log_dense_until: int = Field(64, ge=0, description="log-spaced logging before this step")
+    log_every: int = Field(25, ge=1, description="regular logging after log_dense_until")
+    checkpoint_every: int = Field(0, ge=0, description="0 = only the final checkpoint")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = leave torch's default")
+
+
+class EvalSection(_Strict):
+    n_per_family: int = Field(24, ge=1)
+    levels: list[str] = Field(default_factory=lambda: ["easy"])
+    seed: int = Field(1_000_003, ge=0, description="instance seed of held-out problems")
+    max_new_tokens: int = Field(200, ge=8)
+    batch_size: int = Field(48, ge=1)
+    code_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[str]) -> list[str]:
+        _check_levels(v)
+        return v
+
+
+class BaseTrainConfig(_Strict):
+    name: str = Field("base", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    curriculum: list[Phase] = Field(
+        default_factory=lambda: [
+            Phase(name="easy", fraction=0.3, levels={"easy": 1.0}),
+            Phase(name="mixed", fraction=0.7, levels={"easy": 0.5, "medium": 0.5}),
+        ]
+    )
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _curriculum(self) -> "BaseTrainConfig":
+        if not self.curriculum:
+            raise ValueError("curriculum needs at least one phase")
+        total = sum(p.fraction for p in self.curriculum)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"curriculum fractions must sum to 1, got {total:g}")
+        fams = set(self.data.resolved_families())
+        for p in self.curriculum:
+            extra = set(p.families) - fams
+            if extra:
+                raise ValueError(f"curriculum phase {p.name!r} weights families not in data.families: {sorted(extra)}")
+        if self.eval.seed == self.data.seed:
+            raise ValueError("eval.seed must differ from data.seed so held-out problems are not training problems")
+        return self
+
+    def levels_used(self) -> list[str]:
+        return [lv for lv in ("easy", "medium", "hard") if any(p.levels.get(lv, 0) > 0 for p in self.curriculum)]

@@ -1,0 +1,115 @@
+"""Training data: a fixed pool of family instances (the dataset slice), tokenized once, and a
+curriculum sampler that draws each step's batch deterministically from the run seed."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from squigglray.families import sample
+from squigglray.families.trace import format_prompt
+from squigglray.schemas.problems import ProblemInstance
+from squigglray.training.config import BaseTrainConfig, Phase
+
+
+@dataclass
+class Pool:
+    """Instances keyed by (family, level); the slice id and hash identify it in every artifact."""
+
+    items: dict[tuple[str, str], list[ProblemInstance]]
+    slice_id: str
+    slice_hash: str
+
+    def texts(self) -> list[str]:
+        return [format_prompt(x.problem) + x.trace for xs in self.items.values() for x in xs]
+
+    def problems(self) -> set[str]:
+        return {x.problem for xs in self.items.values() for x in xs}
+
+
+def build_pool(cfg: BaseTrainConfig) -> Pool:
+    items: dict[tuple[str, str], list[ProblemInstance]] = {}
+    h = hashlib.sha256()
+    for fam in cfg.data.resolved_families():
+        for level in cfg.levels_used():
+            xs = sample(fam, cfg.data.pool_per_family_level, seed=cfg.data.seed, difficulty=level)
+            items[(fam, level)] = xs
+            for x in xs:
+                h.update(f"{x.instance_id}\t{x.problem}\t{x.answer}\n".encode())
+    digest = h.hexdigest()
+    return Pool(items=items, slice_id=f"families-{digest[:12]}", slice_hash=digest)
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    n_prompt: int
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance) -> Encoded:
+    prompt = tokenizer(format_prompt(inst.problem), add_special_tokens=False)["input_ids"]
+    trace = tokenizer(inst.trace, add_special_tokens=False)["input_ids"]
+    return Encoded([tokenizer.bos_token_id, *prompt, *trace, tokenizer.eos_token_id], 1 + len(prompt))
+
+
+class CurriculumSampler:
+    """Batches for steps 1..N: phase by step, then level and family by weight, then an instance."""
+
+    def __init__(self, cfg: BaseTrainConfig, pool: Pool, tokenizer: PreTrainedTokenizerBase):
+        self.cfg = cfg
+        self.pad_id = tokenizer.pad_token_id
+        self.encoded: dict[tuple[str, str], list[Encoded]] = {}
+        self.dropped = 0
+        for key, xs in pool.items.items():
+            enc = [encode(tokenizer, x) for x in xs]
+            keep = [e for e in enc if len(e.ids) <= cfg.model.max_seq_len]
+            self.dropped += len(enc) - len(keep)
+            if keep:
+                self.encoded[key] = keep
+        self.families = cfg.data.resolved_families()
+        self.rng = np.random.default_rng(cfg.seed)
+        ends, acc = [], 0.0
+        for p in cfg.curriculum:
+            acc += p.fraction
+            ends.append(round(acc * cfg.train.steps))
+        self.phase_ends = ends
+
+    def phase_at(self, step: int) -> Phase:
+        for p, end in zip(self.cfg.curriculum, self.phase_ends):
+            if step <= end:
+                return p
+        return self.cfg.curriculum[-1]
+
+    def _pick(self, weights: dict[str, float]) -> str:
+        names = sorted(weights)
+        w = np.array([weights[n] for n in names], dtype=float)
+        return names[self.rng.choice(len(names), p=w / w.sum())]
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        phase = self.phase_at(step)
+        fam_w = phase.families or {f: 1.0 for f in self.families}
+        rows: list[Encoded] = []
+        while len(rows) < self.cfg.train.batch_size:
+            key = (self._pick(fam_w), self._pick(phase.levels))
+            pool = self.encoded.get(key)
+            if pool:
+                rows.append(pool[self.rng.integers(len(pool))])
+        return collate(rows, self.pad_id)
+
+
+def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids; labels are -100 on the prompt and padding, so loss is on the trace only."""
+    width = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.ids)
+        ids[i, :n] = torch.tensor(r.ids)
+        labels[i, r.n_prompt : n] = ids[i, r.n_prompt : n]
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,95 @@
+import math
+
+import pyarrow.parquet as pq
+import pytest
+
+from squigglray.config import build_config
+from squigglray.training import BaseTrainConfig, TrainerCallback, find_reusable, run_id_for, train_base
+from squigglray.training.cadence import log_steps
+from squigglray.training.trainer import lr_at
+
+FAST = [
+    "model.preset=nano", "train.steps=12", "train.batch_size=8", "data.pool_per_family_level=8",
+    "data.families=[arithmetic, mod_power, stair_climb]", "train.log_dense_until=8", "train.log_every=4",
+]
+
+
+def cfg_with(*extra):
+    return build_config(BaseTrainConfig, {}, [*FAST, *extra])
+
+
+def curve(store, cfg):
+    rec = train_base(cfg, store, progress=False)
+    rows = store.read_parquet(store.run_scalars(rec.provenance.run_id)).to_pylist()
+    return [r["loss"] for r in rows], rec
+
+
+def test_same_seed_same_curve_different_seed_differs(tmp_path):
+    from squigglray.paths import ArtifactStore
+
+    a, _ = curve(ArtifactStore(tmp_path / "a"), cfg_with("seed=5"))
+    b, _ = curve(ArtifactStore(tmp_path / "b"), cfg_with("seed=5"))
+    c, _ = curve(ArtifactStore(tmp_path / "c"), cfg_with("seed=6"))
+    assert a == b
+    assert a != c
+    assert all(math.isfinite(x) for x in a) and a[-1] < a[0]
+
+
+def test_run_artifacts_and_provenance(store):
+    cfg = cfg_with("train.checkpoint_every=6")
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_after_backward(self, state, model):
+            seen.append(("grad", state.step, any(p.grad is not None for p in model.parameters())))
+
+        def on_log(self, state, row):
+            seen.append(("log", state.step))
+
+    rec = train_base(cfg, store, callbacks=[Spy()], progress=False)
+    rid = run_id_for(cfg)
+    assert rec.provenance.run_id == rid and rid.startswith("base-nano-")
+    t = store.read_parquet(store.run_scalars(rid))
+    for col in ("step", "loss", "lr", "tokens_seen", "phase", "run_id", "seed", "config_hash",
+                "dataset_slice_hash", "package_version"):
+        assert col in t.column_names
+    assert t.column("step").to_pylist() == log_steps(12, 8, 4)
+    assert [s for k, s, *_ in seen if k == "log"] == t.column("step").to_pylist()
+    assert all(has for k, _, has in [x for x in seen if x[0] == "grad"])
+    assert store.exists(f"runs/{rid}/checkpoints/step-000006/model.safetensors")
+    assert store.exists(f"runs/{rid}/checkpoints/final/tokenizer.json")
+    conf = store.read_json(store.run_config(rid))
+    assert conf["provenance"]["config_hash"] == rec.provenance.config_hash
+    assert store.read_json(store.model_pointer("nano"))["run_id"] == rid
+    assert find_reusable(cfg, store).provenance.run_id == rid
+    assert find_reusable(cfg_with("seed=9"), store) is None
+
+
+def test_loss_is_on_trace_only(nano_tokenizer):
+    from squigglray.families import sample
+    from squigglray.training.data import collate, encode
+
+    x = sample("arithmetic", 1, 0)[0]
+    e = encode(nano_tokenizer, x)
+    batch = collate([e], nano_tokenizer.pad_token_id)
+    labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert nano_tokenizer.decode(labelled) == x.trace + nano_tokenizer.eos_token
+
+
+def test_curriculum_phases_and_schedule():
+    cfg = build_config(BaseTrainConfig, {}, [*FAST, "train.steps=100", "train.warmup_steps=10"])
+    from squigglray.training.data import CurriculumSampler, build_pool
+    from squigglray.models import train_tokenizer
+
+    pool = build_pool(cfg)
+    s = CurriculumSampler(cfg, pool, train_tokenizer(pool.texts(), 400))
+    assert [s.phase_at(i).name for i in (1, 30, 31, 100)] == ["easy", "easy", "mixed", "mixed"]
+    assert lr_at(5, cfg.train) == pytest.approx(cfg.train.lr / 2)
+    assert lr_at(100, cfg.train) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
+
+
+def test_log_cadence_is_dense_early():
+    steps = log_steps(1000, 100, 50)
+    early = [s for s in steps if s <= 100]
+    assert steps[:4] == [1, 2, 3, 4] and len(early) >= 12 and steps[-1] == 1000
+    assert all(b - a == 50 for a, b in zip(steps[len(early):], steps[len(early) + 1:]))

@@ -1,0 +1,1 @@
+"""Ray Tune search spaces (seed x family sweeps, DCM K sweeps) live here; see later issues."""
