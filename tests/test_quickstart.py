@@ -11,7 +11,7 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     rid = out["run"].provenance.run_id
     run = tmp_path / "data" / "runs" / rid
     for rel in ("config.json", "run.json", "scalars.parquet", "checkpoints/final/model.safetensors",
-                "reports/report.md", "reports/heldout_eval.parquet", "reports/heldout_summary.json"):
+                "reports/report.md", "reports/plots/loss.png", "reports/heldout_eval.parquet", "reports/heldout_summary.json"):
         assert (run / rel).exists(), rel
     rows = pq.read_table(run / "reports" / "heldout_eval.parquet").to_pylist()
     from squigglray.families import list_families

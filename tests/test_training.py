@@ -93,3 +93,43 @@ def test_log_cadence_is_dense_early():
     early = [s for s in steps if s <= 100]
     assert steps[:4] == [1, 2, 3, 4] and len(early) >= 12 and steps[-1] == 1000
     assert all(b - a == 50 for a, b in zip(steps[len(early):], steps[len(early) + 1:]))
+
+
+def test_packed_rows_match_unpacked_forward(nano_tokenizer):
+    """Packing is a speed trick only: each example's logits and loss terms are unchanged."""
+    import torch
+
+    from squigglray.families import sample
+    from squigglray.models import build_model
+    from squigglray.training.data import collate_packed, encode
+
+    xs = sample("arithmetic", 3, 1) + sample("mod_power", 3, 1)
+    enc = [encode(nano_tokenizer, x) for x in xs]
+    model = build_model("nano", nano_tokenizer, seed=0).eval()
+    packed = collate_packed(enc, nano_tokenizer.pad_token_id, row_len=max(len(e.ids) for e in enc) * 3)
+    assert packed["input_ids"].shape[0] < len(enc)  # several examples share a row
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
+        found = 0
+        for e in enc:
+            alone = model(torch.tensor([e.ids])).logits[0]
+            for b in range(packed["input_ids"].shape[0]):
+                row = packed["input_ids"][b].tolist()
+                for s in range(len(row) - len(e.ids) + 1):
+                    if row[s : s + len(e.ids)] == e.ids and packed["position_ids"][b, s] == 0:
+                        assert torch.allclose(logits[b, s : s + len(e.ids)], alone, atol=1e-5)
+                        found += 1
+                        break
+                else:
+                    continue
+                break
+        assert found == len(enc)
+    n_labels = sum(len(e.ids) - e.n_prompt for e in enc)
+    assert int((packed["labels"] != -100).sum()) == n_labels
+
+
+def test_reuse_requires_the_same_training_data(store):
+    cfg = cfg_with()
+    train_base(cfg, store, progress=False)
+    assert find_reusable(cfg, store) is not None
+    assert find_reusable(cfg, store, slice_hash="0" * 64) is None  # e.g. a family's code changed

@@ -20,11 +20,12 @@ import pyarrow as pa
 import ray
 
 from squigglray import __version__
-from squigglray.config import config_hash, load_config
+from squigglray.config import load_config
 from squigglray.eval import heldout_instances, summarize
 from squigglray.paths import ArtifactStore
+from squigglray.report.plots import loss_curve_png
 from squigglray.schemas import EvalRow, RunRecord
-from squigglray.training import BaseTrainConfig, find_reusable, run_id_for
+from squigglray.training import BaseTrainConfig, find_reusable
 from squigglray.training.data import build_pool
 
 
@@ -100,7 +101,10 @@ def write_eval(store: ArtifactStore, rec: RunRecord, rows: list[dict[str, Any]],
     store.write_json(f"{store.run_dir(rid)}/reports/heldout_summary.json", {
         "provenance": p.model_dump(), "table": [r.model_dump() for r in table],
     })
-    store.write_text(store.run_report(rid), md)
+    scalars = store.read_parquet(store.run_scalars(rid)).to_pydict()
+    png = loss_curve_png(scalars["step"], scalars["loss"], scalars["phase"], f"{rid}: training loss")
+    store.write_bytes(f"{store.run_dir(rid)}/reports/plots/loss.png", png)
+    store.write_text(store.run_report(rid), md + "\n![training loss](plots/loss.png)\n")
 
 
 def print_table(table: list[EvalRow], title: str) -> None:

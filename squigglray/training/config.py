@@ -90,6 +90,7 @@ class TrainSection(_Strict):
     log_every: int = Field(25, ge=1, description="regular logging after log_dense_until")
     checkpoint_every: int = Field(0, ge=0, description="0 = only the final checkpoint")
     threads: int = Field(0, ge=0, description="torch threads; 0 = leave torch's default")
+    pack: bool = Field(True, description="pack whole examples into rows of model.max_seq_len tokens")
 
 
 class EvalSection(_Strict):

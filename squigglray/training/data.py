@@ -98,6 +98,8 @@ class CurriculumSampler:
             pool = self.encoded.get(key)
             if pool:
                 rows.append(pool[self.rng.integers(len(pool))])
+        if self.cfg.train.pack:
+            return collate_packed(rows, self.pad_id, self.cfg.model.max_seq_len)
         return collate(rows, self.pad_id)
 
 
@@ -113,3 +115,40 @@ def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, r.n_prompt : n] = ids[i, r.n_prompt : n]
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_packed(rows: list[Encoded], pad_id: int, row_len: int) -> dict[str, torch.Tensor]:
+    """Pack whole examples into rows of at most `row_len` tokens (first-fit decreasing).
+
+    Each example keeps its own positions (restarting at 0) and a block-diagonal causal mask, so
+    its logits equal those of an unpacked forward pass; padding shrinks from ~35% to a few %.
+    """
+    bins: list[list[Encoded]] = []
+    room: list[int] = []
+    for r in sorted(rows, key=lambda r: -len(r.ids)):
+        i = next((j for j, free in enumerate(room) if free >= len(r.ids)), None)
+        if i is None:
+            bins.append([r])
+            room.append(row_len - len(r.ids))
+        else:
+            bins[i].append(r)
+            room[i] -= len(r.ids)
+    width = max(row_len - free for free in room)
+    n = len(bins)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    pos = torch.zeros((n, width), dtype=torch.long)
+    seg = torch.full((n, width), -1, dtype=torch.long)
+    for b, examples in enumerate(bins):
+        at = 0
+        for k, r in enumerate(examples):
+            m = len(r.ids)
+            ids[b, at : at + m] = torch.tensor(r.ids)
+            labels[b, at + r.n_prompt : at + m] = ids[b, at + r.n_prompt : at + m]
+            pos[b, at : at + m] = torch.arange(m)
+            seg[b, at : at + m] = k
+            at += m
+        pos[b, at:] = torch.arange(width - at)
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    mask = causal & (seg[:, :, None] == seg[:, None, :])
+    return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": pos, "labels": labels}

@@ -16,7 +16,7 @@ class BoardInvariant(Family):
     target_type = "invariant_monovariant"
     title = "Merge a, b into a + b + ab on a board of 1..n; the last number mod M"
     answer_modulus = MOD
-    knobs = {"n_max": Knob("largest n (numbers 1..n on the board)", 6, 30, 2000, 2, 50000)}
+    knobs = {"n_max": Knob("largest n (numbers 1..n on the board)", 40, 300, 5000, 2, 50000)}
     templates = (
         "The numbers 1, 2, ..., {n} are written on a board. A move erases two numbers a and b and writes "
         "a + b + ab in their place. After {nm1} moves a single number remains. Find its remainder when "

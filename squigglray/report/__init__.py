@@ -1,0 +1,1 @@
+"""Report writers and plots (matplotlib, PNG)."""
