@@ -16,6 +16,7 @@ import io
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from squigglray.config import build_config
@@ -68,7 +69,7 @@ def main() -> None:
     fresh = lambda: build_model(a.preset, tok, cfg.model.max_seq_len, seed=0)  # noqa: E731
 
     def reset_sampler():
-        sampler.rng = __import__("numpy").random.default_rng(cfg.seed)
+        sampler.rng = np.random.default_rng(cfg.seed)
 
     bare_loop(fresh(), batches[:5], cfg.train)  # warm-up
     t_bare, t_ours = [], []

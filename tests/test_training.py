@@ -110,19 +110,14 @@ def test_packed_rows_match_unpacked_forward(nano_tokenizer):
     assert packed["input_ids"].shape[0] < len(enc)  # several examples share a row
     with torch.no_grad():
         logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
+        expected = {tuple(e.ids): model(torch.tensor([e.ids])).logits[0] for e in enc}
         found = 0
-        for e in enc:
-            alone = model(torch.tensor([e.ids])).logits[0]
-            for b in range(packed["input_ids"].shape[0]):
-                row = packed["input_ids"][b].tolist()
-                for s in range(len(row) - len(e.ids) + 1):
-                    if row[s : s + len(e.ids)] == e.ids and packed["position_ids"][b, s] == 0:
-                        assert torch.allclose(logits[b, s : s + len(e.ids)], alone, atol=1e-5)
-                        found += 1
-                        break
-                else:
-                    continue
-                break
+        for b, (row, pos) in enumerate(zip(packed["input_ids"].tolist(), packed["position_ids"].tolist())):
+            starts = [s for s, p in enumerate(pos) if p == 0] + [len(row)]
+            for s, end in zip(starts, starts[1:]):  # one segment per example, then the padding
+                if tuple(row[s:end]) in expected:
+                    assert torch.allclose(logits[b, s:end], expected[tuple(row[s:end])], atol=1e-5)
+                    found += 1
         assert found == len(enc)
     n_labels = sum(len(e.ids) - e.n_prompt for e in enc)
     assert int((packed["labels"] != -100).sum()) == n_labels

@@ -26,20 +26,21 @@ from squigglray.paths import ArtifactStore
 from squigglray.report.plots import loss_curve_png
 from squigglray.schemas import EvalRow, RunRecord
 from squigglray.training import BaseTrainConfig, find_reusable
-from squigglray.training.data import build_pool
+from squigglray.training.data import Pool, build_pool
 
 
 def packaged_config(name: str) -> Path:
     return Path(str(resources.files("squigglray") / "configs" / f"{name}.yaml"))
 
 
-def train_or_reuse(cfg: BaseTrainConfig, store: ArtifactStore, reuse: bool = True, log=print) -> tuple[RunRecord, bool]:
+def train_or_reuse(cfg: BaseTrainConfig, store: ArtifactStore, reuse: bool = True, log=print,
+                   pool: Pool | None = None) -> tuple[RunRecord, bool]:
     """Train as a Ray task using every CPU of the (local) cluster, unless this config already ran."""
     from actors.base_model import train_base_task
     from squigglray.jobs.ray_runtime import cluster_cpus
     from squigglray.training.base import publish
 
-    if reuse and (rec := find_reusable(cfg, store)):
+    if reuse and (rec := find_reusable(cfg, store, pool.slice_hash if pool else None)):
         log(f"reusing run {rec.provenance.run_id} (config hash {rec.provenance.config_hash[:10]} matches)")
         publish(store, cfg.model.preset, rec.provenance.run_id)
         return rec, True
@@ -50,12 +51,11 @@ def train_or_reuse(cfg: BaseTrainConfig, store: ArtifactStore, reuse: bool = Tru
     return rec, False
 
 
-def evaluate(cfg: BaseTrainConfig, store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:
+def evaluate(cfg: BaseTrainConfig, store: ArtifactStore, run_id: str, pool: Pool) -> list[dict[str, Any]]:
     """Held-out instances (eval seed, training problems excluded), sharded over Ray tasks."""
     from actors.base_model import eval_shard_task
     from squigglray.jobs.ray_runtime import cluster_cpus
 
-    pool = build_pool(cfg)
     items = heldout_instances(cfg.data.resolved_families(), cfg.eval.levels, cfg.eval.n_per_family,
                               cfg.eval.seed, pool.problems())
     payload = [{"level": lv, "instance": x.model_dump(mode="json", by_alias=True)} for lv, x in items]
@@ -127,10 +127,11 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     ensure_ray()
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    rec, reused = train_or_reuse(cfg, store, reuse)
+    pool = build_pool(cfg)  # once: its hash decides reuse, its problems are kept out of evaluation
+    rec, reused = train_or_reuse(cfg, store, reuse, pool=pool)
     seconds["train"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    rows = evaluate(cfg, store, rec.provenance.run_id)
+    rows = evaluate(cfg, store, rec.provenance.run_id, pool)
     seconds["eval"] = time.perf_counter() - t1
     table = summarize(rows)
     md = report_markdown(rec, table, seconds, reused)
