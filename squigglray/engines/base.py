@@ -1,0 +1,165 @@
+"""One async generation protocol shared by every backend (local HF, an OpenAI-compatible server, vLLM).
+
+The solver, evaluators and the serve app only see `Engine.generate`, so a backend can be swapped by
+config. Seeds are per prompt and the k-th sample of a prompt depends on (seed, k) only, so a
+candidate's text does not change with whatever else happens to share its batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FinishReason = Literal["stop", "length"]
+_MASK64 = (1 << 64) - 1
+
+
+class EngineError(RuntimeError):
+    """Generation failed; the message says where (URL, model) and why."""
+
+
+class EngineUnavailable(EngineError):
+    """The backend cannot run in this environment (a missing optional extra, no GPU)."""
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # a lone string is a common slip; OpenAI accepts it too
+            self.stop = [self.stop]
+        self.stop = list(self.stop)
+        checks = [
+            ("n", self.n >= 1, "must be >= 1"),
+            ("temperature", self.temperature >= 0, "must be >= 0 (0 means greedy)"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("max_tokens", self.max_tokens >= 1, "must be >= 1"),
+            ("stop", all(isinstance(s, str) and s for s in self.stop), "must hold non-empty strings"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise ValueError(f"SamplingParams.{name}={getattr(self, name)!r} {why}")
+
+
+@dataclass
+class Completion:
+    text: str  # generated text, without a matched stop string (as OpenAI and vLLM return it)
+    finish_reason: FinishReason
+    stop_reason: str | None  # the stop string that matched; None for EOS or length
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def derive_seed(seed: int, k: int) -> int:
+    """The RNG seed of sample k of a prompt seeded with `seed` (SplitMix64 mix, 63 bits).
+
+    Mixing rather than `seed + k` keeps (seed=1, k=1) and (seed=2, k=0) unrelated.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + (k + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
+
+
+def resolve_seeds(n_prompts: int, params: SamplingParams, seeds: list[int] | None) -> list[int | None]:
+    """One seed (or None: unseeded) per prompt; explicit `seeds` override params.seed."""
+    if seeds is None:
+        return [params.seed] * n_prompts
+    if len(seeds) != n_prompts:
+        raise ValueError(f"seeds has {len(seeds)} entries but there are {n_prompts} prompts")
+    return list(seeds)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids with the tokenizer's BOS in front exactly once.
+
+    The project's tokenizer never adds BOS itself but its models are trained with it (see
+    eval/heldout.py); hub tokenizers usually add it already.
+    """
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
+class Engine(ABC):
+    """Batched text completion: one list of `params.n` completions per prompt."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    async def generate(
+        self, prompts: list[str], params: SamplingParams, seeds: list[int] | None = None
+    ) -> list[list[Completion]]: ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or GPU memory; the engine is unusable afterwards."""
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str: ...
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class EngineConfig(BaseModel):
+    """Which backend serves which model; the one config the solver and the serve app take."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    # checkpoint folder, preset name resolved through an ArtifactStore, hub id, or the served name (openai)
+    model: str
+    base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
+    api_key_env: str | None = None  # openai: name of the env var holding the key (never the key itself)
+    device: str = "auto"
+    dtype: str | None = None
+    max_batch_size: int = Field(64, ge=1)
+    request_timeout_s: float = Field(600, gt=0)
+    max_concurrency: int = Field(64, ge=1)
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+
+
+def make_engine(cfg: EngineConfig, store: Any = None) -> Engine:
+    """Build the configured backend; heavy imports happen only for the backend chosen."""
+    if cfg.backend == "hf":
+        from squigglray.engines.hf import HFEngine
+
+        return HFEngine.from_pretrained(cfg.model, store=store, device=cfg.device, dtype=cfg.dtype,
+                                        max_batch_size=cfg.max_batch_size)
+    if cfg.backend == "openai":
+        import os
+
+        from squigglray.engines.openai import OpenAIEngine
+
+        if not cfg.base_url:
+            raise ValueError("EngineConfig.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1)")
+        api_key = None
+        if cfg.api_key_env:
+            api_key = os.environ.get(cfg.api_key_env)
+            if not api_key:
+                raise ValueError(f"EngineConfig.api_key_env names {cfg.api_key_env!r}, which is not set or empty")
+        return OpenAIEngine(cfg.base_url, cfg.model, api_key=api_key, request_timeout_s=cfg.request_timeout_s,
+                            max_concurrency=cfg.max_concurrency)
+    from squigglray.engines.vllm import VLLMEngine, require_vllm
+    from squigglray.models.loading import resolve_spec
+
+    require_vllm()  # say "install the extra" before any model lookup can fail
+    args = dict(cfg.vllm_args)
+    if cfg.dtype:
+        args.setdefault("dtype", cfg.dtype)
+    return VLLMEngine(resolve_spec(cfg.model, store), **args)
