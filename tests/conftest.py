@@ -37,3 +37,26 @@ def store(tmp_path):
     from squigglray.paths import ArtifactStore
 
     return ArtifactStore(tmp_path / "data")
+
+
+SOLVER_MODEL = {
+    "name": "solver-test", "seed": 0,
+    "model": {"preset": "nano", "max_seq_len": 160, "vocab_size": 400},
+    "data": {"families": ["arithmetic", "mod_power"], "pool_per_family_level": 200, "seed": 0},
+    "curriculum": [{"name": "easy", "fraction": 1.0, "levels": {"easy": 1.0}}],
+    "train": {"steps": 250, "batch_size": 32, "lr": 0.01, "warmup_steps": 10, "log_dense_until": 8,
+              "log_every": 50, "threads": 2},
+    "eval": {"n_per_family": 2, "levels": ["easy"]},
+}
+
+
+@pytest.fixture(scope="session")
+def solver_store(tmp_path_factory):
+    """An artifact store holding a nano model trained for ~10 s on two families: enough to write
+    well-formed tool-integrated traces (code block, output, boxed answer), published as preset 'nano'."""
+    from squigglray.paths import ArtifactStore
+    from squigglray.training import BaseTrainConfig, train_base
+
+    store = ArtifactStore(tmp_path_factory.mktemp("solver") / "data")
+    train_base(BaseTrainConfig.model_validate(SOLVER_MODEL), store)
+    return store

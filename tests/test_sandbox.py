@@ -34,9 +34,9 @@ def _namespaces_here() -> bool:
 pytestmark = pytest.mark.skipif(not _namespaces_here(), reason="sandbox namespaces need root on Linux")
 
 
-def sandbox_processes() -> list[tuple[int, int, str]]:
-    """(pid, uid, cmdline) of every process on the machine that runs as a sandbox uid."""
-    out = []
+def sandbox_processes(roots: set[int]) -> list[tuple[int, int, str]]:
+    """(pid, uid, cmdline) of live processes below the given zygotes that run as a sandbox uid."""
+    info: dict[int, tuple[int, int, str, str]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -44,14 +44,23 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
             with open(f"/proc/{name}/status") as f:
                 uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
             with open(f"/proc/{name}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
+                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, StopIteration):
             continue
-        if uid >= UID_FLOOR and state != "Z":
-            out.append((int(name), uid, cmd))
-    return out
+        info[int(name)] = (int(fields[1]), uid, fields[0], cmd)
+
+    def below(pid: int) -> bool:
+        seen = 0
+        while pid in info and seen < 64:
+            pid, seen = info[pid][0], seen + 1
+            if pid in roots:
+                return True
+        return False
+
+    return [(pid, uid, cmd) for pid, (_, uid, state, cmd) in info.items()
+            if uid >= UID_FLOOR and state != "Z" and below(pid)]
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +98,12 @@ def assert_healthy(pool, sessions_open: int = 0) -> None:
     for i in range(len(pool.workers)):
         r = run(pool, "print(6 * 7)")
         assert (r.status, r.stdout) == ("ok", "42\n"), r
+    infos = pool.ready()
+    roots = {info["zygote_pid"] for info in infos}
     deadline = time.time() + 2
-    while len(procs := sandbox_processes()) > len(pool.workers) + sessions_open and time.time() < deadline:
+    while len(procs := sandbox_processes(roots)) > len(pool.workers) + sessions_open and time.time() < deadline:
         time.sleep(0.05)
     assert len(procs) <= len(pool.workers) + sessions_open, procs
-    infos = pool.ready()
     assert all(info["alive"] and info["restarts"] == 0 for info in infos), infos
 
 
@@ -103,6 +113,8 @@ def test_isolation_is_reported(pool):
     uid, small_pid = r.stdout.split()
     assert int(uid) >= UID_FLOOR and small_pid == "True"
     assert {"pid_namespace", "network_namespace", "unprivileged_uid", "rlimits"} <= set(r.isolation)
+    roots = {info["zygote_pid"] for info in pool.ready()}
+    assert len(sandbox_processes(roots)) == len(pool.workers)  # the pre-forked children, seen by the check
 
 
 def test_infinite_loop_is_killed_within_timeout(pool):
@@ -138,7 +150,8 @@ def test_orphaned_children_are_killed(pool):
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}"
     r = run(pool, f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'])\nprint('started')")
     assert r.status == "ok" and r.stdout == "started\n"
-    assert not [p for p in sandbox_processes() if marker in p[2]]
+    roots = {info["zygote_pid"] for info in pool.ready()}
+    assert not [p for p in sandbox_processes(roots) if marker in p[2]]
     assert_healthy(pool)
 
 
@@ -161,7 +174,8 @@ def test_daemon_escaping_with_setsid_and_double_fork(pool, outside):
     )
     r = run(pool, code)
     assert r.status == "ok" and "parent done" in r.stdout
-    assert len(sandbox_processes()) <= len(pool.workers)  # the daemon is gone already
+    roots = {info["zygote_pid"] for info in pool.ready()}
+    assert len(sandbox_processes(roots)) <= len(pool.workers)  # the daemon is gone already
     time.sleep(2.5)
     assert not target.exists()
     assert_healthy(pool)
@@ -340,3 +354,21 @@ def test_crashed_actor_is_restarted_and_its_queued_work_rerun(pool):
 def test_map_with_backpressure(pool):
     results = pool.map([f"print({i} ** 2)" for i in range(20)], batch_size=3)
     assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(20)]
+
+
+def test_metrics_reach_the_dashboard_exporter(pool, ray_session):
+    import urllib.request
+
+    run(pool, "while True:\n    pass", timeout_s=0.3)
+    port = ray_session.nodes()[0]["MetricsExportPort"]
+    wanted = ("ray_squigglray_sandbox_runs", 'status="timeout"')
+    deadline, text = time.time() + 30, ""
+    while time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if any(all(w in line for w in wanted) for line in text.splitlines()):
+            break
+        time.sleep(1)
+    lines = text.splitlines()
+    assert any(all(w in line for w in wanted) for line in lines)
+    assert any("ray_squigglray_sandbox_run_seconds_bucket" in line for line in lines)
+    assert any("ray_squigglray_sandbox_queue_depth" in line for line in lines)

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 
 from squigglray.solve.sandbox import framing
-from squigglray.solve.sandbox.result import PRELOAD, Limits, RunResult
+from squigglray.solve.sandbox.result import PRELOAD, WARMUP, Limits, RunResult
 
 MAX_CODE_BYTES = 1 << 20
 
@@ -32,12 +32,13 @@ class Sandbox:
     """
 
     def __init__(self, limits: Limits | None = None, isolation: str = "auto",
-                 preload: tuple[str, ...] = PRELOAD, max_sessions: int = 64, start_timeout_s: float = 120.0):
+                 preload: tuple[str, ...] = PRELOAD, warmup: str | None = WARMUP, max_sessions: int = 64,
+                 start_timeout_s: float = 120.0):
         if isolation not in ("auto", "namespaces", "process"):
             raise ValueError(f"isolation must be auto, namespaces or process, not {isolation!r}")
         self.limits = limits or Limits()
         self._cfg = {"limits": asdict(self.limits), "isolation": isolation, "preload": list(preload),
-                     "max_sessions": max_sessions}
+                     "warmup": warmup, "max_sessions": max_sessions}
         self._start_timeout = start_timeout_s
         self._lock = threading.RLock()
         self._proc: subprocess.Popen | None = None

@@ -129,6 +129,8 @@ def start_child(job: dict) -> None:
         os.dup2(job["err_w"], 2)
         keep = {0, 1, 2, job["res_w"]} | {job[k] for k in ("sock_fd", "code_r") if job.get(k) is not None}
         _close_fds_except(keep)
+        # The session channel becomes a socket object before the audit hook could refuse that.
+        sock = socket.socket(fileno=job["sock_fd"]) if job.get("sock_fd") is not None else None
         os.chdir(job["workdir"])
         os.environ.clear()
         os.environ.update(SAFE_ENV, HOME=job["workdir"], TMPDIR=job["workdir"])
@@ -153,9 +155,9 @@ def start_child(job: dict) -> None:
     g = {"__name__": "__main__", "__builtins__": builtins}
     run_block(code, g, job["res_w"])
     os.close(job["res_w"])
-    if job.get("sock_fd") is None:
+    if sock is None:
         _real_exit(0)
-    holder_loop(socket.socket(fileno=job["sock_fd"]), g)
+    holder_loop(sock, g)
 
 
 def _reap() -> None:

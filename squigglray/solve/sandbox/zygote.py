@@ -350,6 +350,7 @@ class Manager:
         return {
             "status": status, "stdout": w["stdout"].decode(errors="replace"),
             "stderr": w["stderr"].decode(errors="replace") + note, "duration_s": time.perf_counter() - t0,
+            "exec_s": (res or {}).get("exec_s", 0.0),
             "peak_memory_mb": (res or {}).get("peak_memory_mb", 0.0), "isolation": self.isolation,
             "session": sid, "session_reset": reset,
         }
@@ -405,6 +406,11 @@ def main() -> None:
     cfg = json.loads(sys.argv[2])
     for name in cfg["preload"]:
         importlib.import_module(name)
+    if cfg.get("warmup"):
+        try:
+            exec(cfg["warmup"], {"__name__": "__warmup__"})
+        except Exception as e:  # noqa: BLE001  (a warm-up is an optimisation, never a failure)
+            print(f"sandbox warm-up skipped: {type(e).__name__}: {e}", file=sys.stderr)
     gc.collect()
     gc.freeze()  # keep the collector from dirtying the shared pages of every fork
     want = cfg["isolation"]
