@@ -83,52 +83,63 @@ async def complete(engine: Engine, req: CompletionRequest, model_name: str | Non
     }
 
 
-def _error(status: int, message: str, kind: str, param: str | None = None):
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
-                        status_code=status)
+def error_body(status: int, message: str, kind: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
-def _describe(e: ValidationError) -> tuple[str, str | None]:
+def describe(e: ValidationError) -> tuple[str, str | None]:
+    """A validation error as one readable line, and the first offending field."""
     errs = e.errors()
-    message = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errs)
+    message = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg'].removeprefix('Value error, ')}"
+                        for err in errs)
     return message, (str(errs[0]["loc"][0]) if errs and errs[0]["loc"] else None)
+
+
+def models_body(model_name: str, created: int) -> dict[str, Any]:
+    return {"object": "list",
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "squigglray"}]}
+
+
+async def respond(engine: Engine, body: Any, model_name: str) -> tuple[int, dict[str, Any]]:
+    """A parsed /v1/completions body -> (HTTP status, JSON body), errors in OpenAI's shape."""
+    try:
+        req = CompletionRequest.model_validate(body)
+    except ValidationError as e:
+        message, param = describe(e)
+        return 400, error_body(400, message, "invalid_request_error", param)
+    if req.model is not None and req.model != model_name:
+        return 404, error_body(404, f"The model `{req.model}` does not exist; this server serves `{model_name}`.",
+                               "NotFoundError", "model")
+    try:
+        return 200, await complete(engine, req, model_name)
+    except ValueError as e:
+        return 400, error_body(400, str(e), "invalid_request_error")
+    except EngineUnavailable as e:
+        return 503, error_body(503, str(e), "service_unavailable")
+    except EngineError as e:
+        return 500, error_body(500, str(e), "engine_error")
 
 
 def build_app(engine: Engine, model_name: str):
     """FastAPI app with POST /v1/completions and GET /v1/models for `engine` served as `model_name`."""
     from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
     app = FastAPI(title=f"squigglray completions: {model_name}")
     created = int(time.time())
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list",
-                "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "squigglray"}]}
+        return models_body(model_name, created)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "the request body is not valid JSON", "invalid_request_error")
-        try:
-            req = CompletionRequest.model_validate(body)
-        except ValidationError as e:
-            message, param = _describe(e)
-            return _error(400, message, "invalid_request_error", param)
-        if req.model is not None and req.model != model_name:
-            return _error(404, f"The model `{req.model}` does not exist; this server serves `{model_name}`.",
-                          "NotFoundError", "model")
-        try:
-            return await complete(engine, req, model_name)
-        except ValueError as e:
-            return _error(400, str(e), "invalid_request_error")
-        except EngineUnavailable as e:
-            return _error(503, str(e), "service_unavailable")
-        except EngineError as e:
-            return _error(500, str(e), "engine_error")
+            status, payload = 400, error_body(400, "the request body is not valid JSON", "invalid_request_error")
+        else:
+            status, payload = await respond(engine, body, model_name)
+        return JSONResponse(payload, status_code=status)
 
     return app

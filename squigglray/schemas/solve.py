@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 MAX_PROBLEM_CHARS = 20_000
 VoteModeName = Literal["aimo", "majority", "general"]
@@ -37,12 +37,12 @@ class SolveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     problem: str = Field(..., min_length=1, max_length=MAX_PROBLEM_CHARS)
-    n: int | None = Field(None, ge=1, le=1024)
-    rounds: int | None = Field(None, ge=0, le=16)
+    n: StrictInt | None = Field(None, ge=1, le=1024)
+    rounds: StrictInt | None = Field(None, ge=0, le=16)
     code_timeout_s: float | None = Field(None, gt=0.0, le=120.0)
     mode: VoteModeName | None = None
-    seed: int | None = None
-    traces: bool = False
+    seed: StrictInt | None = None
+    traces: StrictBool = False
 
     @field_validator("problem", mode="before")
     @classmethod

@@ -44,10 +44,6 @@ class Limits:
     stderr_tail_bytes: int = 4_000
     tmpfs_mb: int = 256
 
-    def cpu_seconds(self, timeout_s: float) -> int:
-        """CPU-time rlimit: a backstop just above the wall clock (SIGXCPU, then SIGKILL)."""
-        return int(timeout_s) + 2
-
 
 @dataclass
 class RunResult:

@@ -1,0 +1,343 @@
+"""Ray Serve application: the AIMO-style solver over HTTP.
+
+    serve run serve_apps.solver:app_builder model=tiny       # CPU, the project's tiny model (./data)
+    serve run serve_apps/solver.yaml                         # the same from the config file
+    python -m squigglray.jobs.serve_solver --port 8000       # what `squigglray serve` runs
+
+Two deployments and a pool of actors:
+
+- `SolverEngine` holds one generation engine (hf on CPU by default; vllm with num_gpus on a cluster;
+  openai pointed at any OpenAI-compatible server, e.g. a ray.serve.llm app).
+- `SolverIngress` (FastAPI): POST /solve, GET /healthz, and POST /v1/completions + GET /v1/models
+  forwarded to the engine, so <base>/v1 is an OpenAI-compatible server for the served model. It owns
+  a `SandboxPool` (actors/sandbox_pool.py) that runs the candidates' code.
+
+Thin on purpose: the TIR loop and vote are `squigglray.solve.solve`, request validation is
+`squigglray.schemas.solve.SolveRequest`, the completions surface is `squigglray.engines.openai_api`.
+Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+"""
+
+# no `from __future__ import annotations`: FastAPI must see the real `Request` class in route signatures
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import ray
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ray import serve
+from ray.util import metrics
+
+from actors.sandbox_pool import SandboxPool
+from squigglray.config import build_config
+from squigglray.engines import Completion, Engine, EngineConfig, EngineError, EngineUnavailable, SamplingParams
+from squigglray.engines.openai_api import describe, error_body, models_body, respond
+from squigglray.paths import default_root
+from squigglray.schemas.solve import SolveOptions, SolveRequest
+from squigglray.solve import solve as solve_problem
+from squigglray.solve.sandbox import Limits
+
+logger = logging.getLogger("ray.serve")
+
+ENGINE_DEPLOYMENT = "SolverEngine"
+INGRESS_DEPLOYMENT = "SolverIngress"
+LATENCY_BOUNDS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+
+
+class SolverAppArgs(BaseModel):
+    """`args:` of the application (YAML, or `serve run serve_apps.solver:app_builder key=value ...`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # engine (see squigglray.engines.EngineConfig)
+    model: str = Field("tiny", description="preset (through data_dir), checkpoint folder, hub id, or served name")
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    base_url: Optional[str] = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/llm/v1")
+    api_key_env: Optional[str] = None
+    served_model_name: Optional[str] = Field(None, description="name on /v1/models (default: model)")
+    device: str = "auto"
+    dtype: Optional[str] = None
+    max_batch_size: int = Field(64, ge=1)
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+    data_dir: Optional[str] = Field(None, description="artifact root holding presets; default $SQUIGGLRAY_DATA or ./data")
+    engine_num_cpus: float = Field(0.25, ge=0)
+    engine_num_gpus: float = Field(0, ge=0)
+    engine_threads: Optional[int] = Field(None, ge=1, description="torch threads in the hf engine replica")
+    engine_max_ongoing_requests: int = Field(64, ge=1)
+    # ingress
+    ingress_num_cpus: float = Field(0.25, ge=0)
+    ingress_max_ongoing_requests: int = Field(16, ge=1)
+    defaults: SolveOptions = Field(default_factory=SolveOptions, description="server-side SolveOptions")
+    max_n: int = Field(64, ge=1, le=1024, description="largest n a request may ask for")
+    max_body_bytes: int = Field(64 * 1024, ge=256, description="POST /solve body limit (413 above it)")
+    max_completion_body_bytes: int = Field(8 << 20, ge=256, description="POST /v1/completions body limit")
+    solve_timeout_s: float = Field(600, gt=0, description="wall-clock limit of one /solve (504 after it)")
+    equivalence_timeout_s: float = Field(2.0, gt=0, description="math-verify per comparison (mode 'general')")
+    # sandbox pool
+    sandbox_workers: int = Field(1, ge=1)
+    sandbox_num_cpus: float = Field(0.25, ge=0)
+    sandbox_max_in_flight: int = Field(2, ge=1)
+    sandbox_isolation: Literal["auto", "namespaces", "process"] = "auto"
+    sandbox_limits: dict[str, Any] = Field(default_factory=dict, description="squigglray.solve.sandbox.Limits fields")
+
+    @field_validator("defaults", "vllm_args", "sandbox_limits", mode="before")
+    @classmethod
+    def _text_to_mapping(cls, v):
+        """`serve run ... defaults='{n: 8}'` passes text; read it as YAML/JSON."""
+        return yaml.safe_load(v) if isinstance(v, str) else v
+
+    @field_validator("sandbox_limits")
+    @classmethod
+    def _limits(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Limits(**v)
+        except TypeError as e:
+            raise ValueError(f"not squigglray.solve.sandbox.Limits fields ({e})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SolverAppArgs":
+        if self.defaults.n > self.max_n:
+            raise ValueError(f"defaults.n={self.defaults.n} is above max_n={self.max_n}")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/llm/v1)")
+        return self
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(backend=self.backend, model=self.model, base_url=self.base_url,
+                            api_key_env=self.api_key_env, device=self.device, dtype=self.dtype,
+                            max_batch_size=self.max_batch_size, vllm_args=self.vllm_args)
+
+    def resolved_data_dir(self) -> str:
+        """Absolute, so replicas whose working directory differs still find the presets."""
+        root = self.data_dir or default_root()
+        return root if "://" in root else str(Path(root).expanduser().resolve())
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP helpers (error shape shared with squigglray.engines.openai_api)
+
+def error(status: int, message: str, kind: str = "invalid_request_error", param: Optional[str] = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
+                        status_code=status)
+
+
+async def read_json(request: Request, limit: int) -> tuple[Any, Optional[JSONResponse]]:
+    """The parsed body, or a 413 (over `limit` bytes, checked before reading it all) / 400 response."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None, error(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes", "request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None, error(413, f"request body is over the limit of {limit} bytes", "request_too_large")
+    if not body.strip():
+        return None, error(400, "the request body is empty; send a JSON object")
+    try:
+        return json.loads(body), None
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, error(400, f"the request body is not valid JSON ({e})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine deployment
+
+@serve.deployment(name=ENGINE_DEPLOYMENT, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+class EngineDeployment:
+    """One generation engine; `generate` for the solver, `completions` for OpenAI clients."""
+
+    def __init__(self, engine: dict, data_dir: Optional[str] = None, served_model_name: Optional[str] = None,
+                 threads: Optional[int] = None):
+        from squigglray.engines import make_engine
+        from squigglray.paths import ArtifactStore
+
+        cfg = EngineConfig.model_validate(engine)
+        if cfg.backend == "hf" and cfg.device == "auto" and not ray.get_gpu_ids():
+            cfg = cfg.model_copy(update={"device": "cpu"})  # a CPU replica may still see the node's GPUs
+        if cfg.backend == "hf" and threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.cfg = cfg
+        self.engine = make_engine(cfg, ArtifactStore(data_dir) if data_dir else None)
+        self.model_name = served_model_name or cfg.model
+        self.created = int(time.time())
+
+    async def generate(self, prompts: list[str], params: dict, seeds: Optional[list[int]] = None) -> list[list[dict]]:
+        outs = await self.engine.generate(prompts, SamplingParams(**params), seeds)
+        return [[asdict(c) for c in row] for row in outs]
+
+    async def completions(self, body: Any) -> tuple[int, dict]:
+        """OpenAI /v1/completions: (status, JSON body), the same behaviour as openai_api.build_app."""
+        return await respond(self.engine, body, self.model_name)
+
+    def models(self) -> dict:
+        return models_body(self.model_name, self.created)
+
+    def info(self) -> dict:
+        return {"model": self.model_name, "backend": self.cfg.backend, "device": self.cfg.device}
+
+    async def __del__(self):
+        if getattr(self, "engine", None) is not None:
+            await self.engine.aclose()
+
+
+class HandleEngine(Engine):
+    """The engine deployment behind the `Engine` protocol, so `solve()` runs on it unchanged."""
+
+    name = "serve"
+
+    def __init__(self, handle, model_name: str):
+        self.handle = handle
+        self._model = model_name
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    async def generate(self, prompts: list[str], params: SamplingParams,
+                       seeds: Optional[list[int]] = None) -> list[list[Completion]]:
+        rows = await self.handle.generate.remote(list(prompts), asdict(params), None if seeds is None else list(seeds))
+        return [[Completion(**d) for d in row] for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# the ingress
+
+api = FastAPI(title="squigglray solver", description="Tool-integrated best-of-N math solver (Ray Serve).")
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class SolverIngress:
+    def __init__(self, engine, args: dict):
+        self.args = SolverAppArgs.model_validate(args)
+        self.engine_handle = engine
+        self.engine = HandleEngine(engine, self.args.served_name)
+        self.pool = SandboxPool(size=self.args.sandbox_workers, limits=Limits(**self.args.sandbox_limits),
+                                isolation=self.args.sandbox_isolation, num_cpus=self.args.sandbox_num_cpus,
+                                max_in_flight=self.args.sandbox_max_in_flight)
+        self._equivalence = None
+        self.requests = metrics.Counter("squigglray_solve_requests", "POST /solve by HTTP status",
+                                        tag_keys=("status",))
+        self.latency = metrics.Histogram("squigglray_solve_seconds", "POST /solve wall time (200s)",
+                                         boundaries=LATENCY_BOUNDS)
+
+    async def _equivalence_checker(self):
+        """math-verify in a subprocess (its signal.alarm timeouts cannot work in a replica's threads);
+        started off the event loop, since importing math-verify takes seconds."""
+        if self._equivalence is None:
+            from squigglray.solve.equivalence import EquivalenceChecker
+
+            checker = EquivalenceChecker(timeout_s=self.args.equivalence_timeout_s)
+            await asyncio.to_thread(checker.equivalent, "1", "2")  # two different answers start the worker
+            if self._equivalence is None:
+                self._equivalence = checker
+            else:
+                checker.close()
+        return self._equivalence
+
+    def _done(self, response, t0: Optional[float] = None):
+        status = response.status_code if isinstance(response, JSONResponse) else 200
+        self.requests.inc(1, tags={"status": str(status)})
+        if t0 is not None and status == 200:
+            self.latency.observe(time.perf_counter() - t0)
+        return response
+
+    @api.get("/healthz")
+    async def healthz(self):
+        """200 when the engine deployment and every sandbox worker answer; 503 naming which does not."""
+        try:
+            info = await asyncio.wait_for(self.engine_handle.info.remote(), 30)
+        except Exception as e:  # noqa: BLE001 - report any failure as unhealthy
+            return error(503, f"engine deployment not responding: {e.__class__.__name__}: {e}", "unavailable")
+        try:
+            workers = await asyncio.wait_for(asyncio.to_thread(self.pool.ready, 60), 65)
+        except Exception as e:  # noqa: BLE001
+            return error(503, f"sandbox pool not ready: {e.__class__.__name__}: {e}", "unavailable")
+        if not all(w["alive"] for w in workers):
+            return error(503, "a sandbox worker's zygote is down", "unavailable")
+        return {"status": "ok", **info, "sandbox": {"workers": len(workers), "isolation": workers[0]["isolation"]},
+                "defaults": self.args.defaults.model_dump(), "max_n": self.args.max_n}
+
+    @api.post("/solve")
+    async def solve(self, request: Request):
+        """Body: SolveRequest (problem, optional n, rounds, code_timeout_s, mode, seed, traces)."""
+        t0 = time.perf_counter()
+        data, bad = await read_json(request, self.args.max_body_bytes)
+        if bad is not None:
+            return self._done(bad)
+        if not isinstance(data, dict):
+            return self._done(error(422, f"the body must be a JSON object like {{\"problem\": \"...\"}}, "
+                                         f"not {type(data).__name__}"))
+        try:
+            req = SolveRequest.model_validate(data)
+        except ValidationError as e:
+            message, param = describe(e)
+            return self._done(error(422, message, param=param))
+        opts = req.options(self.args.defaults)
+        if opts.n > self.args.max_n:
+            return self._done(error(422, f"n: {opts.n} is above this server's limit of {self.args.max_n} candidates",
+                                    param="n"))
+        equivalence = await self._equivalence_checker() if opts.mode == "general" else None
+        try:
+            result = await asyncio.wait_for(
+                solve_problem(req.problem, self.engine, self.pool, opts, equivalence=equivalence, traces=req.traces),
+                self.args.solve_timeout_s)
+        except asyncio.TimeoutError:
+            return self._done(error(504, f"solve took longer than {self.args.solve_timeout_s} s", "timeout"))
+        except ValueError as e:
+            return self._done(error(422, str(e)))
+        except Exception as e:  # noqa: BLE001 - the engine or a worker failed: say so, keep serving
+            logger.exception("solve failed")
+            return self._done(error(500, f"solve failed: {e.__class__.__name__}: {e}", "server_error"))
+        body = result.model_dump(mode="json")
+        if not req.traces:
+            body["candidates"] = []
+        body["model"] = self.args.served_name
+        logger.info("solve n=%d -> %r (%d candidates, %.2fs)", opts.n, result.answer, result.n_candidates,
+                    result.timings.get("total_s", 0.0))
+        return self._done(body, t0)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        data, bad = await read_json(request, self.args.max_completion_body_bytes)
+        if bad is not None:
+            return bad
+        status, payload = await self.engine_handle.completions.remote(data)
+        return JSONResponse(payload, status_code=status)
+
+    @api.get("/v1/models")
+    async def models(self):
+        return await self.engine_handle.models.remote()
+
+    def __del__(self):
+        if getattr(self, "_equivalence", None) is not None:
+            self._equivalence.close()
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown()
+
+
+def app_builder(args: dict) -> serve.Application:
+    """The solver application from `args` (SolverAppArgs fields); bad args raise ConfigError naming them."""
+    a = build_config(SolverAppArgs, dict(args or {}))
+    engine_opts: dict[str, Any] = {"num_cpus": a.engine_num_cpus}
+    if a.engine_num_gpus:
+        engine_opts["num_gpus"] = a.engine_num_gpus
+    engine = EngineDeployment.options(
+        ray_actor_options=engine_opts, max_ongoing_requests=a.engine_max_ongoing_requests,
+    ).bind(a.engine_config().model_dump(mode="json"), a.resolved_data_dir(), a.served_name, a.engine_threads)
+    return SolverIngress.options(
+        ray_actor_options={"num_cpus": a.ingress_num_cpus}, max_ongoing_requests=a.ingress_max_ongoing_requests,
+    ).bind(engine, a.model_dump(mode="json"))

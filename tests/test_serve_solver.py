@@ -1,0 +1,256 @@
+"""The solver served by Ray Serve, over real HTTP on 127.0.0.1: /solve, /healthz, the OpenAI-compatible
+/v1 routes, bad input, concurrency, and the Serve config files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from squigglray.engines import OpenAIEngine, SamplingParams
+from squigglray.families import sample
+from squigglray.schemas.solve import SolveOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"n": 4, "rounds": 2, "max_tokens_per_round": 100, "early_stop": False, "code_timeout_s": 5}
+APP_ARGS = {
+    "model": "nano", "engine_num_cpus": 0.1, "ingress_num_cpus": 0.1, "sandbox_workers": 1,
+    "sandbox_num_cpus": 0.25, "max_n": 8, "max_body_bytes": 4096, "defaults": DEFAULTS,
+}
+PROBLEM = sample("arithmetic", 1, seed=5)[0].problem
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(ray_session, solver_store):
+    from ray import serve
+
+    from serve_apps.solver import app_builder
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(app_builder({**APP_ARGS, "data_dir": solver_store.uri}), name="solver", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:  # the sandbox actor may still be starting after the replicas are up
+            r = requests.get(f"{base}/healthz", timeout=70)
+            if r.status_code == 200:
+                break
+            assert time.time() < deadline, f"/healthz never became ready: {r.status_code} {r.text}"
+            time.sleep(0.5)
+        yield base
+    finally:
+        serve.shutdown()
+
+
+def post(url: str, body, timeout: float = 120) -> requests.Response:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout)
+
+
+def test_healthz(url):
+    r = requests.get(f"{url}/healthz", timeout=30)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["status"] == "ok" and data["model"] == "nano" and data["backend"] == "hf"
+    assert data["sandbox"]["workers"] == 1 and data["max_n"] == 8
+
+
+def test_solve_returns_answer_votes_and_timings(url):
+    r = post(f"{url}/solve", {"problem": PROBLEM, "n": 4, "seed": 1})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["n_candidates"] == 4 and data["n_requested"] == 4
+    assert data["answer"] is not None and data["answer"] in data["votes"]
+    assert data["timings"]["generate_s"] > 0 and data["timings"]["total_s"] > 0
+    assert data["candidates"] == []  # traces only when asked
+    assert data["model"] == "nano"
+
+
+def test_traces_when_asked_match_an_in_process_solve_over_v1(url):
+    """/solve with traces, and solve() run here with an OpenAIEngine on <url>/v1 and a LocalExecutor:
+    same options and seed, so the same candidates, texts and vote."""
+    from squigglray.solve import LocalExecutor, solve
+
+    served = post(f"{url}/solve", {"problem": PROBLEM, "n": 2, "rounds": 1, "seed": 7, "traces": True})
+    assert served.status_code == 200, served.text
+    served = served.json()
+    assert len(served["candidates"]) == 2 and all(c["text"] for c in served["candidates"])
+    assert any(c["code_runs"] for c in served["candidates"]), "the nano model writes code that the pool runs"
+
+    opts = SolveOptions(**{**DEFAULTS, "n": 2, "rounds": 1, "seed": 7})
+    executor = LocalExecutor(1)
+
+    async def go():
+        async with OpenAIEngine(f"{url}/v1", "nano") as engine:
+            return await solve(PROBLEM, engine, executor, opts, traces=True)
+
+    try:
+        local = asyncio.run(go())
+    finally:
+        executor.close()
+    assert [c.text for c in local.candidates] == [c["text"] for c in served["candidates"]]
+    assert local.answer == served["answer"] and local.votes == served["votes"]
+
+
+
+def test_general_mode_votes_with_math_verify_in_the_replica(url):
+    """mode 'general' compares answers with math-verify in a subprocess: no signal.alarm off the main thread."""
+    r = post(f"{url}/solve", {"problem": PROBLEM, "n": 2, "rounds": 1, "mode": "general"})
+    assert r.status_code == 200, r.text
+    assert r.json()["n_candidates"] == 2
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"n": 2}, 422, "problem: Field required"),
+    ({"problem": ""}, 422, "problem is empty"),
+    ({"problem": "   \n"}, 422, "problem is empty"),
+    ({"problem": 42}, 422, "problem must be a string, not int"),
+    ({"problem": ["What is 1+1?"]}, 422, "problem must be a string, not list"),
+    ({"problem": "What is 1+1?", "n": 0}, 422, "n: Input should be greater than or equal to 1"),
+    ({"problem": "What is 1+1?", "n": 9}, 422, "n: 9 is above this server's limit of 8"),
+    ({"problem": "What is 1+1?", "n": 5000}, 422, "n: Input should be less than or equal to 1024"),
+    ({"problem": "What is 1+1?", "rounds": "many"}, 422, "rounds: Input should be a valid integer"),
+    ({"problem": "What is 1+1?", "mode": "best"}, 422, "mode: Input should be"),
+    ({"problem": "What is 1+1?", "temperature": 0.5}, 422, "temperature: Extra inputs are not permitted"),
+    (["What is 1+1?"], 422, "must be a JSON object"),
+    (b'{"problem": "What is 1+1?"', 400, "not valid JSON"),
+    (b"", 400, "body is empty"),
+])
+def test_bad_requests_get_4xx_with_a_message(url, body, status, needle):
+    r = post(f"{url}/solve", body, timeout=30)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def test_body_over_the_size_limit_is_413(url):
+    r = post(f"{url}/solve", {"problem": "x" * 5000}, timeout=30)
+    assert r.status_code == 413 and "4096 bytes" in r.json()["error"]["message"]
+    r = post(f"{url}/solve", {"problem": "What is 1+1?"} | {"pad": " " * 8000}, timeout=30)
+    assert r.status_code == 413  # rejected before the unknown field is even seen
+
+
+def test_concurrent_requests_are_all_served(url):
+    problems = [x.problem for x in sample("arithmetic", 5, seed=11)]
+    with ThreadPoolExecutor(len(problems)) as pool:
+        responses = list(pool.map(lambda p: post(f"{url}/solve", {"problem": p, "n": 2, "rounds": 1}), problems))
+    assert [r.status_code for r in responses] == [200] * len(problems), [r.text for r in responses]
+    assert all(r.json()["n_candidates"] == 2 for r in responses)
+
+
+def test_v1_completions_match_a_local_engine(url, solver_store):
+    from squigglray.engines import HFEngine
+
+    local = HFEngine.from_pretrained("nano", solver_store, device="cpu")
+    prompts = [sample("mod_power", 1, seed=3)[0].problem, PROBLEM]
+    hot = SamplingParams(n=2, temperature=0.9, max_tokens=24, stop=["```output"])
+    greedy = SamplingParams(temperature=0, max_tokens=24)
+
+    async def go(params, seeds):
+        async with OpenAIEngine(f"{url}/v1", "nano") as engine:
+            return await engine.generate(prompts, params, seeds)
+
+    assert asyncio.run(go(hot, [5, 6])) == local.generate_sync(prompts, hot, seeds=[5, 6])
+    assert asyncio.run(go(greedy, None)) == local.generate_sync(prompts, greedy)
+    models = requests.get(f"{url}/v1/models", timeout=30).json()
+    assert [m["id"] for m in models["data"]] == ["nano"]
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"model": "other", "prompt": "x"}, 404, "other"),
+    ({"prompt": "x", "n": 0}, 400, "n"),
+    (b"{nope", 400, "JSON"),
+])
+def test_v1_completions_bad_requests(url, body, status, needle):
+    r = post(f"{url}/v1/completions", body, timeout=30)
+    assert r.status_code == status and needle in r.json()["error"]["message"]
+
+
+# -- config files and the composition root (no Serve needed) --------------------------------------
+
+@pytest.mark.parametrize("name", ["solver.yaml", "solver_gpu.yaml"])
+def test_config_files_are_valid_serve_configs(name):
+    from ray._common.utils import import_attr
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_apps import solver
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_apps" / name).read_text()))
+    [app] = config.applications
+    assert import_attr(app.import_path) is solver.app_builder
+    built = solver.app_builder(app.args)  # the args validate; binds only, loads nothing
+    assert built is not None
+    assert {d.name for d in app.deployments} == {solver.ENGINE_DEPLOYMENT, solver.INGRESS_DEPLOYMENT}
+    if name == "solver_gpu.yaml":
+        engine = next(d for d in app.deployments if d.name == solver.ENGINE_DEPLOYMENT)
+        assert engine.ray_actor_options.num_gpus == 1 and app.args["backend"] == "vllm"
+        assert app.args["defaults"]["prompt"] == "tir"
+
+
+def test_app_builder_names_bad_args():
+    from squigglray.config import ConfigError
+
+    from serve_apps.solver import app_builder
+
+    with pytest.raises(ConfigError, match="max_n"):
+        app_builder({"max_n": 0})
+    with pytest.raises(ConfigError, match="defaults.n=100 is above max_n=64"):
+        app_builder({"defaults": {"n": 100}})
+    with pytest.raises(ConfigError, match="base_url"):
+        app_builder({"backend": "openai", "model": "m"})
+    with pytest.raises(ConfigError, match="sandbox_limits"):
+        app_builder({"sandbox_limits": {"cpu": 3}})
+
+
+def test_deploy_config_overrides(solver_store, tmp_path):
+    from squigglray.config import ConfigError
+    from squigglray.jobs.serve_solver import load_deploy_config
+    from squigglray.models import ModelNotFound
+
+    config = load_deploy_config(None, {"model": "nano", "data_dir": solver_store.uri, "port": 8123,
+                                       "defaults.n": 8, "sandbox_workers": None})
+    [app] = config.applications
+    assert config.http_options.port == 8123 and config.http_options.host == "127.0.0.1"
+    assert app.args["model"] == "nano" and app.args["defaults"]["n"] == 8 and app.args["defaults"]["rounds"] == 4
+    assert app.args["sandbox_workers"] == 1  # None means "not given"
+    with pytest.raises(ConfigError, match="sandbox_workers"):
+        load_deploy_config(None, {"model": "nano", "data_dir": solver_store.uri, "sandbox_workers": 0})
+    with pytest.raises(ModelNotFound, match="quickstart"):
+        load_deploy_config(None, {"data_dir": str(tmp_path)})  # no trained tiny model there
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_deploy_config(tmp_path / "missing.yaml")
+
+
+
+def test_serve_solver_deploys_a_config_file(url, solver_store, tmp_path):
+    """The composition root (what `squigglray serve` runs): a Serve config file plus overrides, deployed
+    as `serve run <config>` deploys it, here over the fixture's app on the same Serve instance."""
+    from squigglray.jobs.serve_solver import default_config_path, serve_solver
+
+    raw = yaml.safe_load(default_config_path().read_text())
+    for d in raw["applications"][0]["deployments"]:
+        d["ray_actor_options"]["num_cpus"] = 0.1  # fit beside the rest in the tests' 2-CPU Ray
+    config = tmp_path / "solver.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    port = int(url.rsplit(":", 1)[1])
+    overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": port, "defaults.seed": 123}
+    overrides.update({f"defaults.{k}": v for k, v in overrides.pop("defaults").items()})
+    base = serve_solver(str(config), blocking=False, overrides=overrides, log=lambda *_: None)
+    assert base == url
+    health = requests.get(f"{base}/healthz", timeout=70).json()
+    assert health["defaults"]["seed"] == 123 and health["defaults"]["n"] == 4  # the new deployment answers
+    r = post(f"{base}/solve", {"problem": PROBLEM, "n": 2, "rounds": 1})
+    assert r.status_code == 200 and r.json()["n_candidates"] == 2
+
