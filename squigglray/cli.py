@@ -4,11 +4,16 @@
     squigglray families sample mod_power -n 3 --difficulty hard --knob mod_max=97
     squigglray train-base --set model.preset=nano --set train.steps=50
     squigglray quickstart [--smoke]
+    squigglray solve "What is 17 * 23?" --n 8
+    squigglray solve --file problems.csv --out submission.csv
+    squigglray eval-solver --per-family 1 --ns 1,4,16
+    squigglray serve --port 8000
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -28,9 +33,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from squigglray.config import ConfigError
     from squigglray.families import BadKnob, UnknownFamily
     from squigglray.models import ModelNotFound, UnknownPreset
+    from squigglray.jobs.solve_cli import BadCsv
     from squigglray.schemas import SchemaMismatch
 
-    return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch)
+    return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv)
 
 
 def _fail(e: Exception) -> None:
@@ -150,12 +156,201 @@ def quickstart(
     overrides: list[str] = SetOpt,
     data_dir: Optional[str] = DataDirOpt,
     no_reuse: bool = typer.Option(False, "--no-reuse", help="train even if this config already ran"),
+    no_solver_eval: bool = typer.Option(False, "--no-solver-eval", help="skip the small best-of-N solver evaluation"),
 ) -> None:
-    """The main job: train (or reuse) the tiny model, then print per-family held-out accuracy."""
+    """The main job: train (or reuse) the tiny model, print per-family held-out accuracy, then a small
+    solver evaluation (pass@1 / maj@N / weighted@N, with and without code execution)."""
     from squigglray.jobs.quickstart import quickstart as run
 
     cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
-    _run(run, cfg, data_dir, not no_reuse)
+    _run(run, cfg, data_dir, not no_reuse, solver_eval=False if no_solver_eval else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the solver: solve, eval-solver, serve
+# ----------------------------------------------------------------------------------------------
+ModelOpt = typer.Option("tiny", "--model", "-m",
+                        help="preset trained under the data dir (tiny, nano, ...), checkpoint folder or hub id")
+
+
+def _print_solve_result(result, traces: bool) -> None:
+    from rich.markup import escape
+
+    if traces:
+        for c in result.candidates:
+            console.rule(f"candidate {c.index}: answer={escape(str(c.answer))}  code_ok={c.code_ok}  weight={c.weight:g}",
+                         characters="-", style="dim")
+            console.print(c.text or "", markup=False, highlight=False)
+    ans = "none (no candidate gave a valid answer)" if result.answer is None else result.answer
+    console.print(f"[bold]answer:[/] {escape(str(ans))}")
+    if result.votes:
+        t = Table(title="votes")
+        for col in ("answer", "weight", "candidates"):
+            t.add_column(col, justify="left" if col == "answer" else "right")
+        for k, w in list(result.votes.items())[:10]:
+            t.add_row(escape(k), f"{w:g}", str(result.counts.get(k, 0)))
+        console.print(t)
+    tm = result.timings
+    early = " (stopped early: the vote was decided)" if result.stopped_early else ""
+    console.print(f"{result.n_candidates}/{result.n_requested} candidates{early}, {result.tokens:,} tokens; "
+                  f"generate {tm.get('generate_s', 0):.1f} s, execute {tm.get('execute_s', 0):.1f} s, "
+                  f"total {tm.get('total_s', 0):.1f} s", highlight=False)
+
+
+@app.command()
+def solve(
+    problem: Optional[str] = typer.Argument(None, help="the problem text (or --file)"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="AIMO-style CSV with columns id,problem[,answer]"),
+    out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="with --file: the submission CSV (id,answer)"),
+    model: str = ModelOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    n: int = typer.Option(16, "--n", "-n", help="candidates per problem (best-of-N)"),
+    rounds: int = typer.Option(4, help="code rounds per candidate (generate, run, feed the output back)"),
+    mode: str = typer.Option("aimo", help="vote: aimo (integers 0..99999, x2 with working code) | majority | general"),
+    seed: int = typer.Option(0, help="sampling seed (same seed, same answer)"),
+    timeout: float = typer.Option(5.0, help="seconds per code run"),
+    temperature: float = typer.Option(0.8, help="sampling temperature"),
+    no_code: bool = typer.Option(False, "--no-code", help="do not execute the model's code (no tool)"),
+    traces: bool = typer.Option(False, "--traces", help="print every candidate's text (with --file: <out>.traces.jsonl)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output (with --file: one line per problem)"),
+    workers: int = typer.Option(2, help="sandbox processes running the candidates' code"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="with --file: start the submission over instead of resuming"),
+    default_answer: str = typer.Option("0", help="with --file: written when no candidate gives a valid answer"),
+) -> None:
+    """Solve a problem (or every row of a CSV) with tool-integrated best-of-N sampling and a weighted vote."""
+    from squigglray.config import build_config
+    from squigglray.jobs import solve_cli
+    from squigglray.schemas.solve import SolveOptions
+
+    if (problem is None) == (file is None):
+        _fail(ValueError("give either a problem (as text) or --file problems.csv, not " + ("both" if file else "neither")))
+    if workers < 1:
+        _fail(ValueError(f"--workers must be >= 1, got {workers}"))
+    opts = _run(build_config, SolveOptions, {
+        "n": n, "rounds": rounds, "mode": mode, "seed": seed, "code_timeout_s": timeout,
+        "temperature": temperature, "execute_code": not no_code,
+    })
+    if file is None:
+        if not problem.strip():
+            _fail(ValueError("the problem is empty"))
+        engine, ex = _run(solve_cli.load_solver, model, data_dir, workers, not no_code)
+        try:
+            with err.status("solving ..."):
+                result = solve_cli.solve_one(problem, engine, ex, opts, traces)
+        finally:
+            if ex is not None:
+                ex.close()
+        if as_json:
+            print(result.model_dump_json(indent=2, exclude={"candidates"} if not traces else None))
+        else:
+            _print_solve_result(result, traces)
+        return
+
+    rows, has_answers = _run(solve_cli.read_problems, file)
+    if not overwrite:
+        _run(solve_cli.check_resume, rows, out)
+    engine, ex = _run(solve_cli.load_solver, model, data_dir, workers, not no_code)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[last]}"), console=err)
+    task = bar.add_task("solve", total=len(rows), last="")
+
+    def on_row(r, answer, result) -> None:
+        bar.update(task, advance=1, last=f"{r.id}: {answer}")
+        if as_json:
+            rec = {"id": r.id, "answer": answer, "resumed": result is None}
+            if r.answer is not None:
+                rec.update(gold=r.answer, correct=solve_cli.answers_match(answer, r.answer))
+            if result is not None:
+                rec.update(votes=result.votes, n_candidates=result.n_candidates, stopped_early=result.stopped_early,
+                           tokens=result.tokens, timings=result.timings)
+            print(json.dumps(rec), flush=True)
+
+    try:
+        with bar:
+            s = _run(solve_cli.solve_file, rows, out, engine, ex, opts, overwrite=overwrite,
+                     default_answer=default_answer, on_row=on_row,
+                     traces_path=out.with_name(out.stem + ".traces.jsonl") if traces else None)
+    finally:
+        if ex is not None:
+            ex.close()
+    if as_json:
+        print(json.dumps({"summary": {"out": s.out, "solved": s.solved, "resumed": s.resumed, "graded": s.graded,
+                                      "correct": s.correct, "accuracy": s.accuracy, "seconds": round(s.seconds, 2)}}))
+        return
+    resumed = f" ({s.resumed} already there, resumed)" if s.resumed else ""
+    console.print(f"wrote {s.out}: {s.solved} problems solved in {s.seconds:.1f} s{resumed}", highlight=False)
+    if s.no_answer:
+        console.print(f"{s.no_answer} problem(s) had no valid answer; wrote {default_answer!r} for them", highlight=False)
+    if has_answers and s.graded:
+        console.print(f"[bold]accuracy:[/] {s.correct}/{s.graded} = {s.accuracy:.3f}", highlight=False)
+
+
+@app.command("eval-solver")
+def eval_solver_cmd(
+    model: str = ModelOpt,
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="evaluate this run's final checkpoint instead"),
+    data_dir: Optional[str] = DataDirOpt,
+    families: Optional[str] = typer.Option(None, help="comma-separated families (default: the run's families)"),
+    levels: str = typer.Option("medium", help="comma-separated difficulty levels"),
+    per_family: int = typer.Option(2, help="held-out problems per family and level"),
+    ns: str = typer.Option("1,4,16,64", help="numbers of candidates N, comma-separated"),
+    seed: Optional[int] = typer.Option(None, help="instance seed (default: the run's eval.seed)"),
+    sample_seed: int = typer.Option(0, help="seed of the sampled candidates"),
+    rounds: int = typer.Option(2, help="code rounds per candidate"),
+    timeout: float = typer.Option(5.0, help="seconds per code run"),
+    workers: int = typer.Option(2, help="sandbox workers"),
+    local: bool = typer.Option(False, "--local", help="sandboxes in this process (no Ray)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of the table"),
+) -> None:
+    """pass@1, maj@N and weighted-vote accuracy for several N, with and without code execution, on
+    held-out family instances; writes solver_eval.{json,parquet,md} and plots/solver_accuracy.png."""
+    from squigglray.jobs.eval_solver import eval_solver, parse_ns, print_table, summary_line
+
+    try:
+        ns_list = parse_ns(ns)
+    except ValueError as e:
+        _fail(e)
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    out = _run(eval_solver, data_dir, model, run_id=run_id, executor="local" if local else "ray",
+               families=split(families) if families else None, levels=split(levels), per_family=per_family,
+               ns=ns_list, seed=seed, sample_seed=sample_seed, rounds=rounds, code_timeout_s=timeout,
+               sandbox_workers=workers, log=lambda msg: err.print(msg, markup=False, highlight=False))
+    if as_json:
+        print(json.dumps({k: v for k, v in out.items() if k != "problems"}, indent=2, default=str))
+        return
+    ev = out["evaluation"]
+    print_table(out["table"], f"solver accuracy: {ev['model']}, {ev['problems']} held-out problems", console)
+    console.print(summary_line(out), highlight=False)
+    for k, v in out["paths"].items():
+        print(f"{k}: {v}")  # plain: a long path must stay on one line
+
+
+@app.command()
+def serve(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Serve config YAML (default serve_apps/solver.yaml)"),
+    port: Optional[int] = typer.Option(None, help="HTTP port (default: the config's, 8000)"),
+    host: Optional[str] = typer.Option(None, help="HTTP host (default: the config's, 127.0.0.1)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the served model (preset, folder, hub id)"),
+    data_dir: Optional[str] = DataDirOpt,
+    overrides: list[str] = typer.Option([], "--set", help="application arg, e.g. defaults.n=8 (repeatable)"),
+    no_block: bool = typer.Option(False, "--no-block", help="deploy and return (the app stays up on a cluster)"),
+) -> None:
+    """Serve the solver over HTTP with Ray Serve: POST /solve, GET /healthz, OpenAI-compatible /v1."""
+    from squigglray.config import parse_override
+
+    ov: dict = {"host": host, "port": port, "model": model, "data_dir": data_dir}
+    for text in overrides:
+        parts, value = _run(parse_override, text)
+        ov[".".join(parts)] = value
+    from squigglray.jobs.serve_solver import serve_solver
+
+    try:
+        _run(serve_solver, config, blocking=not no_block, overrides=ov)
+    except (RuntimeError, TimeoutError) as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -25,5 +25,14 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     assert "| family |" in md and "mod_power" in md
     assert not out["reused"]
 
+    # the small solver evaluation (smoke size: N in 1,4 on one problem of 4 families, Ray sandbox actors)
+    for rel in ("solver_eval.json", "solver_eval.parquet", "solver_eval.md", "plots/solver_accuracy.png"):
+        assert (run / "reports" / rel).exists(), rel
+    solver = out["solver"]
+    assert {(r["code"], r["n"]) for r in solver["table"]} == {(c, n) for c in (True, False) for n in (1, 4)}
+    assert solver["provenance"]["run_id"] == rid and len(solver["families"]) == 4
+    assert "## Solver" in md and "weighted@N" in md and "plots/solver_accuracy.png" in md
+    assert "solver_eval" in out["seconds"]
+
     again = quickstart(cfg, str(tmp_path / "data"))
     assert again["reused"] and again["run"].provenance.run_id == rid

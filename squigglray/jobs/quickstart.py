@@ -5,7 +5,10 @@
     ray job submit --working-dir . -- python -m squigglray.jobs.quickstart
 
 Writes runs/<run_id>/{config.json,run.json,scalars.parquet,checkpoints/final,reports/*} under the
-data dir and prints the per-family held-out accuracy table.
+data dir and prints the per-family held-out accuracy table. Then a small solver evaluation
+(jobs/eval_solver.py: best-of-N with and without code execution, pass@1 / maj@N / weighted@N on one
+held-out medium problem per family) prints its table and adds it to report.md; its settings live in
+`solver_eval_config`, outside the training config, so they never change the run id.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import ray
 from squigglray import __version__
 from squigglray.config import load_config
 from squigglray.eval import heldout_instances, summarize
+from squigglray.jobs.eval_solver import SolverEvalConfig
 from squigglray.paths import ArtifactStore
 from squigglray.report.plots import loss_curve_png
 from squigglray.schemas import EvalRow, RunRecord
@@ -104,7 +108,45 @@ def write_eval(store: ArtifactStore, rec: RunRecord, rows: list[dict[str, Any]],
     scalars = store.read_parquet(store.run_scalars(rid)).to_pydict()
     png = loss_curve_png(scalars["step"], scalars["loss"], scalars["phase"], f"{rid}: training loss")
     store.write_bytes(f"{store.run_dir(rid)}/reports/plots/loss.png", png)
-    store.write_text(store.run_report(rid), md + "\n![training loss](plots/loss.png)\n")
+    write_report(store, rid, md)
+
+
+def write_report(store: ArtifactStore, run_id: str, md: str) -> None:
+    store.write_text(store.run_report(run_id), md + "\n![training loss](plots/loss.png)\n")
+
+
+SMOKE_SOLVER_FAMILIES = ["arithmetic", "gcd_lcm", "linear_equation", "mod_power"]
+
+
+def solver_eval_config(cfg: BaseTrainConfig) -> SolverEvalConfig:
+    """The quickstart's small solver evaluation: for the tiny model, N in 1,4,16 on one held-out medium
+    problem per family (about 40 s on 2 idle CPU cores); for the nano smoke model, N in 1,4 on one easy
+    problem of 4 families (seconds)."""
+    if cfg.model.preset == "nano":
+        fams = cfg.data.resolved_families()
+        pick = [f for f in SMOKE_SOLVER_FAMILIES if f in fams] or fams[:4]
+        return SolverEvalConfig(families=pick, levels=["easy"], per_family=1, ns=[1, 4], rounds=1,
+                                max_tokens_per_round=96, code_timeout_s=min(cfg.eval.code_timeout_s, 120),
+                                sandbox_workers=1)
+    return SolverEvalConfig(levels=["medium"], per_family=1, ns=[1, 4, 16], rounds=2, max_tokens_per_round=192,
+                            code_timeout_s=min(cfg.eval.code_timeout_s, 120))
+
+
+def solver_markdown(result: dict[str, Any]) -> str:
+    ev, ns = result["evaluation"], result["ns"]
+    return "\n".join([
+        "", f"## Solver: best-of-N with tool use and voting (N = {', '.join(map(str, ns))}; "
+        f"{ev['problems']} held-out {'/'.join(result['levels'])} problems, {', '.join(map(str, result['families'][:4]))}"
+        f"{', ...' if len(result['families']) > 4 else ''})", "",
+        result["markdown"].rstrip(),
+        "", "`pass@1`: mean correctness of single candidates. `maj@N`: plain majority vote over N candidates. "
+        "`weighted@N`: seed 004's vote (integers in [0, 99999], counted twice when the candidate's code ran). "
+        "`any@N`: some candidate of N is correct. N < max: averaged over disjoint groups of N candidates. "
+        "`code no`: the model writes its own ```output (no tool). "
+        f"Files: solver_eval.json / .parquet / .md; {ev['candidates']} candidates in "
+        f"{result['seconds'].get('total', 0):.0f} s.", "",
+        "![solver accuracy](plots/solver_accuracy.png)", "",
+    ])
 
 
 def print_table(table: list[EvalRow], title: str) -> None:
@@ -120,7 +162,11 @@ def print_table(table: list[EvalRow], title: str) -> None:
     Console().print(t)
 
 
-def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = True) -> dict[str, Any]:
+def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = True,
+               solver_eval: SolverEvalConfig | bool | None = None) -> dict[str, Any]:
+    """solver_eval: None = the default small evaluation (solver_eval_config), False = skip it."""
+    from squigglray.jobs.eval_solver import eval_solver
+    from squigglray.jobs.eval_solver import print_table as print_solver_table
     from squigglray.jobs.ray_runtime import ensure_ray
 
     store = ArtifactStore(data_dir)
@@ -137,8 +183,20 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     md = report_markdown(rec, table, seconds, reused)
     write_eval(store, rec, rows, table, md)
     print_table(table, f"held-out accuracy: {rec.provenance.run_id} ({rec.n_params:,} params)")
+    solver = None
+    if solver_eval is not False:
+        scfg = solver_eval if isinstance(solver_eval, SolverEvalConfig) else solver_eval_config(cfg)
+        t2 = time.perf_counter()
+        solver = eval_solver(store, run_id=rec.provenance.run_id, config=scfg, exclude_problems=pool.problems(),
+                             executor="ray")
+        seconds["solver_eval"] = time.perf_counter() - t2
+        ev = solver["evaluation"]
+        print_solver_table(solver["table"], f"solver accuracy: {ev['problems']} held-out problems, "
+                                            f"{ev['candidates']} candidates")
+        write_report(store, rec.provenance.run_id,
+                     report_markdown(rec, table, seconds, reused) + solver_markdown(solver))
     print(f"report: {store.full(store.run_report(rec.provenance.run_id))}")
-    return {"run": rec, "table": table, "rows": rows, "reused": reused, "seconds": seconds}
+    return {"run": rec, "table": table, "rows": rows, "reused": reused, "seconds": seconds, "solver": solver}
 
 
 def load_quickstart_config(smoke: bool, path: str | None, overrides: list[str]) -> BaseTrainConfig:
@@ -152,9 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
     ap.add_argument("--data-dir", default=None, help="artifact root (default $SQUIGGLRAY_DATA or ./data)")
     ap.add_argument("--no-reuse", action="store_true", help="train even if this config already ran")
+    ap.add_argument("--no-solver-eval", action="store_true", help="skip the small best-of-N solver evaluation")
     a = ap.parse_args(argv)
     cfg = load_quickstart_config(a.smoke, a.config, a.overrides)
-    quickstart(cfg, a.data_dir, reuse=not a.no_reuse)
+    quickstart(cfg, a.data_dir, reuse=not a.no_reuse, solver_eval=False if a.no_solver_eval else None)
 
 
 if __name__ == "__main__":
