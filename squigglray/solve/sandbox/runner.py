@@ -160,7 +160,8 @@ def start_child(job: dict) -> None:
     holder_loop(sock, g)
 
 
-def _reap() -> None:
+def reap_children() -> None:
+    """Collect every exited child (zombie) without blocking."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -177,7 +178,7 @@ def holder_loop(sock: socket.socket, g: dict) -> None:
             _real_exit(0)
         if msg is None or len(fds) != 3:
             _real_exit(0)
-        _reap()
+        reap_children()
         pid = os.fork()
         if pid == 0:
             out_w, err_w, res_w = fds

@@ -105,14 +105,6 @@ class Manager:
                 todo += _children(pid)
         return out
 
-    @staticmethod
-    def _reap() -> None:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
-
     def _holders(self) -> set[int]:
         keep = {s.holder for s in self.sessions.values() if s.holder}
         return keep | ({self.warm.pid} if self.warm else set())
@@ -120,7 +112,7 @@ class Manager:
     def _kill_strays(self) -> None:
         keep = self._holders()
         for attempt in range(2000):
-            self._reap()
+            runner.reap_children()
             live = [p for p, state in self._descendants().items() if p not in keep and state not in "ZX"]
             if not live:
                 return
