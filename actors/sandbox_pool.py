@@ -64,7 +64,9 @@ class SandboxPool:
     def __init__(self, size: int = 2, limits: Limits | None = None, isolation: str = "auto",
                  num_cpus: float = 1.0, max_in_flight: int = 2, resources: dict[str, float] | None = None):
         self.limits = limits or Limits()
-        opts: dict[str, Any] = {"num_cpus": num_cpus}
+        # Untrusted code needs no accelerator: hide the node's GPUs from the sandbox processes.
+        opts: dict[str, Any] = {"num_cpus": num_cpus,
+                                "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}}}
         if resources:
             opts["resources"] = resources
         self.workers = [SandboxWorker.options(**opts).remote(asdict(self.limits), isolation) for _ in range(size)]

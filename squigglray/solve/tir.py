@@ -107,14 +107,15 @@ async def advance_round(cands: list[Candidate], engine: Engine, executor: CodeEx
 
 async def run_wave(cands: list[Candidate], engine: Engine, executor: CodeExecutor | None, opts: SolveOptions,
                    timings: dict[str, float], stop_check=None) -> bool:
-    """Advance candidates until all finish (or stop_check() says the vote is decided). True if stopped early."""
+    """Advance candidates until all finish (or `await stop_check()` says the vote is decided).
+    True if stopped early."""
     try:
         for r in range(opts.rounds + 1 + int(opts.critique)):
             active = [c for c in cands if not c.finished]
             if not active:
                 return False
             await advance_round(active, engine, executor, opts, final=r >= opts.rounds, timings=timings)
-            if stop_check is not None and stop_check():
+            if stop_check is not None and await stop_check():
                 return any(not c.finished for c in cands)
         for c in cands:
             c.finished = True
@@ -148,24 +149,26 @@ async def solve(problem: str, engine: Engine, executor: CodeExecutor | None, opt
     stopped = False
     max_weight = 1.0 if opts.mode == "majority" else 2.0
 
-    def vote(cands):
-        return weighted_vote([c.vote_entry() for c in cands if c.finished], opts.mode, equivalence)
+    async def vote(cands):
+        entries = [c.vote_entry() for c in cands if c.finished]
+        if opts.mode == "general":  # math-verify calls block up to their timeout: keep them off the loop
+            return await asyncio.to_thread(weighted_vote, entries, opts.mode, equivalence)
+        return weighted_vote(entries, opts.mode, equivalence)
 
-    def decided() -> bool:
+    async def decided() -> bool:
         if not opts.early_stop:
             return False
         finished = [c for c in done if c.finished]
-        return should_stop(vote(finished), opts.n - len(finished), opts.agree_k, max_weight)
+        return should_stop(await vote(finished), opts.n - len(finished), opts.agree_k, max_weight)
 
     for start in range(0, opts.n, opts.wave_size):
         wave = make_candidates(problem, opts, start, min(opts.wave_size, opts.n - start), tag)
         done += wave
         stopped = await run_wave(wave, engine, executor, opts, timings, decided)
-        if stopped or (len(done) < opts.n and decided()):
+        if stopped or (len(done) < opts.n and await decided()):
             stopped = True
             break
-    finished = [c for c in done if c.finished]
-    result = vote(finished)
+    result = await vote(done)
     timings["total_s"] = time.perf_counter() - t_start
     return SolveResult(
         answer=result.answer, votes=result.votes, counts=result.counts, n_candidates=len(done),
