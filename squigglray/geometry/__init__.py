@@ -5,6 +5,7 @@ the capture callback that applies them per layer/matrix and writes
 `geometry_state/<run_id>.parquet` builds on top of them.
 """
 
+from squigglray.geometry.capture import GEOMETRY_SCHEMA, GeometryCapture, batch_hash, watched_weights
 from squigglray.geometry.metrics import (
     METRICS,
     activation_anisotropy,
@@ -21,6 +22,10 @@ from squigglray.geometry.metrics import (
 )
 
 __all__ = [
+    "GEOMETRY_SCHEMA",
+    "GeometryCapture",
+    "batch_hash",
+    "watched_weights",
     "METRICS",
     "activation_anisotropy",
     "effective_rank_entropy",

@@ -1,0 +1,226 @@
+"""Geometry capture: a `TrainerCallback` that applies `squigglray.geometry.metrics` at capture steps.
+
+Long schema of `geometry_state/<run_id>.parquet` (`GEOMETRY_SCHEMA`, one row per value):
+
+=====================  =========  ===============================================================
+column                 type       meaning
+=====================  =========  ===============================================================
+run_id                 string     run the row belongs to
+step                   int64      optimizer step (1-based, as `TrainState.step`) of the capture
+layer                  int64      transformer block index (0-based); -1 for non-layer rows
+module                 string     watched matrix inside the block, e.g. 'self_attn.q_proj',
+                                  'mlp.down_proj'; 'hidden' for activation rows
+metric                 string     a key of `squigglray.geometry.metrics.METRICS`
+value                  float64    the metric value
+seed                   int64      run seed
+dataset_slice_hash     string     hash of the training data slice
+config_hash            string     hash of the run config
+package_version        string     squigglray version that wrote the row
+capture_batch_hash     string     sha256 of the fixed capture batch (`batch_hash`)
+=====================  =========  ===============================================================
+
+Per watched weight W (2-D `.weight` of the blocks' attention q/k/v/o and MLP gate/up/down):
+- at `on_after_backward` (raw gradients, before clipping): `gradient_norm`; `gradient_cosine`
+  against the gradient of the previous capture (absent at the first capture);
+- at `on_step_end` (after the optimizer step): `frobenius_norm`, `spectral_norm`,
+  `stable_rank_fro_spec`; `update_norm` and `relative_update` against the weights of the previous
+  capture (absent at the first capture).
+Per hidden state of the fixed capture batch (eval mode, no grad, attention-masked tokens only,
+flattened to tokens x hidden): `effective_rank_entropy`, `activation_anisotropy`;
+`representation_drift` against the previous capture (absent at the first capture). Hidden-state
+layer numbering: `hidden_states[0]` (embedding output) is layer -1, `hidden_states[i + 1]` (output
+of block i; in HF Llama the last one is after the final norm) is layer i.
+
+Cost: nothing happens at non-capture steps; at capture steps the callback keeps CPU float32 copies of
+the watched weights, their gradients and the per-layer capture activations (previous capture only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from squigglray.geometry.metrics import (
+    METRICS,
+    activation_anisotropy,
+    effective_rank_entropy,
+    frobenius_norm,
+    gradient_cosine,
+    gradient_norm,
+    relative_update,
+    representation_drift,
+    spectral_norm,
+    stable_rank_fro_spec,
+    update_norm,
+)
+from squigglray.training.callbacks import TrainerCallback, TrainState
+
+DEFAULT_MODULES: tuple[str, ...] = (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+)
+HIDDEN_MODULE = "hidden"
+PROVENANCE_KEYS: tuple[str, ...] = ("run_id", "seed", "dataset_slice_hash", "config_hash", "package_version")
+
+GEOMETRY_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("layer", pa.int64(), nullable=False),
+    pa.field("module", pa.string(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("dataset_slice_hash", pa.string(), nullable=False),
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("package_version", pa.string(), nullable=False),
+    pa.field("capture_batch_hash", pa.string(), nullable=False),
+])
+
+WEIGHT_METRICS_FIRST = ("gradient_norm", "frobenius_norm", "spectral_norm", "stable_rank_fro_spec")
+WEIGHT_METRICS_LATER = ("gradient_cosine", "update_norm", "relative_update")
+HIDDEN_METRICS_FIRST = ("effective_rank_entropy", "activation_anisotropy")
+HIDDEN_METRICS_LATER = ("representation_drift",)
+
+_BLOCK_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.weight$")
+
+
+def batch_hash(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
+    """sha256 over shapes and int64 contents of the capture batch (stable across calls/devices)."""
+    h = hashlib.sha256()
+    for name, t in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        a = torch.as_tensor(t).detach().to("cpu", torch.int64).contiguous()
+        h.update(f"{name}:{tuple(a.shape)};".encode())
+        h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+def watched_weights(model: torch.nn.Module, modules: Iterable[str] = DEFAULT_MODULES
+                    ) -> dict[str, tuple[int, str]]:
+    """Parameter name -> (layer index, module name) for every 2-D `layers.<i>.<module>.weight`."""
+    wanted = set(modules)
+    out: dict[str, tuple[int, str]] = {}
+    for name, p in model.named_parameters():
+        m = _BLOCK_PARAM.search(name)
+        if m and m.group(2) in wanted and p.ndim == 2:
+            out[name] = (int(m.group(1)), m.group(2))
+    return out
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float32, copy=True)
+
+
+class GeometryCapture(TrainerCallback):
+    """Collects geometry rows at `capture_steps` (see the module docstring for schema and metrics).
+
+    `provenance`: a mapping (or a pydantic `Provenance`) with run_id, seed, dataset_slice_hash,
+    config_hash, package_version. `capture_batch`: a dict with input_ids and attention_mask.
+    """
+
+    def __init__(self, capture_steps: Iterable[int], capture_batch: Mapping[str, torch.Tensor],
+                 provenance: Mapping[str, Any] | Any, modules: Sequence[str] = DEFAULT_MODULES,
+                 capture_hash: str | None = None):
+        self.capture_steps = frozenset(int(s) for s in capture_steps)
+        self.input_ids = torch.as_tensor(capture_batch["input_ids"]).detach().clone()
+        self.attention_mask = torch.as_tensor(capture_batch["attention_mask"]).detach().clone()
+        self.capture_batch_hash = capture_hash or batch_hash(self.input_ids, self.attention_mask)
+        if hasattr(provenance, "model_dump"):
+            provenance = provenance.model_dump()
+        missing = [k for k in PROVENANCE_KEYS if k not in provenance]
+        if missing:
+            raise ValueError(f"provenance lacks {missing}")
+        self.provenance = {k: provenance[k] for k in PROVENANCE_KEYS}
+        self.provenance["seed"] = int(self.provenance["seed"])
+        self.modules = tuple(modules)
+        self._watch: dict[str, tuple[int, str]] | None = None
+        self._prev_grad: dict[str, torch.Tensor] = {}
+        self._prev_weight: dict[str, torch.Tensor] = {}
+        self._prev_hidden: dict[int, torch.Tensor] = {}
+        self._rows: list[dict[str, Any]] = []
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _params(self, model: torch.nn.Module):
+        if self._watch is None:
+            self._watch = watched_weights(model, self.modules)
+            if not self._watch:
+                raise ValueError(f"no watched weights matched modules {self.modules}")
+        params = dict(model.named_parameters())
+        return [(name, params[name], *lm) for name, lm in self._watch.items()]
+
+    def _add(self, step: int, layer: int, module: str, metric: str, value: float) -> None:
+        assert metric in METRICS, metric
+        self._rows.append({
+            "run_id": self.provenance["run_id"], "step": int(step), "layer": int(layer), "module": module,
+            "metric": metric, "value": float(value), "seed": self.provenance["seed"],
+            "dataset_slice_hash": self.provenance["dataset_slice_hash"],
+            "config_hash": self.provenance["config_hash"],
+            "package_version": self.provenance["package_version"],
+            "capture_batch_hash": self.capture_batch_hash,
+        })
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def on_after_backward(self, state: TrainState, model: torch.nn.Module) -> None:
+        if state.step not in self.capture_steps:
+            return
+        for name, p, layer, module in self._params(model):
+            if p.grad is None:
+                continue
+            g = p.grad.detach()
+            self._add(state.step, layer, module, "gradient_norm", gradient_norm(g))
+            if name in self._prev_grad:
+                prev = self._prev_grad[name].to(g.device)
+                self._add(state.step, layer, module, "gradient_cosine", gradient_cosine(g, prev))
+            self._prev_grad[name] = _cpu_copy(g)
+
+    def on_step_end(self, state: TrainState, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        if state.step not in self.capture_steps:
+            return
+        step = state.step
+        with torch.no_grad():
+            for name, p, layer, module in self._params(model):
+                W = p.detach()
+                self._add(step, layer, module, "frobenius_norm", frobenius_norm(W))
+                if name in self._prev_weight:
+                    prev = self._prev_weight[name].to(W.device)
+                    self._add(step, layer, module, "update_norm", update_norm(W, prev))
+                    self._add(step, layer, module, "relative_update", relative_update(W, prev))
+                self._add(step, layer, module, "spectral_norm", spectral_norm(W))
+                self._add(step, layer, module, "stable_rank_fro_spec", stable_rank_fro_spec(W))
+                self._prev_weight[name] = _cpu_copy(W)
+            self._capture_hidden(step, model)
+
+    def _capture_hidden(self, step: int, model: torch.nn.Module) -> None:
+        was_training = model.training
+        device = next(model.parameters()).device
+        model.eval()
+        try:
+            out = model(input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
+                        output_hidden_states=True, use_cache=False)
+        finally:
+            model.train(was_training)
+        mask = self.attention_mask.to(device).bool()
+        for i, h in enumerate(out.hidden_states):
+            layer = i - 1
+            X = h[mask].reshape(-1, h.shape[-1])
+            self._add(step, layer, HIDDEN_MODULE, "effective_rank_entropy", effective_rank_entropy(X))
+            self._add(step, layer, HIDDEN_MODULE, "activation_anisotropy", activation_anisotropy(X))
+            if layer in self._prev_hidden:
+                prev = self._prev_hidden[layer].to(X.device)
+                self._add(step, layer, HIDDEN_MODULE, "representation_drift", representation_drift(X, prev))
+            self._prev_hidden[layer] = _cpu_copy(X)
+
+    # -- output --------------------------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows]
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self._rows, schema=GEOMETRY_SCHEMA)
+
+    def write(self, store) -> str:
+        """Write `geometry_state/<run_id>.parquet` through `store.write_parquet`; returns its path."""
+        return store.write_parquet(store.geometry_state(self.provenance["run_id"]), self.to_table())
