@@ -221,6 +221,7 @@ def solve(
     from squigglray.config import build_config
     from squigglray.jobs import solve_cli
     from squigglray.schemas.solve import SolveOptions
+    from squigglray.solve.answers import is_correct
 
     if (problem is None) == (file is None):
         _fail(ValueError("give either a problem (as text) or --file problems.csv, not " + ("both" if file else "neither")))
@@ -261,7 +262,7 @@ def solve(
         if as_json:
             rec = {"id": r.id, "answer": answer, "resumed": result is None}
             if r.answer is not None:
-                rec.update(gold=r.answer, correct=solve_cli.answers_match(answer, r.answer))
+                rec.update(gold=r.answer, correct=is_correct(answer, r.answer))
             if result is not None:
                 rec.update(votes=result.votes, n_candidates=result.n_candidates, stopped_early=result.stopped_early,
                            tokens=result.tokens, timings=result.timings)

@@ -274,7 +274,7 @@ def test_openai_client_errors_name_url_and_status(server):
 
 def test_vllm_without_the_extra_says_how_to_install():
     if _has_vllm():
-        pytest.skip("vllm is installed here")
+        pytest.skip("vLLM is installed, so the not-installed message this test checks cannot occur")
     from squigglray.engines.vllm import VLLMEngine
 
     with pytest.raises(EngineUnavailable, match=r"pip install 'squigglray\[vllm\]'"):

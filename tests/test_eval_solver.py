@@ -8,10 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from squigglray.jobs.eval_solver import (
-    ProblemResult, SolverEvalConfig, disjoint_groups, eval_solver, is_correct, markdown_table, metric_rows,
+    ProblemResult, SolverEvalConfig, disjoint_groups, eval_solver, markdown_table, metric_rows,
     parse_ns, score_problem,
 )
 from squigglray.schemas.solve import CandidateRecord
+from squigglray.solve.answers import is_correct
 
 
 def cand(i: int, answer: str | None, code_ok: bool = False) -> CandidateRecord:

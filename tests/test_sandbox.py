@@ -31,7 +31,7 @@ def _namespaces_here() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _namespaces_here(), reason="sandbox namespaces need root on Linux")
+pytestmark = pytest.mark.skipif(not _namespaces_here(), reason="namespace isolation needs root on Linux; tests/test_sandbox_process_mode.py covers the fallback")
 
 
 def sandbox_processes(roots: set[int]) -> list[tuple[int, int, str]]:

@@ -36,20 +36,23 @@ def extract_code(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def balanced_group(text: str, open_at: int) -> str | None:
+    """Content of the brace group opening at `text[open_at] == '{'`; None if it is never closed."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i]
+    return None
+
+
 def extract_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...}, with nested braces balanced."""
     start = text.rfind(BOXED)
     if start < 0:
         return None
-    i, depth, out = start + len(BOXED), 1, []
-    while i < len(text):
-        ch = text[i]
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return "".join(out).strip()
-        out.append(ch)
-        i += 1
-    return None
+    inner = balanced_group(text, start + len(BOXED) - 1)
+    return inner.strip() if inner is not None else None

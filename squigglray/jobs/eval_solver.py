@@ -55,7 +55,7 @@ from squigglray.families import LEVELS, list_families
 from squigglray.paths import ArtifactStore
 from squigglray.schemas.problems import ProblemInstance
 from squigglray.schemas.solve import CandidateRecord, SolveOptions
-from squigglray.solve.answers import as_aimo_integer, normalize_answer
+from squigglray.solve.answers import is_correct
 from squigglray.solve.vote import CandidateAnswer, weighted_vote
 
 DEFAULT_EVAL_SEED = 1_000_003
@@ -144,17 +144,6 @@ def parse_ns(text: str) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # metrics (pure)
 # ---------------------------------------------------------------------------------------------
-def is_correct(answer: str | None, gold: Any) -> bool:
-    """Both AIMO integers and equal; otherwise equal normalized text (non-empty)."""
-    if answer is None or gold is None:
-        return False
-    a, g = as_aimo_integer(str(answer)), as_aimo_integer(str(gold))
-    if a is not None and g is not None:
-        return a == g
-    na = normalize_answer(str(answer))
-    return bool(na) and na == normalize_answer(str(gold))
-
-
 def disjoint_groups(total: int, n: int) -> list[range]:
     """Consecutive groups of n among `total` candidates (first n, next n, ...); a remainder is dropped."""
     return [range(i * n, (i + 1) * n) for i in range(total // n)]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from squigglray.schemas.solve import MAX_PROBLEM_CHARS, SolveOptions, SolveResult
+from squigglray.solve.answers import is_correct
 
 MAX_ERRORS_SHOWN = 5
 
@@ -169,12 +170,6 @@ class SubmissionWriter:
         self.close()
 
 
-def answers_match(pred: str | None, gold: str | None) -> bool:
-    from squigglray.jobs.eval_solver import is_correct
-
-    return is_correct(pred, gold)
-
-
 def load_solver(model: str, data_dir: str | None, workers: int, execute_code: bool = True):
     """(engine, executor or None): an HFEngine on the model (preset, folder or hub id), LocalExecutor sandboxes."""
     from squigglray.engines.hf import HFEngine
@@ -240,7 +235,7 @@ def solve_file(
                         traces.flush()
                 if r.answer is not None:
                     graded += 1
-                    correct += answers_match(answer, r.answer)
+                    correct += is_correct(answer, r.answer)
                 if on_row is not None:
                     on_row(r, answer, result)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "normalize_answer", "as_aimo_integer", "AIMO_MIN", "AIMO_MAX"]
+from squigglray.families.trace import balanced_group
+
+__all__ = ["extract_answer", "normalize_answer", "as_aimo_integer", "is_correct", "AIMO_MIN", "AIMO_MAX"]
 
 AIMO_MIN, AIMO_MAX = 0, 99999
 
@@ -22,20 +24,6 @@ _FALLBACKS = [
 ]
 
 
-def _balanced(text: str, open_at: int) -> str | None:
-    """Content of the brace group opening at `text[open_at] == '{'`; None if never closed."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        ch = text[i]
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-    return None
-
-
 def _extract_boxed(text: str) -> tuple[bool, str | None]:
     """(found a box command, content of the last one). An unclosed last box yields None:
     the trace was cut mid-answer, and an earlier box was an answer the model moved past."""
@@ -46,7 +34,7 @@ def _extract_boxed(text: str) -> tuple[bool, str | None]:
     rest = text[end:]
     stripped = rest.lstrip()
     if stripped.startswith("{"):
-        inner = _balanced(text, end + len(rest) - len(stripped))
+        inner = balanced_group(text, end + len(rest) - len(stripped))
         return True, (inner.strip() or None) if inner is not None else None
     m = _BOX_SPACE_ARG.match(rest)  # "\boxed 5" (TeX allows a bare token argument)
     return True, (m.group(1).strip() if m else None)
@@ -103,7 +91,7 @@ def _unwrap(s: str) -> str:
         m = _WRAP.search(s)
         if not m:
             return s
-        inner = _balanced(s, m.end() - 1)
+        inner = balanced_group(s, m.end() - 1)
         if inner is None:
             return s
         s = s[: m.start()] + inner + s[m.end() + len(inner) + 1 :]
@@ -164,3 +152,14 @@ def as_aimo_integer(s: str | None) -> int | None:
         return None
     v = int(digits)
     return v if AIMO_MIN <= v <= AIMO_MAX else None
+
+
+def is_correct(answer: str | None, gold) -> bool:
+    """Both AIMO integers and equal; otherwise equal normalized text (non-empty)."""
+    if answer is None or gold is None:
+        return False
+    a, g = as_aimo_integer(str(answer)), as_aimo_integer(str(gold))
+    if a is not None and g is not None:
+        return a == g
+    na = normalize_answer(str(answer))
+    return bool(na) and na == normalize_answer(str(gold))
