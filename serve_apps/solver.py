@@ -128,8 +128,7 @@ class SolverAppArgs(BaseModel):
 # HTTP helpers (error shape shared with squigglray.engines.openai_api)
 
 def error(status: int, message: str, kind: str = "invalid_request_error", param: Optional[str] = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
-                        status_code=status)
+    return JSONResponse(error_body(status, message, kind, param), status_code=status)
 
 
 async def read_json(request: Request, limit: int) -> tuple[Any, Optional[JSONResponse]]:
