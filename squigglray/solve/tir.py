@@ -39,10 +39,13 @@ class Candidate:
     finished: bool = False
     critiqued: bool = False
     runs: list[CodeRun] = field(default_factory=list)
+    _parsed: tuple[str, str | None] = ("", None)  # (text, its answer): votes run every round
 
     @property
     def answer(self) -> str | None:
-        return extract_answer(self.text)
+        if self._parsed[0] != self.text:
+            self._parsed = (self.text, extract_answer(self.text))
+        return self._parsed[1]
 
     @property
     def code_ok(self) -> bool:
