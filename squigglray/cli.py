@@ -4,6 +4,7 @@
     squigglray families sample mod_power -n 3 --difficulty hard --knob mod_max=97
     squigglray train-base --set model.preset=nano --set train.steps=50
     squigglray quickstart [--smoke]
+    squigglray dynamics --seeds 0,1,2 [--smoke] [--gpus-per-trial 1]
     squigglray solve "What is 17 * 23?" --n 8
     squigglray solve --file problems.csv --out submission.csv
     squigglray eval-solver --per-family 1 --ns 1,4,16
@@ -164,6 +165,33 @@ def quickstart(
 
     cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
     _run(run, cfg, data_dir, not no_reuse, solver_eval=False if no_solver_eval else None)
+
+
+@app.command()
+def dynamics(
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds, one Ray Tune trial each"),
+    smoke: bool = typer.Option(False, "--smoke", help="nano model, a few steps"),
+    config: Optional[str] = ConfigOpt,
+    overrides: list[str] = SetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    cpus_per_trial: float = typer.Option(0.0, "--cpus-per-trial", help="0 = share the cluster's CPUs evenly"),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 1 on a GPU cluster"),
+    max_failures: int = typer.Option(2, "--max-failures", help="times a killed trial resumes from its checkpoint"),
+    no_reuse: bool = typer.Option(False, "--no-reuse", help="start the experiment afresh"),
+) -> None:
+    """Multi-seed training with geometry capture and probes (Ray Tune), then events, seed invariance,
+    the probe/loss correlation tests and the reports. Run it again to continue an interrupted experiment."""
+    from squigglray.config import build_config
+    from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics
+
+    cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
+    opts = _run(lambda: build_config(DynamicsOptions, {
+        "seeds": parse_seeds(seeds), "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+        "max_failures": max_failures}))
+    out = _run(run_dynamics, cfg, opts, data_dir, not no_reuse)
+    null = out["invariance_null"]
+    console.print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families, "
+                  f"{null['observed']} structural (null mean {null['null_mean']:.1f}, p={null['p_value']:.3f})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -214,6 +214,20 @@ class GeometryCapture(TrainerCallback):
                 self._add(step, layer, HIDDEN_MODULE, "representation_drift", representation_drift(X, prev))
             self._prev_hidden[layer] = _cpu_copy(X)
 
+    # -- resume --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Rows so far and the previous capture, so a resumed run writes the same rows, none twice."""
+        return {"rows": self.rows(), "prev_grad": dict(self._prev_grad), "prev_weight": dict(self._prev_weight),
+                "prev_hidden": dict(self._prev_hidden), "capture_batch_hash": self.capture_batch_hash}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved["capture_batch_hash"] != self.capture_batch_hash:
+            raise ValueError("checkpoint was captured on another capture batch "
+                             f"({saved['capture_batch_hash'][:12]} != {self.capture_batch_hash[:12]})")
+        self._rows = [dict(r) for r in saved["rows"]]
+        self._prev_grad, self._prev_weight = dict(saved["prev_grad"]), dict(saved["prev_weight"])
+        self._prev_hidden = dict(saved["prev_hidden"])
+
     # -- output --------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._rows]

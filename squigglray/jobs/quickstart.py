@@ -1,14 +1,17 @@
-"""The main job: train (or reuse) the base model on the families, evaluate it held-out per family.
+"""The main job: the dynamics experiment (3 seeds of the base model as Ray Tune trials, with
+geometry capture, probes, events, seed invariance and the reports), then seed 0's checkpoint is
+evaluated held-out per family and by the solver.
 
-    python -m squigglray.jobs.quickstart            # tiny model, ~10 min on 2 CPU cores
-    python -m squigglray.jobs.quickstart --smoke    # nano model, about a minute
+    python -m squigglray.jobs.quickstart            # tiny model, 3 seeds, under 20 min on 2 CPU cores
+    python -m squigglray.jobs.quickstart --smoke    # nano model, about 2 minutes
     ray job submit --working-dir . -- python -m squigglray.jobs.quickstart
 
-Writes runs/<run_id>/{config.json,run.json,scalars.parquet,checkpoints/final,reports/*} under the
-data dir and prints the per-family held-out accuracy table. Then a small solver evaluation
-(jobs/eval_solver.py: best-of-N with and without code execution, pass@1 / maj@N / weighted@N on one
-held-out medium problem per family) prints its table and adds it to report.md; its settings live in
-`solver_eval_config`, outside the training config, so they never change the run id.
+Writes what `jobs/dynamics.py` writes (runs/<run_id>/... per seed, geometry_state/, events_candidates/,
+experiments/<EXP_ID>/report.md) and, for the first seed, reports/heldout_eval.parquet and the
+per-family held-out accuracy table. Then a small solver evaluation (jobs/eval_solver.py: best-of-N
+with and without code execution, pass@1 / maj@N / weighted@N on one held-out medium problem per
+family) prints its table and joins that run's report.md; its settings live in `solver_eval_config`,
+outside the training config, so they never change the run id.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ray
 from squigglray import __version__
 from squigglray.config import load_config
 from squigglray.eval import heldout_instances, summarize
+from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
 from squigglray.paths import ArtifactStore
 from squigglray.report.plots import loss_curve_png
@@ -76,7 +80,7 @@ def evaluate(cfg: BaseTrainConfig, store: ArtifactStore, run_id: str, pool: Pool
 def report_markdown(rec: RunRecord, table: list[EvalRow], seconds: dict[str, float], reused: bool) -> str:
     p = rec.provenance
     lines = [
-        f"# Quickstart report: {p.run_id}", "",
+        "## Quickstart: this run serves the solver", "",
         f"- model: `{rec.model_preset}`, {rec.n_params:,} parameters (Llama-style: RMSNorm, RoPE, SwiGLU, tied embeddings)",
         f"- training: {rec.steps} steps, {rec.tokens_seen:,} trace tokens, {rec.train_seconds:.0f} s"
         + (" (reused from an earlier run)" if reused else ""),
@@ -84,7 +88,7 @@ def report_markdown(rec: RunRecord, table: list[EvalRow], seconds: dict[str, flo
         f"- seed {p.seed}, config hash `{p.config_hash[:16]}`, slice `{p.dataset_slice_id}`, squigglray {p.package_version}",
         f"- curriculum: {p.curriculum}",
         f"- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), "",
-        "## Held-out accuracy per family (greedy, one code round, exact match)", "",
+        "### Held-out accuracy per family (greedy, one code round, exact match)", "",
         "| family | n | code exact | boxed exact | well-formed |", "|---|---:|---:|---:|---:|",
     ]
     for r in table:
@@ -95,7 +99,8 @@ def report_markdown(rec: RunRecord, table: list[EvalRow], seconds: dict[str, flo
     return "\n".join(lines) + "\n"
 
 
-def write_eval(store: ArtifactStore, rec: RunRecord, rows: list[dict[str, Any]], table: list[EvalRow], md: str) -> None:
+def write_eval(store: ArtifactStore, rec: RunRecord, rows: list[dict[str, Any]], table: list[EvalRow], md: str,
+               research_log: str = "") -> None:
     rid, p = rec.provenance.run_id, rec.provenance
     t = pa.Table.from_pylist(rows)
     for col, val in (("run_id", rid), ("seed", p.seed), ("config_hash", p.config_hash),
@@ -108,11 +113,13 @@ def write_eval(store: ArtifactStore, rec: RunRecord, rows: list[dict[str, Any]],
     scalars = store.read_parquet(store.run_scalars(rid)).to_pydict()
     png = loss_curve_png(scalars["step"], scalars["loss"], scalars["phase"], f"{rid}: training loss")
     store.write_bytes(f"{store.run_dir(rid)}/reports/plots/loss.png", png)
-    write_report(store, rid, md)
+    write_report(store, rid, md, research_log)
 
 
-def write_report(store: ArtifactStore, run_id: str, md: str) -> None:
-    store.write_text(store.run_report(run_id), md + "\n![training loss](plots/loss.png)\n")
+def write_report(store: ArtifactStore, run_id: str, md: str, research_log: str = "") -> None:
+    """The run's report: its research log (from the dynamics analysis) and the quickstart's sections."""
+    body = "\n".join(x for x in (research_log.rstrip(), md) if x)
+    store.write_text(store.run_report(run_id), body + "\n![training loss](plots/loss.png)\n")
 
 
 SMOKE_SOLVER_FAMILIES = ["arithmetic", "gcd_lcm", "linear_equation", "mod_power"]
@@ -163,8 +170,10 @@ def print_table(table: list[EvalRow], title: str) -> None:
 
 
 def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = True,
-               solver_eval: SolverEvalConfig | bool | None = None) -> dict[str, Any]:
-    """solver_eval: None = the default small evaluation (solver_eval_config), False = skip it."""
+               solver_eval: SolverEvalConfig | bool | None = None,
+               dynamics: DynamicsOptions | None = None) -> dict[str, Any]:
+    """solver_eval: None = the default small evaluation (solver_eval_config), False = skip it.
+    dynamics: the experiment's seeds and resources (default: seeds 0,1,2 sharing the CPUs)."""
     from squigglray.jobs.eval_solver import eval_solver
     from squigglray.jobs.eval_solver import print_table as print_solver_table
     from squigglray.jobs.ray_runtime import ensure_ray
@@ -172,31 +181,39 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     store = ArtifactStore(data_dir)
     ensure_ray()
     seconds: dict[str, float] = {}
+    opts = dynamics or DynamicsOptions()
+    pool = build_pool(cfg)  # once: its problems are kept out of evaluation
+    cfg = with_checkpoints(cfg, opts)
+    first = seed_config(cfg, opts.seeds[0])
+    reused = reuse and find_reusable(first, store, pool.slice_hash) is not None
     t0 = time.perf_counter()
-    pool = build_pool(cfg)  # once: its hash decides reuse, its problems are kept out of evaluation
-    rec, reused = train_or_reuse(cfg, store, reuse, pool=pool)
-    seconds["train"] = time.perf_counter() - t0
+    experiment = run_dynamics(cfg, opts, data_dir, reuse=reuse)
+    seconds["train"] = experiment["seconds"]["train"]
+    seconds["analysis"] = experiment["seconds"]["analysis"]
+    rid = experiment["runs"][opts.seeds[0]]
+    rec = RunRecord.model_validate(store.read_json(f"{store.run_dir(rid)}/run.json"))
+    research_log = store.read_text(store.run_report(rid))
     t1 = time.perf_counter()
-    rows = evaluate(cfg, store, rec.provenance.run_id, pool)
+    rows = evaluate(first, store, rid, pool)
     seconds["eval"] = time.perf_counter() - t1
     table = summarize(rows)
-    md = report_markdown(rec, table, seconds, reused)
-    write_eval(store, rec, rows, table, md)
-    print_table(table, f"held-out accuracy: {rec.provenance.run_id} ({rec.n_params:,} params)")
+    write_eval(store, rec, rows, table, report_markdown(rec, table, seconds, reused), research_log)
+    print_table(table, f"held-out accuracy: {rid} ({rec.n_params:,} params)")
     solver = None
     if solver_eval is not False:
         scfg = solver_eval if isinstance(solver_eval, SolverEvalConfig) else solver_eval_config(cfg)
         t2 = time.perf_counter()
-        solver = eval_solver(store, run_id=rec.provenance.run_id, config=scfg, exclude_problems=pool.problems(),
-                             executor="ray")
+        solver = eval_solver(store, run_id=rid, config=scfg, exclude_problems=pool.problems(), executor="ray")
         seconds["solver_eval"] = time.perf_counter() - t2
         ev = solver["evaluation"]
         print_solver_table(solver["table"], f"solver accuracy: {ev['problems']} held-out problems, "
                                             f"{ev['candidates']} candidates")
-        write_report(store, rec.provenance.run_id,
-                     report_markdown(rec, table, seconds, reused) + solver_markdown(solver))
-    print(f"report: {store.full(store.run_report(rec.provenance.run_id))}")
-    return {"run": rec, "table": table, "rows": rows, "reused": reused, "seconds": seconds, "solver": solver}
+        write_report(store, rid, report_markdown(rec, table, seconds, reused) + solver_markdown(solver), research_log)
+    seconds["total"] = time.perf_counter() - t0
+    print(f"run report: {store.full(store.run_report(rid))}")
+    print(f"experiment report: {store.full(store.experiment_dir(experiment['experiment_id']))}/report.md")
+    return {"run": rec, "table": table, "rows": rows, "reused": reused, "seconds": seconds, "solver": solver,
+            "experiment": experiment}
 
 
 def load_quickstart_config(smoke: bool, path: str | None, overrides: list[str]) -> BaseTrainConfig:
@@ -211,9 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None, help="artifact root (default $SQUIGGLRAY_DATA or ./data)")
     ap.add_argument("--no-reuse", action="store_true", help="train even if this config already ran")
     ap.add_argument("--no-solver-eval", action="store_true", help="skip the small best-of-N solver evaluation")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the dynamics experiment; the first serves the solver")
     a = ap.parse_args(argv)
     cfg = load_quickstart_config(a.smoke, a.config, a.overrides)
-    quickstart(cfg, a.data_dir, reuse=not a.no_reuse, solver_eval=False if a.no_solver_eval else None)
+    quickstart(cfg, a.data_dir, reuse=not a.no_reuse, solver_eval=False if a.no_solver_eval else None,
+               dynamics=DynamicsOptions(seeds=parse_seeds(a.seeds)))
 
 
 if __name__ == "__main__":

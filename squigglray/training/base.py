@@ -1,6 +1,7 @@
 """Train the base model from scratch on the family mixture and write every artifact of the run:
 
-    runs/<run_id>/config.json, run.json, scalars.parquet, checkpoints/final (save_pretrained)
+    runs/<run_id>/config.json, run.json, probes.json, scalars.parquet, checkpoints/final (save_pretrained)
+    geometry_state/<run_id>.parquet (when geometry capture is on; probe A/B columns join the scalars)
     models/<preset>.json  -> the checkpoint that `load_model("<preset>")` resolves to
 
 The run id carries the config hash, so an identical config finds (and may reuse) its run.
@@ -9,18 +10,21 @@ The run id carries the config hash, so an identical config finds (and may reuse)
 from __future__ import annotations
 
 import tempfile
-import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from squigglray import __version__
 from squigglray.config import config_hash
 from squigglray.models import build_model, count_params, train_tokenizer
 from squigglray.paths import ArtifactStore
 from squigglray.schemas import Provenance, RunRecord
-from squigglray.training.callbacks import ProgressCallback, TrainerCallback
+from squigglray.training.cadence import log_steps
+from squigglray.training.callbacks import ProgressCallback, TrainerCallback, TrainState
 from squigglray.training.config import BaseTrainConfig
 from squigglray.training.data import CurriculumSampler, Pool, build_pool
 from squigglray.training.trainer import Trainer, seed_everything
@@ -56,27 +60,41 @@ def find_reusable(cfg: BaseTrainConfig, store: ArtifactStore, slice_hash: str | 
     return rec if same else None
 
 
-class _ScalarRows(TrainerCallback):
-    def __init__(self):
-        self.rows: list[dict[str, Any]] = []
-
-    def on_log(self, state, row):
-        self.rows.append(dict(row))
-
-
-class _PeriodicCheckpoint(TrainerCallback):
-    def __init__(self, every: int, save):
-        self.every, self.save = every, save
-
-    def on_step_end(self, state, model, batch):
-        if self.every and state.step % self.every == 0 and state.step < state.max_steps:
-            self.save(f"step-{state.step:06d}")
-
-
 def publish(store: ArtifactStore, name: str, run_id: str) -> None:
     store.write_json(store.model_pointer(name), {
         "run_id": run_id, "checkpoint": f"{store.run_checkpoints(run_id)}/final",
     })
+
+
+def _fresh_model(cfg: BaseTrainConfig, pool: Pool):
+    tokenizer = train_tokenizer(pool.texts(), cfg.model.vocab_size)
+    model = build_model(cfg.model.preset, tokenizer, cfg.model.max_seq_len, seed=cfg.seed)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, store: ArtifactStore
+                 ) -> tuple[list[TrainerCallback], Any]:
+    """Probe A/B evaluation and geometry capture at the logging cadence, as configured; the probe
+    manifest (instances and hashes) is written once per run."""
+    from squigglray.eval.probes import ProbeCallback, build_probes, capture_batch  # they import training
+    from squigglray.geometry.capture import GeometryCapture
+
+    if not (cfg.probes.enabled or cfg.geometry.enabled):
+        return [], None
+    probe_a, probe_b = build_probes(cfg, tokenizer, pool.problems())
+    cbs: list[TrainerCallback] = [ProbeCallback([probe_a, probe_b])] if cfg.probes.enabled else []
+    geometry = None
+    manifest = {"probes": {p.name: p.manifest() for p in (probe_a, probe_b)} if cfg.probes.enabled else {}}
+    if cfg.geometry.enabled:
+        steps = log_steps(cfg.train.steps, cfg.train.log_dense_until, cfg.train.log_every)
+        geometry = GeometryCapture(steps, capture_batch(probe_a, cfg.geometry.capture_batch_size), prov,
+                                   modules=cfg.geometry.modules)
+        manifest["capture_batch_hash"] = geometry.capture_batch_hash
+        cbs.append(geometry)
+    store.write_json(f"{store.run_dir(prov.run_id)}/probes.json", manifest)
+    return cbs, geometry
 
 
 def train_base(
@@ -85,47 +103,70 @@ def train_base(
     callbacks: list[TrainerCallback] | None = None,
     progress_factory=None,
     progress: bool = True,
+    resume_from: str | Path | None = None,
+    checkpoint_sink: Callable[[str, TrainState], None] | None = None,
 ) -> RunRecord:
+    """Train (or continue from `resume_from`, a checkpoint folder this function wrote) and write the
+    run's artifacts. Every `train.checkpoint_every` steps a resumable checkpoint (save_pretrained
+    weights + tokenizer + trainer_state.pt) goes to `checkpoint_sink(folder, state)`, by default to
+    runs/<run_id>/checkpoints/step-<N>; the folder is temporary, so a sink copies what it keeps."""
     rid = run_id_for(cfg)
     seed_everything(cfg.seed)
     pool = build_pool(cfg)
     prov = provenance(cfg, pool)
-    tokenizer = train_tokenizer(pool.texts(), cfg.model.vocab_size)
-    model = build_model(cfg.model.preset, tokenizer, cfg.model.max_seq_len, seed=cfg.seed)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    saved = None
+    if resume_from is not None:
+        saved = torch.load(Path(resume_from) / "trainer_state.pt", weights_only=False)
+        if saved["config_hash"] != prov.config_hash or saved["dataset_slice_hash"] != pool.slice_hash:
+            raise ValueError(f"checkpoint {resume_from} belongs to another config or data slice than run {rid}")
+        tokenizer = AutoTokenizer.from_pretrained(resume_from)
+        model = AutoModelForCausalLM.from_pretrained(resume_from)
+    else:
+        model, tokenizer = _fresh_model(cfg, pool)
     sampler = CurriculumSampler(cfg, pool, tokenizer)
+    if saved is not None:
+        sampler.rng.bit_generator.state = saved["sampler_rng"]
     store.write_json(store.run_config(rid), {
         "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(),
         "dropped_over_max_seq_len": sampler.dropped,
     })
+    instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store)
 
-    def save(tag: str) -> str:
+    def save_to(folder: str) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    def checkpoint(state: TrainState) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            rel = f"{store.run_checkpoints(rid)}/{tag}"
-            store.upload_dir(tmp, rel)
-        return rel
+            save_to(tmp)
+            torch.save({"trainer": trainer.trainer_state(), "sampler_rng": sampler.rng.bit_generator.state,
+                        "run_id": rid, "config_hash": prov.config_hash, "dataset_slice_hash": pool.slice_hash},
+                       Path(tmp) / "trainer_state.pt")
+            if checkpoint_sink is not None:
+                checkpoint_sink(tmp, state)
+            else:
+                store.upload_dir(tmp, f"{store.run_checkpoints(rid)}/step-{state.step:06d}")
 
-    scalars = _ScalarRows()
-    cbs: list[TrainerCallback] = [scalars, _PeriodicCheckpoint(cfg.train.checkpoint_every, save), *(callbacks or [])]
+    cbs: list[TrainerCallback] = [*instruments, *(callbacks or [])]
     if progress:
         cbs.append(ProgressCallback(progress_factory, desc=f"train {rid}"))
-    trainer = Trainer(model, cfg.train, sampler.batch, cbs, phase_of=lambda s: sampler.phase_at(s).name)
-    t0 = time.perf_counter()
+    trainer = Trainer(model, cfg.train, sampler.batch, cbs, phase_of=lambda s: sampler.phase_at(s).name,
+                      checkpoint=checkpoint, resume=saved["trainer"] if saved else None)
     state = trainer.fit()
-    seconds = time.perf_counter() - t0
-    save("final")
-    table = pa.Table.from_pylist(scalars.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_to(tmp)
+        store.upload_dir(tmp, f"{store.run_checkpoints(rid)}/final")
+    table = pa.Table.from_pylist(trainer.history)
     for col, val in (("run_id", rid), ("seed", cfg.seed), ("config_hash", prov.config_hash),
                      ("dataset_slice_hash", pool.slice_hash), ("package_version", __version__)):
         table = table.append_column(col, pa.array([val] * len(table)))
     store.write_parquet(store.run_scalars(rid), table)
+    if geometry is not None:
+        geometry.write(store)
     record = RunRecord(
         provenance=prov, model_preset=cfg.model.preset, n_params=count_params(model),
-        steps=state.step, tokens_seen=state.tokens_seen, train_seconds=round(seconds, 2),
-        final_loss=scalars.rows[-1]["loss"], config=cfg.model_dump(mode="json"),
+        steps=state.step, tokens_seen=state.tokens_seen, train_seconds=round(state.wall_s, 2),
+        final_loss=trainer.history[-1]["loss"], config=cfg.model_dump(mode="json"),
     )
     store.write_text(f"{store.run_dir(rid)}/run.json", record.to_json())
     publish(store, cfg.model.preset, rid)

@@ -2,6 +2,7 @@
 
 Order within a step: forward+backward -> on_after_backward (gradients present) ->
 optimizer step -> on_step_end -> on_log (only at cadence steps).
+A callback whose state must survive a resume defines `state_dict()` and `load_state_dict(d)`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ class TrainerCallback:
 
     def on_log(self, state: TrainState, row: dict[str, Any]) -> None: ...
 
-    def on_checkpoint(self, state: TrainState, path: str) -> None: ...
-
     def on_train_end(self, state: TrainState, model: torch.nn.Module) -> None: ...
 
 
@@ -58,6 +57,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, state, model):
         self.bar = self.factory(total=state.max_steps, desc=self.desc)
+        if state.step:  # resumed
+            self.bar.update(state.step)
 
     def on_step_end(self, state, model, batch):
         self.bar.update(1)

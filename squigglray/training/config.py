@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squigglray.families import LEVELS, list_families
@@ -91,6 +93,8 @@ class TrainSection(_Strict):
     checkpoint_every: int = Field(0, ge=0, description="0 = only the final checkpoint")
     threads: int = Field(0, ge=0, description="torch threads; 0 = leave torch's default")
     pack: bool = Field(True, description="pack whole examples into rows of model.max_seq_len tokens")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda when available")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
 
 
 class EvalSection(_Strict):
@@ -108,6 +112,43 @@ class EvalSection(_Strict):
         return v
 
 
+class GeometrySection(_Strict):
+    """Geometry capture (seed 000 §4.1) at the logging cadence, on a fixed, hashed capture batch."""
+
+    enabled: bool = True
+    capture_batch_size: int = Field(16, ge=2, le=512, description="probe-A instances in the capture batch")
+    modules: list[str] = Field(
+        default_factory=lambda: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+        description="matrices watched in every block")
+
+
+class ProbeSection(_Strict):
+    """Probes A (training families, held-out instances) and B (holdout: other families or harder
+    levels), fixed per run and evaluated at the logging cadence (seed 000 §5.1)."""
+
+    enabled: bool = True
+    seed: int = Field(2_000_003, ge=0, description="instance seed of both probes")
+    a_per_family: int = Field(3, ge=1, le=64)
+    b_per_family: int = Field(3, ge=1, le=64)
+    b_levels: list[str] = Field(default_factory=lambda: ["hard"], description="levels of probe B")
+    b_families: list[str] = Field(default_factory=list, description="families of probe B; empty = training families")
+
+    @field_validator("b_levels")
+    @classmethod
+    def _levels(cls, v: list[str]) -> list[str]:
+        _check_levels(v)
+        if not v:
+            raise ValueError("probe B needs at least one level")
+        return v
+
+    @field_validator("b_families")
+    @classmethod
+    def _families(cls, v: list[str]) -> list[str]:
+        _check_families(v)
+        return v
+
+
 class BaseTrainConfig(_Strict):
     name: str = Field("base", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
@@ -121,6 +162,8 @@ class BaseTrainConfig(_Strict):
     )
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    geometry: GeometrySection = Field(default_factory=GeometrySection)
+    probes: ProbeSection = Field(default_factory=ProbeSection)
 
     @model_validator(mode="after")
     def _curriculum(self) -> "BaseTrainConfig":
@@ -136,6 +179,14 @@ class BaseTrainConfig(_Strict):
                 raise ValueError(f"curriculum phase {p.name!r} weights families not in data.families: {sorted(extra)}")
         if self.eval.seed == self.data.seed:
             raise ValueError("eval.seed must differ from data.seed so held-out problems are not training problems")
+        if self.probes.enabled:
+            if self.probes.seed == self.data.seed:
+                raise ValueError("probes.seed must differ from data.seed so probe instances are held out")
+            b_fams = set(self.probes.b_families or self.data.resolved_families())
+            if b_fams & fams and set(self.probes.b_levels) & set(self.levels_used()):
+                raise ValueError(
+                    "probe B must be a holdout: give probes.b_families outside data.families, or probes.b_levels "
+                    f"outside the curriculum's levels {self.levels_used()}")
         return self
 
     def levels_used(self) -> list[str]:

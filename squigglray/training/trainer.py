@@ -2,13 +2,19 @@
 
 Deliberately a plain PyTorch loop (bench/train_throughput.py holds it to within 10% of a bare one):
 the only per-step extras are the batch draw, one loss.item() and the callback calls.
+
+Resuming: `trainer_state()` returns everything besides the weights that step N+1 depends on (the
+optimizer, counters, RNG states, the log history and each stateful callback's `state_dict()`);
+`Trainer(..., resume=that)` continues at step N+1 and gives the same steps as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -23,6 +29,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def resolve_device(cfg: TrainSection) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={cfg.device!r} but torch sees no CUDA device (torch {torch.__version__})")
+    return torch.device(cfg.device)
+
+
+def autocast_for(cfg: TrainSection, device: torch.device):
+    """bf16 autocast on CUDA under precision auto/bf16; fp32 elsewhere (CPU bf16 is slow and noisy)."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def lr_at(step: int, cfg: TrainSection) -> float:
@@ -44,37 +66,77 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Opt
 
 
 class Trainer:
-    """`Trainer(model, cfg, next_batch).fit()`; `next_batch(step)` returns input_ids/attention_mask/labels."""
+    """`Trainer(model, cfg, next_batch).fit()`; `next_batch(step)` returns input_ids/attention_mask/labels.
+
+    `checkpoint(state)` (optional) is called every `cfg.checkpoint_every` steps, after that step's
+    on_log; `resume` is a `trainer_state()` dict from such a checkpoint. A callback may put values
+    into `state.extra["log"]` during on_step_end; they join that step's log row.
+    """
 
     def __init__(self, model, cfg: TrainSection, next_batch, callbacks: list[TrainerCallback] | None = None,
-                 phase_of=None):
+                 phase_of=None, checkpoint=None, resume: dict[str, Any] | None = None):
         self.model, self.cfg, self.next_batch = model, cfg, next_batch
         self.callbacks = list(callbacks or [])
         self.phase_of = phase_of or (lambda step: "")
+        self.checkpoint = checkpoint
         self.log_at = set(log_steps(cfg.steps, cfg.log_dense_until, cfg.log_every))
         self.history: list[dict[str, Any]] = []
+        self.device = resolve_device(cfg)
+        self.model.to(self.device)
+        self.opt = make_optimizer(model, cfg)
+        self.state = TrainState(max_steps=cfg.steps)
+        self._window: list[float] = []
+        if resume is not None:
+            self._load(resume)
 
     def _emit(self, hook: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
+    def _stateful(self) -> dict[str, TrainerCallback]:
+        return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks) if hasattr(cb, "state_dict")}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "state": {k: v for k, v in asdict(self.state).items() if k != "extra"},
+            "optimizer": self.opt.state_dict(), "history": list(self.history), "window": list(self._window),
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "callbacks": {k: cb.state_dict() for k, cb in self._stateful().items()},
+        }
+
+    def _load(self, saved: dict[str, Any]) -> None:
+        self.state = TrainState(**saved["state"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.history, self._window = list(saved["history"]), list(saved["window"])
+        torch.set_rng_state(saved["torch_rng"])
+        random.setstate(saved["python_rng"])
+        stateful = self._stateful()
+        if set(stateful) != set(saved["callbacks"]):
+            raise ValueError(f"checkpoint holds callback state for {sorted(saved['callbacks'])}, "
+                             f"this trainer has {sorted(stateful)}: resume with the same callbacks")
+        for k, cb in stateful.items():
+            cb.load_state_dict(saved["callbacks"][k])
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
     def fit(self) -> TrainState:
-        cfg, model = self.cfg, self.model
+        cfg, model, opt, state = self.cfg, self.model, self.opt, self.state
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        opt = make_optimizer(model, cfg)
         model.train()
-        state = TrainState(max_steps=cfg.steps)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - state.wall_s
         self._emit("on_train_begin", state, model)
-        window: list[float] = []
-        for step in range(1, cfg.steps + 1):
+        for step in range(state.step + 1, cfg.steps + 1):
             state.step, state.phase = step, self.phase_of(step)
             state.lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = state.lr
-            batch = self.next_batch(step)
-            out = model(**batch)
+            batch = self._to_device(self.next_batch(step))
+            with autocast_for(cfg, self.device):
+                out = model(**batch)
             out.loss.backward()
             self._emit("on_after_backward", state, model)
             if cfg.grad_clip > 0:
@@ -82,20 +144,23 @@ class Trainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
             state.loss = float(out.loss.detach())
-            window.append(state.loss)
+            self._window.append(state.loss)
             state.tokens_seen += int((batch["labels"][:, 1:] != -100).sum())
             state.wall_s = time.perf_counter() - t0
             state.is_log_step = step in self.log_at
             self._emit("on_step_end", state, model, batch)
+            extra = state.extra.pop("log", {})
             if state.is_log_step:
                 row = {
-                    "step": step, "loss": state.loss, "loss_window_mean": float(np.mean(window)),
+                    "step": step, "loss": state.loss, "loss_window_mean": float(np.mean(self._window)),
                     "lr": state.lr, "grad_norm": state.grad_norm, "tokens_seen": state.tokens_seen,
-                    "wall_s": state.wall_s, "phase": state.phase,
+                    "wall_s": state.wall_s, "phase": state.phase, **extra,
                 }
-                window.clear()
+                self._window.clear()
                 self.history.append(row)
                 self._emit("on_log", state, row)
+            if self.checkpoint and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                self.checkpoint(state)
         model.eval()
         self._emit("on_train_end", state, model)
         return state

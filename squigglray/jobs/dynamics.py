@@ -1,0 +1,147 @@
+"""Squiggle dynamics experiment: N seeds of one training config as Ray Tune trials with geometry
+capture and probes, then change-point events per run, seed invariance, the probe/loss correlation
+tests and the reports (seed 000 §4-§6).
+
+    python -m squigglray.jobs.dynamics --smoke --seeds 0,1,2        # nano model, a few minutes on a CPU
+    squigglray dynamics --seeds 0,1,2 --set train.steps=700          # the tiny model
+    ray job submit --working-dir . -- python -m squigglray.jobs.dynamics --seeds 0,1,2 --gpus-per-trial 1
+
+Writes, under the data dir: runs/<run_id>/... per seed (scalars with probe columns, geometry,
+checkpoints, reports/report.md), geometry_state/<run_id>.parquet, events_candidates/<run_id>.parquet,
+experiments/<EXP_ID>/{tune/, event_families.parquet, correlation.json, report.md, plots/*.png}.
+Run it again and the experiment continues where it stopped (Tuner.restore); finished trials are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squigglray.config import ConfigError, config_hash, load_config
+from squigglray.paths import ArtifactStore
+from squigglray.training import BaseTrainConfig, run_id_for
+
+
+class DynamicsOptions(BaseModel):
+    """Experiment-level settings; they never change a run's config hash or run id."""
+
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    cpus_per_trial: float = Field(0.0, ge=0, description="0 = the cluster's CPUs shared evenly by the seeds")
+    gpus_per_trial: float = Field(0.0, ge=0)
+    resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'A100': 1}")
+    threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus_per_trial))")
+    max_concurrent: int = Field(0, ge=0, description="0 = as many as resources allow")
+    max_failures: int = Field(2, ge=0, description="times a killed trial is resumed from its checkpoint")
+    checkpoint_every: int = Field(0, ge=0, description="0 = about 4 checkpoints per run")
+    detector: str = Field("ruptures", pattern="^(ruptures|regression)$",
+                          description="change-point method: events.ruptures_backend or events.changepoints")
+    align: str = Field("log_step", pattern="^(log_step|step_frac|loss)$")
+    tolerance: float = Field(0.05, gt=0, lt=1, description="seed-matching tolerance in aligned time")
+    n_perm: int = Field(500, ge=10)
+
+    def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
+        """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,
+        one thread each, which trains faster in total than one 2-thread trial after another)."""
+        cpus = self.cpus_per_trial or round(cluster_cpus / len(self.seeds), 3)
+        threads = self.threads_per_trial or max(1, int(cpus))
+        return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
+
+
+def seed_config(cfg: BaseTrainConfig, seed: int) -> BaseTrainConfig:
+    return cfg.model_copy(update={"seed": seed})
+
+
+def experiment_id(cfg: BaseTrainConfig, seeds: list[int], slice_hash: str) -> str:
+    """Named for the config without its seed, the seed list and the training data: a change to a
+    family's code changes the data but not the config, and must not find the old experiment."""
+    h = config_hash({"train": cfg.model_dump(mode="json") | {"seed": None}, "seeds": sorted(seeds),
+                     "slice": slice_hash})
+    return f"dyn-{cfg.name}-{cfg.model.preset}-{h[:10]}"
+
+
+def with_checkpoints(cfg: BaseTrainConfig, opts: DynamicsOptions) -> BaseTrainConfig:
+    every = opts.checkpoint_every or cfg.train.checkpoint_every or max(1, cfg.train.steps // 4)
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"checkpoint_every": every})})
+
+
+def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStore, exp_id: str,
+                reuse: bool = True, fault_kill_at_step: int | None = None) -> dict[int, str]:
+    """Run (or continue) the Tune experiment; returns seed -> run_id. Raises if a trial failed for good."""
+    from tune_spaces.dynamics import run_seed_trials, seed_space, trial_resources
+
+    storage = store.full(f"{store.experiment_dir(exp_id)}/tune")
+    if not reuse and store.is_local:
+        shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
+    store_uri = store.base if store.is_local else store.uri
+    space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step)
+    grid = run_seed_trials(space, trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.resources_per_trial),
+                           storage, exp_id, max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
+    failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
+                           + "; ".join(f"seed {s}: {e}" for s, e in failed)
+                           + f". Fix the cause and run the same command again to continue from the checkpoints.")
+    return {s: run_id_for(seed_config(cfg, s)) for s in opts.seeds}
+
+
+def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data_dir: str | None = None,
+                 reuse: bool = True, fault_kill_at_step: int | None = None) -> dict[str, Any]:
+    from squigglray.jobs.dynamics_analysis import analyze_experiment
+    from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
+    from squigglray.training.base import publish
+    from squigglray.training.data import build_pool
+
+    opts = opts or DynamicsOptions()
+    if not (cfg.geometry.enabled and cfg.probes.enabled):
+        raise ConfigError("the dynamics experiment needs geometry.enabled and probes.enabled")
+    cfg = with_checkpoints(cfg, opts)
+    store = ArtifactStore(data_dir)
+    ensure_ray()
+    opts = opts.resolved(cluster_cpus())
+    exp_id = experiment_id(cfg, opts.seeds, build_pool(cfg).slice_hash)
+    t0 = time.perf_counter()
+    runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
+    seconds = {"train": time.perf_counter() - t0}
+    t1 = time.perf_counter()
+    analysis = analyze_experiment(store, exp_id, cfg, runs, opts)
+    seconds["analysis"] = time.perf_counter() - t1
+    publish(store, cfg.model.preset, runs[opts.seeds[0]])  # the first seed's checkpoint serves the solver
+    print(f"experiment report: {store.full(store.experiment_dir(exp_id))}/report.md")
+    return {"experiment_id": exp_id, "runs": runs, "config": cfg, "options": opts, "seconds": seconds, **analysis}
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds {text!r}: give distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> None:
+    from squigglray.jobs.quickstart import packaged_config
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="the nano model, a few steps")
+    ap.add_argument("--config", help="training YAML (default: the packaged quickstart or smoke config)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--cpus-per-trial", type=float, default=0.0, help="0 = share the cluster's CPUs evenly")
+    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--no-reuse", action="store_true", help="start the experiment afresh")
+    a = ap.parse_args(argv)
+    cfg = load_config(BaseTrainConfig, a.config or packaged_config("smoke" if a.smoke else "quickstart"), a.overrides)
+    opts = DynamicsOptions(seeds=parse_seeds(a.seeds), cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial)
+    run_dynamics(cfg, opts, a.data_dir, reuse=not a.no_reuse)
+
+
+if __name__ == "__main__":
+    main()

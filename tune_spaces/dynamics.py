@@ -1,0 +1,110 @@
+"""Multi-seed base training as Ray Tune trials: one trial per seed, identical configs otherwise.
+
+Each trial runs `squigglray.training.train_base`, reports every logged step to Tune, and hands its
+resumable checkpoints (weights, optimizer, RNG and capture state) to Tune, so a trial that dies
+resumes from its last checkpoint (`FailureConfig.max_failures`) and an interrupted experiment
+continues with `Tuner.restore`. The trial's artifacts (scalars, geometry) go to the artifact store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from squigglray.training.callbacks import TrainerCallback
+
+FAULT_KEY = "_fault_kill_at_step"  # fault drill: SIGKILL the trial once at this step (tests use it)
+
+
+class TuneReporter(TrainerCallback):
+    """One `tune.report` per logged step; at a checkpoint step the report carries the checkpoint."""
+
+    def __init__(self, checkpoint_every: int, run_id: str):
+        self.every, self.run_id = checkpoint_every, run_id
+        self.held: dict[str, Any] | None = None
+
+    def on_log(self, state, row):
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))} | {"run_id": self.run_id}
+        if self.every and state.step % self.every == 0 and state.step < state.max_steps:
+            self.held = metrics  # reported with the checkpoint, right after this step's on_log
+        else:
+            tune.report(metrics)
+
+    def sink(self, folder: str, state) -> None:
+        metrics = self.held or {"step": state.step, "run_id": self.run_id}
+        self.held = None
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class _KillOnce(TrainerCallback):
+    def __init__(self, step: int, marker: Path):
+        self.step, self.marker = step, marker
+
+    def on_step_end(self, state, model, batch):
+        if state.step == self.step and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def seed_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from squigglray.paths import ArtifactStore
+    from squigglray.training import BaseTrainConfig, run_id_for, train_base
+
+    torch.set_num_threads(int(config.get("threads", 1)))
+    hf_logging.disable_progress_bar()  # Tune's status table is the progress display of a trial
+    cfg = BaseTrainConfig.model_validate({**config["train"], "seed": int(config["seed"])})
+    store = ArtifactStore(config["store"])
+    rid = run_id_for(cfg)
+    reporter = TuneReporter(cfg.train.checkpoint_every, rid)
+    callbacks: list[TrainerCallback] = [reporter]
+    if config.get(FAULT_KEY):
+        marker = Path(store.local_path(f"{store.run_dir(rid)}/.fault-drill"))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker))
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
+        rec = train_base(cfg, store, callbacks=callbacks, progress=False, resume_from=resume,
+                         checkpoint_sink=reporter.sink)
+    tune.report({"step": rec.steps, "final_loss": rec.final_loss, "run_id": rid, "done_training": 1})
+
+
+def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
+               fault_kill_at_step: int | None = None) -> dict[str, Any]:
+    space = {"train": train_json, "seed": tune.grid_search(list(seeds)), "store": store_uri, "threads": threads}
+    if fault_kill_at_step:
+        space[FAULT_KEY] = fault_kill_at_step
+    return space
+
+
+def trial_resources(cpus: float, gpus: float, custom: dict[str, float] | None = None) -> dict[str, float]:
+    return {"cpu": cpus, "gpu": gpus, **(custom or {})}
+
+
+def run_seed_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
+                    max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
+    """Start the experiment, or continue it (`Tuner.restore`) when `storage_path/name` holds one."""
+    trainable = tune.with_resources(seed_trial, resources)
+    path = f"{storage_path.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+                                        trial_dirname_creator=lambda t: f"seed_{t.config['seed']}"),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+    return tuner.fit()
