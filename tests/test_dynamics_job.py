@@ -101,6 +101,6 @@ def test_experiment_id_and_seed_parsing():
     for bad in ("0,0", "a,b", "", "-1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
-    assert DynamicsOptions(seeds=[0, 1, 2]).resolved(2).cpus_per_trial == pytest.approx(0.667)
+    assert 3 * DynamicsOptions(seeds=[0, 1, 2]).resolved(2).cpus_per_trial <= 2
     assert DynamicsOptions(seeds=[0, 1]).resolved(16).threads_per_trial == 8
     json.dumps(DynamicsOptions().model_dump())

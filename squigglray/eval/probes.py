@@ -36,7 +36,7 @@ PROBE_COLUMNS = tuple(f"probe_{p}_{m}" for p in ("a", "b") for m in ("loss", "to
 @dataclass
 class ProbeSet:
     name: str
-    items: list[tuple[str, ProblemInstance]]  # (level, instance), in a fixed order
+    items: list[tuple[str, ProblemInstance]]  # (level, instance), shortest first
     input_ids: torch.Tensor  # [n, T] right-padded
     attention_mask: torch.Tensor
     labels: torch.Tensor  # -100 off the trace
@@ -86,6 +86,8 @@ def encode_probe(name: str, items: list[tuple[str, ProblemInstance]], tokenizer:
         kept.append((level, x))
     if not rows:
         raise ValueError(f"probe {name}: no instance fits max_seq_len={max_seq_len}")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a forward pass
+    rows, kept = [rows[i] for i in order], [kept[i] for i in order]
     width = max(len(r[0]) for r in rows)
     n = len(rows)
     input_ids = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
@@ -120,10 +122,12 @@ def evaluate_probe(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 32
     try:
         for i in range(0, len(probe.items), batch_size):
             sl = slice(i, i + batch_size)
-            ids, labels = probe.input_ids[sl].to(device), probe.labels[sl].to(device)
-            logits = model(input_ids=ids, attention_mask=probe.attention_mask[sl].to(device), use_cache=False).logits
+            width = int(probe.attention_mask[sl].sum(dim=1).max())  # rows are sorted by length: little padding
+            ids, labels = probe.input_ids[sl, :width].to(device), probe.labels[sl, :width].to(device)
+            mask = probe.attention_mask[sl, :width].to(device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             logits, target = logits[:, :-1].float(), labels[:, 1:]
-            req = probe.required[sl, 1:].to(device)
+            req = probe.required[sl, 1:width].to(device)
             on = target != -100
             nll += float(F.cross_entropy(logits[on], target[on], reduction="sum"))
             n_tok += int(on.sum())

@@ -15,6 +15,7 @@ Run it again and the experiment continues where it stopped (Tuner.restore); fini
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import time
 from typing import Any
@@ -47,7 +48,7 @@ class DynamicsOptions(BaseModel):
     def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
         """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,
         one thread each, which trains faster in total than one 2-thread trial after another)."""
-        cpus = self.cpus_per_trial or round(cluster_cpus / len(self.seeds), 3)
+        cpus = self.cpus_per_trial or math.floor(1000 * cluster_cpus / len(self.seeds)) / 1000  # 3 x 0.666 fits 2
         threads = self.threads_per_trial or max(1, int(cpus))
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
 

@@ -104,6 +104,10 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
                                          mode=opts.align)
     per_event = correlation.event_correlations(geo_for_corr, loss_ev, scalars, max_by_run, mode=opts.align)
     jumps = {rid: correlation.probe_b_jumps(scalars[rid], run_id=rid) for rid in runs.values()}
+    # the same test against in-distribution (probe A) jumps: where the training task itself is learned
+    jumps_a = {rid: correlation.probe_jumps(scalars[rid], "probe_a_answer_acc", run_id=rid) for rid in runs.values()}
+    corr_a = correlation.correlation_table(geo_for_corr, loss_ev, scalars, max_by_run, n_perm=opts.n_perm * 2,
+                                           mode=opts.align, jumps_by_run=jumps_a)
     fam_corr = correlation.family_correlations(families, per_event)
 
     exp_dir = store.experiment_dir(exp_id)
@@ -117,8 +121,9 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "events_per_run": {rid: int(all_events[rid].num_rows) for rid in runs.values()},
         "families": int(families.num_rows), "structural_families": len({f["family_id"] for f in families.to_pylist()
                                                                           if f["structural"]}),
-        "invariance_null": null, "correlation": corr,
+        "invariance_null": null, "correlation": corr, "correlation_probe_a": corr_a,
         "probe_b_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps.items()},
+        "probe_a_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps_a.items()},
         "schedule_steps": schedule_steps(cfg),
         "near_schedule": near_schedule(families, cfg, scalars, opts.align, opts.tolerance),
         "scoring_baseline": baseline["baseline_id"], "detector": opts.detector,

@@ -86,8 +86,9 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         "the logging cadence "
         f"(log-spaced until step {cfg.train.log_dense_until}, then every {cfg.train.log_every}). squigglray "
         f"{summary['package_version']}.", "",
-        "| seed | run | events (geometry + loss) | probe-B jumps |", "|---:|---|---:|---:|",
-        *[f"| {s} | `{r}` | {summary['events_per_run'][r]} | {len(summary['probe_b_jumps'][r])} |" for s, r in runs.items()],
+        "| seed | run | events (geometry + loss) | probe-A jumps | probe-B jumps |", "|---:|---|---:|---:|---:|",
+        *[f"| {s} | `{r}` | {summary['events_per_run'][r]} | {len(summary['probe_a_jumps'][r])} | "
+          f"{len(summary['probe_b_jumps'][r])} |" for s, r in runs.items()],
         "",
         "## Hypotheses", "",
         "- **H1 (seed invariance).** Geometric change points recur across seeds at matching aligned times "
@@ -118,6 +119,9 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         + (f" (e.g. `{linked[0]['family_id']}`, seeds {linked[0]['seeds_with_jump']})." if linked else "."), "",
         "### Structural event families", "", *family_table(families, per_event), "",
         "### Events before probe-B jumps (permutation tests)", "", *correlation_lines(summary["correlation"]), "",
+        "The same test against probe-A (in-distribution) answer-accuracy jumps "
+        f"({sum(len(j) for j in summary['probe_a_jumps'].values())} jumps), where the training task itself is learned:",
+        "", *correlation_lines(summary["correlation_probe_a"]), "",
         "`hits`: jumps with at least one event in [t - 0.10, t + 0.02] of aligned time before/after the jump. "
         "The null rotates each run's events on the time circle (same rotations for every row). `beyond_loss` "
         "rows count only jumps that no loss change point marks.", "",
