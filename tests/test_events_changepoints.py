@@ -56,21 +56,24 @@ def u_of(row) -> float:
     return json.loads(row["diagnostics"])["log10_step"]
 
 
-@pytest.mark.parametrize("kind,amp", [("mean_shift", 6.0), ("slope_change", 16.0)])
-def test_planted_breaks_found(kind, amp):
-    grid_step = (U[-1] - U[0]) / (min(48, len(U)) - 1)
-    tol = 3 * grid_step
-    hits = n_events = near_events = 0
-    n = 0
-    for seed in (1, 2, 3):
+def planted_scores(detect, kind, amp, seeds):
+    """Recall (a right-kind, right-sign event within 3 grid points) and precision over planted series."""
+    tol = 3 * (U[-1] - U[0]) / (min(48, len(U)) - 1)
+    hits = n_events = near_events = n = 0
+    for seed in seeds:
         for u_star, sign, values in planted(kind, amp, 30, seed):
-            rows = rows_of(values)
+            rows = detect(values)
             n += 1
             n_events += len(rows)
             near = [r for r in rows if abs(u_of(r) - u_star) <= tol]
             near_events += len(near)
             hits += any(r["kind"] == kind and np.sign(r["magnitude"]) == sign for r in near)
-    recall, precision = hits / n, near_events / max(n_events, 1)
+    return hits / n, near_events / max(n_events, 1)
+
+
+@pytest.mark.parametrize("kind,amp", [("mean_shift", 6.0), ("slope_change", 16.0)])
+def test_planted_breaks_found(kind, amp):
+    recall, precision = planted_scores(rows_of, kind, amp, seeds=(1, 2, 3))
     assert recall >= 0.8, (kind, recall)
     assert precision >= 0.8, (kind, precision)
 

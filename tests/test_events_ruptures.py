@@ -12,7 +12,7 @@ import pytest
 from squigglray.events import changepoints as cp
 from squigglray.events import ruptures_backend as rb
 from squigglray.events.schema import COMPOSITE, EVENTS_SCHEMA
-from test_events_changepoints import MAX_STEPS, STEPS, U, geometry_table, planted, trend
+from test_events_changepoints import MAX_STEPS, STEPS, U, geometry_table, planted, planted_scores, trend
 
 RUP = cp.EventConfig(method="ruptures")
 
@@ -31,17 +31,7 @@ def u_of(row) -> float:
 @pytest.mark.parametrize("kind,amp,min_recall,min_precision", [("mean_shift", 6.0, 0.7, 0.85),
                                                                 ("slope_change", 16.0, 0.85, 0.85)])
 def test_planted_breaks_found(kind, amp, min_recall, min_precision):
-    tol = 3 * (U[-1] - U[0]) / (min(48, len(U)) - 1)
-    hits = n_events = near_events = n = 0
-    for seed in (1, 2):
-        for u_star, sign, values in planted(kind, amp, 30, seed):
-            rows = rows_of(values)
-            n += 1
-            n_events += len(rows)
-            near = [r for r in rows if abs(u_of(r) - u_star) <= tol]
-            near_events += len(near)
-            hits += any(r["kind"] == kind and np.sign(r["magnitude"]) == sign for r in near)
-    recall, precision = hits / n, near_events / max(n_events, 1)
+    recall, precision = planted_scores(rows_of, kind, amp, seeds=(1, 2))
     assert recall >= min_recall, (kind, recall)
     assert precision >= min_precision, (kind, precision)
 

@@ -310,17 +310,10 @@ def series_event_rows(steps: Sequence[int], values: Sequence[float], *, metric: 
 
 def _main(argv: Sequence[str]) -> None:
     """Print null false-positive rates of both methods on log-cadence schedules (as in changepoints)."""
-    import math as _m
-
-    def cadence(max_steps: int, dense_until: int = 64, every: int = 25, per_decade: int = 8) -> np.ndarray:
-        n = int(_m.ceil(per_decade * _m.log10(max(dense_until, 10))))
-        st = {int(round(dense_until ** (i / n))) for i in range(n + 1)}
-        st.update(range(every * max(1, _m.ceil(dense_until / every)), max_steps + 1, every))
-        st.add(max_steps)
-        return np.array(sorted(x for x in st if 1 <= x <= max_steps))
+    from squigglray.training.cadence import log_steps  # (imports torch via squigglray.training)
 
     for max_steps in [int(a) for a in argv] or [200, 300, 500, 800, 1500, 3000]:
-        steps = cadence(max_steps)
+        steps = log_steps(max_steps, 64, 25)
         for method in cp.METHODS:
             rates = cp.null_false_positive_rate(steps, cp.EventConfig(method=method), n_series=500)
             print(f"max_steps={max_steps} n_raw={len(steps)} {method}: {rates}", flush=True)
