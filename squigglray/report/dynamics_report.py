@@ -60,8 +60,8 @@ def family_table(families: pa.Table, per_event: list[dict], limit: int = 12) -> 
     return out
 
 
-def correlation_lines(corr: list[dict]) -> list[str]:
-    out = ["| events | probe-B jumps | events | hits | hit rate | null hit rate | p |",
+def correlation_lines(corr: list[dict], probe: str = "B") -> list[str]:
+    out = [f"| events | probe-{probe} jumps | events | hits | hit rate | null hit rate | p |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in corr:
         out.append(f"| {r['source']} | {r['n_jumps']} | {r['n_events']} | {r['hits']} | {_rate(r['hit_rate'])} | "
@@ -121,7 +121,7 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         "### Events before probe-B jumps (permutation tests)", "", *correlation_lines(summary["correlation"]), "",
         "The same test against probe-A (in-distribution) answer-accuracy jumps "
         f"({sum(len(j) for j in summary['probe_a_jumps'].values())} jumps), where the training task itself is learned:",
-        "", *correlation_lines(summary["correlation_probe_a"]), "",
+        "", *correlation_lines(summary["correlation_probe_a"], "A"), "",
         "`hits`: jumps with at least one event in [t - 0.10, t + 0.02] of aligned time before/after the jump. "
         "The null rotates each run's events on the time circle (same rotations for every row). `beyond_loss` "
         "rows count only jumps that no loss change point marks.", "",
