@@ -3,7 +3,7 @@ geometry capture, probes, events, seed invariance and the reports), then seed 0'
 evaluated held-out per family and by the solver.
 
     python -m squigglray.jobs.quickstart            # tiny model, 3 seeds, under 20 min on 2 CPU cores
-    python -m squigglray.jobs.quickstart --smoke    # nano model, about 2 minutes
+    python -m squigglray.jobs.quickstart --smoke    # nano model, about 75 s
     ray job submit --working-dir . -- python -m squigglray.jobs.quickstart
 
 Writes what `jobs/dynamics.py` writes (runs/<run_id>/... per seed, geometry_state/, events_candidates/,
