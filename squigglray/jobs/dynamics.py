@@ -86,12 +86,14 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     if failed:
         raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
                            + "; ".join(f"seed {s}: {e}" for s, e in failed)
-                           + f". Fix the cause and run the same command again to continue from the checkpoints.")
+                           + ". Fix the cause and run the same command again to continue from the checkpoints.")
     return {s: run_id_for(seed_config(cfg, s)) for s in opts.seeds}
 
 
 def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data_dir: str | None = None,
-                 reuse: bool = True, fault_kill_at_step: int | None = None) -> dict[str, Any]:
+                 reuse: bool = True, fault_kill_at_step: int | None = None,
+                 slice_hash: str | None = None) -> dict[str, Any]:
+    """slice_hash: the training pool's hash when the caller has built the pool already."""
     from squigglray.jobs.dynamics_analysis import analyze_experiment
     from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
     from squigglray.training.base import publish
@@ -104,7 +106,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     store = ArtifactStore(data_dir)
     ensure_ray()
     opts = opts.resolved(cluster_cpus())
-    exp_id = experiment_id(cfg, opts.seeds, build_pool(cfg).slice_hash)
+    exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg).slice_hash)
     t0 = time.perf_counter()
     runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
     seconds = {"train": time.perf_counter() - t0}

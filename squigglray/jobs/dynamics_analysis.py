@@ -21,7 +21,7 @@ import yaml
 from squigglray import __version__
 from squigglray.config import config_hash
 from squigglray.events import changepoints, correlation, invariance
-from squigglray.events.schema import COMPOSITE
+from squigglray.events.schema import EVENTS_SCHEMA
 from squigglray.paths import ArtifactStore
 from squigglray.report import dynamics_plots as plots
 from squigglray.report import dynamics_report as md
@@ -61,8 +61,6 @@ def near_schedule(families: pa.Table, cfg: BaseTrainConfig, scalars_by_run, mode
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
-    from squigglray.events.schema import EVENTS_SCHEMA
-
     tables = [t for t in tables if t is not None and t.num_rows]
     return pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
 
@@ -79,9 +77,10 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
     schedules = full | {s[1:] for s in full} | {tuple(t.column("step").to_pylist()) for t in scalars.values()}
     baseline = changepoints.build_scoring_baseline(sorted(schedules), event_cfg)
     changepoints.write_scoring_baseline(store, baseline)
+    run_config = {rid: store.read_json(store.run_config(rid)) for rid in runs.values()}
     geo_events, loss_ev, all_events = {}, {}, {}
     for seed, rid in runs.items():
-        prov = store.read_json(store.run_config(rid))["provenance"]
+        prov = run_config[rid]["provenance"]
         geo_events[rid] = changepoints.detect_run_events(geometry[rid], max_steps, event_cfg, baseline)
         loss_ev[rid] = loss_events(scalars[rid], prov, max_steps, event_cfg, baseline)
         all_events[rid] = _concat([geo_events[rid], loss_ev[rid]])
@@ -92,7 +91,8 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
     t = invariance.align(events, scalars, max_by_run, mode=opts.align)
     families = invariance.event_families(events, t, opts.tolerance, n_seeds=len(runs))
     null = invariance.invariance_null(events, t, opts.tolerance, n_seeds=len(runs), n_perm=opts.n_perm)
-    structural_ids = {e for f in families.to_pylist() if f["structural"] for e in json.loads(f["event_ids"])}
+    structural = invariance.structural_candidates(families)
+    structural_ids = {e for ids in structural.column("event_ids").to_pylist() for e in json.loads(ids)}
 
     def structural_only(table: pa.Table) -> pa.Table:
         keep = [e in structural_ids for e in table.column("event_id").to_pylist()]
@@ -119,8 +119,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "config_hash_without_seed": config_hash(cfg.model_dump(mode="json") | {"seed": None}),
         "package_version": __version__, "align": opts.align, "tolerance": opts.tolerance,
         "events_per_run": {rid: int(all_events[rid].num_rows) for rid in runs.values()},
-        "families": int(families.num_rows), "structural_families": len({f["family_id"] for f in families.to_pylist()
-                                                                          if f["structural"]}),
+        "families": int(families.num_rows), "structural_families": int(structural.num_rows),
         "invariance_null": null, "correlation": corr, "correlation_probe_a": corr_a,
         "probe_b_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps.items()},
         "probe_a_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps_a.items()},
@@ -143,8 +142,8 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         store.write_bytes(f"{rdir}/plots/geometry.png", plots.geometry_trends_png(
             geometry[rid], all_events[rid], TREND_METRICS, rid, f"{rid}: geometry per layer, events marked"))
         store.write_text(store.run_report(rid), md.run_markdown(
-            rid, seed, store.read_json(store.run_config(rid)), scalars[rid], all_events[rid], jumps[rid], exp_id))
-    store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event, opts))
+            rid, seed, run_config[rid], scalars[rid], all_events[rid], jumps[rid], exp_id))
+    store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event))
     return {"families": families, "correlation": corr, "invariance_null": null, "events": all_events,
             "summary": summary}
 

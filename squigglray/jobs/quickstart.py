@@ -87,7 +87,7 @@ def report_markdown(rec: RunRecord, table: list[EvalRow], seconds: dict[str, flo
         f"- final training loss: {rec.final_loss:.4f}",
         f"- seed {p.seed}, config hash `{p.config_hash[:16]}`, slice `{p.dataset_slice_id}`, squigglray {p.package_version}",
         f"- curriculum: {p.curriculum}",
-        f"- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), "",
+        "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), "",
         "### Held-out accuracy per family (greedy, one code round, exact match)", "",
         "| family | n | code exact | boxed exact | well-formed |", "|---|---:|---:|---:|---:|",
     ]
@@ -187,7 +187,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     first = seed_config(cfg, opts.seeds[0])
     reused = reuse and find_reusable(first, store, pool.slice_hash) is not None
     t0 = time.perf_counter()
-    experiment = run_dynamics(cfg, opts, data_dir, reuse=reuse)
+    experiment = run_dynamics(cfg, opts, data_dir, reuse=reuse, slice_hash=pool.slice_hash)
     seconds["train"] = experiment["seconds"]["train"]
     seconds["analysis"] = experiment["seconds"]["analysis"]
     rid = experiment["runs"][opts.seeds[0]]

@@ -69,7 +69,7 @@ def correlation_lines(corr: list[dict], probe: str = "B") -> list[str]:
     return out
 
 
-def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_event: list[dict], opts) -> str:
+def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_event: list[dict]) -> str:
     null = summary["invariance_null"]
     corr = {r["source"]: r for r in summary["correlation"]}
     runs = summary["runs"]
@@ -103,7 +103,7 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         f"{summary['tolerance']} in {summary['align']} time). Rotating each seed's event types at random gives "
         f"{null['null_mean']:.1f} structural families on average (95% quantile "
         f"{null['null_quantiles']['0.95']:.0f}); p = {_p(null['p_value'])} over {null['n_perm']} rotations.",
-        f"- Structural families by metric: "
+        "- Structural families by metric: "
         + (", ".join(f"{m} {n}" for m, n in by_metric.most_common()) or "none") + ".",
         f"- **H2: {_verdict(geo['p_value'], geo['n_jumps'])}.** {n_jumps} probe-B jumps in all runs; "
         f"{geo['hits']} of {geo['n_jumps']} follow a structural geometry event within the window "
@@ -177,7 +177,7 @@ def run_markdown(run_id: str, seed: int, run_config: dict[str, Any], scalars: pa
         *[f"| {r['step']} | {r['loss']:.3f} | {r['probe_a_loss']:.3f} | {r['probe_a_answer_acc']:.2f} | "
           f"{r['probe_b_loss']:.3f} | {r['probe_b_answer_acc']:.2f} |" for r in (first, last)],
         "",
-        f"Probe-B answer-accuracy jumps: " + (", ".join(f"step {j.step} (+{j.size:.2f})" for j in jumps) or "none") + ".",
+        "Probe-B answer-accuracy jumps: " + (", ".join(f"step {j.step} (+{j.size:.2f})" for j in jumps) or "none") + ".",
         "", "![loss and probes](plots/curves.png)", "",
         "## Events", "",
         f"{events.num_rows} candidate events ({len(composites)} composite). By metric and kind: "
