@@ -54,8 +54,7 @@ from squigglray.geometry.metrics import (
     gradient_norm,
     relative_update,
     representation_drift,
-    spectral_norm,
-    stable_rank_fro_spec,
+    spectral_stats,
     update_norm,
 )
 from squigglray.training.callbacks import TrainerCallback, TrainState
@@ -152,6 +151,15 @@ class GeometryCapture(TrainerCallback):
         params = dict(model.named_parameters())
         return [(name, params[name], *lm) for name, lm in self._watch.items()]
 
+    def grad_items(self, model: torch.nn.Module) -> list[tuple[str, int, str, torch.Tensor | None]]:
+        """(key, layer, module, gradient) of every watched matrix; a subclass may watch other matrices
+        (the LoRA probes watch their adapters' deltas)."""
+        return [(name, layer, module, p.grad) for name, p, layer, module in self._params(model)]
+
+    def weight_items(self, model: torch.nn.Module) -> list[tuple[str, int, str, torch.Tensor]]:
+        """(key, layer, module, matrix) of every watched matrix, after the optimizer step."""
+        return [(name, layer, module, p.detach()) for name, p, layer, module in self._params(model)]
+
     def _add(self, step: int, layer: int, module: str, metric: str, value: float) -> None:
         assert metric in METRICS, metric
         self._rows.append({
@@ -167,10 +175,10 @@ class GeometryCapture(TrainerCallback):
     def on_after_backward(self, state: TrainState, model: torch.nn.Module) -> None:
         if state.step not in self.capture_steps:
             return
-        for name, p, layer, module in self._params(model):
-            if p.grad is None:
+        for name, layer, module, g in self.grad_items(model):
+            if g is None:
                 continue
-            g = p.grad.detach()
+            g = g.detach()
             self._add(state.step, layer, module, "gradient_norm", gradient_norm(g))
             if name in self._prev_grad:
                 prev = self._prev_grad[name].to(g.device)
@@ -182,15 +190,15 @@ class GeometryCapture(TrainerCallback):
             return
         step = state.step
         with torch.no_grad():
-            for name, p, layer, module in self._params(model):
-                W = p.detach()
+            for name, layer, module, W in self.weight_items(model):
                 self._add(step, layer, module, "frobenius_norm", frobenius_norm(W))
                 if name in self._prev_weight:
                     prev = self._prev_weight[name].to(W.device)
                     self._add(step, layer, module, "update_norm", update_norm(W, prev))
                     self._add(step, layer, module, "relative_update", relative_update(W, prev))
-                self._add(step, layer, module, "spectral_norm", spectral_norm(W))
-                self._add(step, layer, module, "stable_rank_fro_spec", stable_rank_fro_spec(W))
+                top, stable = spectral_stats(W)
+                self._add(step, layer, module, "spectral_norm", top)
+                self._add(step, layer, module, "stable_rank_fro_spec", stable)
                 self._prev_weight[name] = _cpu_copy(W)
             self._capture_hidden(step, model)
 

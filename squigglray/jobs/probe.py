@@ -1,0 +1,169 @@
+"""Probe sweep: LoRA micro-finetune probes of a base checkpoint, family x seed on Ray Tune, then
+DIS scoring, aggregation to Parquet, impact clusters and the probe report (seed 000 Step 1, roadmap 3).
+
+    squigglray probe --exp first-probe --base tiny --families mod_power,crt,stars_bars,gcd_lcm --seeds 0,1
+    squigglray probe --exp hub-probe --base deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --gpus-per-trial 0.25 \\
+        --set finetune.max_seq_len=1024 --set lora.r=16
+    ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp first-probe --base tiny
+
+Writes experiments/<EXP_ID>/{probe_plan.json, summaries/<probe_id>.json, aggregated/{probe_summaries,
+probe_events_candidates}.parquet + _manifest.json, probe_report.md, plots/} and, per probe,
+runs/<run_id>/{adapter/, scalars.parquet} and geometry_state/<run_id>.parquet. Run it again and only
+the probes without a summary of the same config hash run; widen --families or --seeds freely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squigglray.config import ConfigError, load_config
+from squigglray.paths import ArtifactStore
+from squigglray.probes.config import ProbeConfig
+from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
+
+
+class SweepOptions(BaseModel):
+    """How the sweep uses the cluster; never part of the config hash."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpus_per_trial: float = Field(0.0, ge=0, description="0 = one CPU per trial on a CPU cluster")
+    gpus_per_trial: float = Field(0.0, ge=0, description="e.g. 0.25: four probes share a GPU")
+    resources_per_trial: dict[str, float] = Field(default_factory=dict)
+    threads_per_trial: int = Field(0, ge=0, description="0 = max(1, int(cpus_per_trial))")
+    max_concurrent: int = Field(0, ge=0)
+    max_failures: int = Field(2, ge=0, description="a failed probe is run again this many times")
+
+    def resolved(self) -> "SweepOptions":
+        cpus = self.cpus_per_trial or 1.0
+        return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": self.threads_per_trial
+                                       or max(1, int(cpus))})
+
+
+def grid(cfg: ProbeConfig) -> list[dict[str, Any]]:
+    targets = cfg.resolved_families() + [CONTROL_PREFIX + c for c in cfg.controls]
+    return [{"target": t, "seed": s} for t in targets for s in cfg.seeds]
+
+
+def pending(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], config_hash: str) -> list[dict[str, Any]]:
+    """Specs without a summary of this config hash. Summaries of another config outside the grid
+    would mix two configs in one experiment: that is an error, not something to overwrite silently."""
+    from squigglray.probes.aggregate import read_summaries
+
+    have = {s.probe_id: s.provenance.config_hash for s in read_summaries(store, exp_id)}
+    wanted = {probe_id_for(p["target"], p["seed"]) for p in specs}
+    stale = sorted(pid for pid, h in have.items() if h != config_hash and pid not in wanted)
+    if stale:
+        raise ConfigError(f"experiment {exp_id} holds probes of another config ({', '.join(stale[:5])}"
+                          f"{', ...' if len(stale) > 5 else ''}); use another --exp, or include them in this sweep")
+    return [p for p in specs if have.get(probe_id_for(p["target"], p["seed"])) != config_hash]
+
+
+def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: SweepOptions,
+               fault_kill_at_step: int | None = None) -> None:
+    from tune_spaces.probe_sweep import probe_space, run_probe_trials
+
+    exp = plan.experiment_id
+    store_uri = store.base if store.is_local else store.uri
+    space = probe_space(todo, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial, **opts.resources_per_trial}
+    name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_probe_trials(space, resources, store.full(f"{store.experiment_dir(exp)}/tune"), name,
+                              max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
+    failed = [(r.config["probe"], r.error) for r in result if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} probe(s) failed after {opts.max_failures} retries: "
+                           + "; ".join(f"{p['target']} seed {p['seed']}: {e}" for p, e in failed)
+                           + ". Fix the cause and run the same command again: finished probes are kept.")
+
+
+def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, top_k: int = 10) -> dict[str, Any]:
+    """Score every summary (DIS), write them back, aggregate to Parquet, cluster and report."""
+    from squigglray.events.changepoints import read_scoring_baseline
+    from squigglray.probes.aggregate import aggregate_experiment, read_summaries, write_summary
+    from squigglray.probes.clusters import rank_clusters
+    from squigglray.probes.dis import dis_rank_stability, family_table, score_summaries
+    from squigglray.report.probe_report import write_probe_report
+
+    summaries = read_summaries(store, exp_id)
+    baseline = read_scoring_baseline(store, baseline_id) if baseline_id else None
+    scored = score_summaries(summaries, baseline)
+    for s in scored:
+        write_summary(store, s)
+    stability = dis_rank_stability(summaries)
+    clusters = rank_clusters(scored, top_k=top_k)
+    table = family_table(scored)
+    manifest = aggregate_experiment(store, exp_id, extra_manifest={
+        "dis_stability": stability, "top_clusters": clusters, "baseline_id": baseline_id})
+    report = write_probe_report(store, exp_id, scored, table, clusters, stability, manifest)
+    return {"scored": scored, "family_table": table, "clusters": clusters, "stability": stability,
+            "manifest": manifest, "report": report}
+
+
+def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | None = None,
+                    opts: SweepOptions | None = None, fault_kill_at_step: int | None = None) -> dict[str, Any]:
+    from squigglray.jobs.ray_runtime import ensure_ray
+    from squigglray.probes.plan import build_plan, write_plan
+
+    store = ArtifactStore(data_dir)
+    opts = (opts or SweepOptions()).resolved()
+    t0 = time.perf_counter()
+    plan = build_plan(cfg, base, store, exp_id)
+    specs = grid(cfg)
+    todo = pending(store, exp_id, specs, plan.config_hash)
+    write_plan(store, plan)
+    seconds: dict[str, float] = {"plan": time.perf_counter() - t0}
+    print(f"probe sweep {exp_id}: {len(specs)} probes, {len(specs) - len(todo)} already done, {len(todo)} to run")
+    if todo:
+        ensure_ray()
+        t1 = time.perf_counter()
+        run_trials(store, plan, todo, opts, fault_kill_at_step)
+        seconds["probes"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    out = analyze(store, exp_id, cfg.baseline_id)
+    seconds["analysis"] = time.perf_counter() - t2
+    print(f"probe report: {out['report']}")
+    return {"experiment_id": exp_id, "plan": plan, "ran": len(todo), "probes": len(specs), "seconds": seconds, **out}
+
+
+def parse_list(text: str, what: str, cast=str) -> list:
+    try:
+        items = [cast(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"--{what} {text!r}: give a comma-separated list") from None
+    if not items:
+        raise ConfigError(f"--{what} is empty")
+    return items
+
+
+def sweep_config(path: str | None, overrides: list[str], families: str | None, seeds: str | None) -> ProbeConfig:
+    extra = list(overrides)
+    if families:
+        extra.append(f"families={parse_list(families, 'families')}")
+    if seeds:
+        extra.append(f"seeds={parse_list(seeds, 'seeds', int)}")
+    return load_config(ProbeConfig, path, extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--exp", required=True, help="experiment id (a readable name)")
+    ap.add_argument("--base", default="tiny", help="checkpoint folder, trained preset name, or hub id")
+    ap.add_argument("--families", default=None, help="comma-separated; default: every family")
+    ap.add_argument("--seeds", default=None, help="comma-separated; default 0,1")
+    ap.add_argument("--config", default=None, help="ProbeConfig YAML")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
+    ap.add_argument("--cpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--data-dir", default=None)
+    a = ap.parse_args(argv)
+    cfg = sweep_config(a.config, a.overrides, a.families, a.seeds)
+    run_probe_sweep(cfg, a.exp, a.base, a.data_dir,
+                    SweepOptions(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial))
+
+
+if __name__ == "__main__":
+    main()

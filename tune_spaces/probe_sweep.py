@@ -1,0 +1,95 @@
+"""Probe sweeps as Ray Tune trials: one trial per (target, seed) of the family x seed grid.
+
+A trial reads the sweep's plan from the artifact store, runs `squigglray.probes.adapter.LoraProbeAdapter`,
+reports every training step to Tune and writes its summary atomically to
+`experiments/<EXP_ID>/summaries/<probe_id>.json`. Probes are short, so a failed trial is simply run
+again (`FailureConfig.max_failures`); actors are reused between trials, so torch, transformers and
+peft load once per worker, not once per probe.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from squigglray.training.callbacks import TrainerCallback
+from tune_spaces.dynamics import FAULT_KEY, _KillOnce
+
+_PLANS: dict[tuple[str, str], Any] = {}  # (store, experiment) -> plan, per worker process
+
+
+class StepReporter(TrainerCallback):
+    def __init__(self, probe_id: str):
+        self.probe_id = probe_id
+
+    def on_log(self, state, row):
+        tune.report({"step": state.step, "loss": row["loss"], "probe_id": self.probe_id})
+
+
+def _plan(store, experiment_id: str, plan_hash: str):
+    from squigglray.probes.plan import read_plan
+
+    key = (store.uri, experiment_id)
+    plan = _PLANS.get(key)
+    if plan is None or plan.config_hash != plan_hash or key[1] != plan.experiment_id:
+        plan = _PLANS[key] = read_plan(store, experiment_id)
+    return plan
+
+
+def probe_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable. config: probe {target, seed}, experiment, plan_hash, store (URI), threads."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from squigglray.paths import ArtifactStore
+    from squigglray.probes.adapter import LoraProbeAdapter, ProbeJob
+    from squigglray.probes.aggregate import write_summary
+
+    torch.set_num_threads(int(config.get("threads", 1)))
+    hf_logging.disable_progress_bar()
+    store = ArtifactStore(config["store"])
+    plan = _plan(store, config["experiment"], config["plan_hash"])
+    if plan.config_hash != config["plan_hash"]:
+        raise RuntimeError(f"the plan of {config['experiment']} changed under the sweep "
+                           f"({plan.config_hash[:10]} != {config['plan_hash'][:10]})")
+    job = ProbeJob(plan, config["probe"]["target"], int(config["probe"]["seed"]))
+    callbacks: list[TrainerCallback] = [StepReporter(job.probe_id)]
+    if config.get(FAULT_KEY):
+        marker = Path(store.local_path(f"{store.run_dir(job.run_id)}/.fault-drill"))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker))
+    job.callbacks = tuple(callbacks)
+    t0 = time.perf_counter()
+    summary = LoraProbeAdapter().run(job, store)
+    write_summary(store, summary)
+    tune.report({"probe_id": job.probe_id, "done": 1, "param_change": summary.geometry.param_change,
+                 "repr_change": summary.geometry.repr_change, "step_coherence": summary.geometry.step_coherence,
+                 "train_loss_last": summary.metrics.train_loss_last, "probe_seconds": time.perf_counter() - t0})
+
+
+def probe_space(specs: list[dict[str, Any]], experiment_id: str, plan_hash: str, store_uri: str, threads: int,
+                fault_kill_at_step: int | None = None) -> dict[str, Any]:
+    space = {"probe": tune.grid_search(specs), "experiment": experiment_id, "plan_hash": plan_hash,
+             "store": store_uri, "threads": threads}
+    if fault_kill_at_step:
+        space[FAULT_KEY] = fault_kill_at_step
+    return space
+
+
+def run_probe_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
+                     max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
+    def dirname(trial) -> str:
+        p = trial.config["probe"]
+        return f"{p['target'].replace(':', '-')}.seed{p['seed']}"
+
+    tuner = tune.Tuner(
+        tune.with_resources(probe_trial, resources), param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
+                                    trial_dirname_creator=dirname),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    )
+    return tuner.fit()
