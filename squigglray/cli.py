@@ -5,6 +5,8 @@
     squigglray train-base --set model.preset=nano --set train.steps=50
     squigglray quickstart [--smoke]
     squigglray dynamics --seeds 0,1,2 [--smoke] [--gpus-per-trial 1]
+    squigglray probe --exp first-probe --base tiny --families mod_power,crt,stars_bars,gcd_lcm --seeds 0,1
+    squigglray probe-confirm --exp first-probe --seeds 0,1,2
     squigglray solve "What is 17 * 23?" --n 8
     squigglray solve --file problems.csv --out submission.csv
     squigglray eval-solver --per-family 1 --ns 1,4,16
@@ -35,9 +37,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from squigglray.families import BadKnob, UnknownFamily
     from squigglray.models import ModelNotFound, UnknownPreset
     from squigglray.jobs.solve_cli import BadCsv
+    from squigglray.probes.aggregate import AggregationError
     from squigglray.schemas import SchemaMismatch
 
-    return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv)
+    return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv,
+            AggregationError)
 
 
 def _fail(e: Exception) -> None:
@@ -158,13 +162,15 @@ def quickstart(
     data_dir: Optional[str] = DataDirOpt,
     no_reuse: bool = typer.Option(False, "--no-reuse", help="train even if this config already ran"),
     no_solver_eval: bool = typer.Option(False, "--no-solver-eval", help="skip the small best-of-N solver evaluation"),
+    no_probes: bool = typer.Option(False, "--no-probes", help="skip the probe sweep (DIS ranking)"),
 ) -> None:
-    """The main job: train (or reuse) the tiny model, print per-family held-out accuracy, then a small
-    solver evaluation (pass@1 / maj@N / weighted@N, with and without code execution)."""
+    """The main job: the 3-seed dynamics experiment, per-family held-out accuracy and a small solver
+    evaluation of seed 0, then a probe sweep of its checkpoint ranked by DIS."""
     from squigglray.jobs.quickstart import quickstart as run
 
     cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
-    _run(run, cfg, data_dir, not no_reuse, solver_eval=False if no_solver_eval else None)
+    _run(run, cfg, data_dir, not no_reuse, solver_eval=False if no_solver_eval else None,
+         probes=False if no_probes else None)
 
 
 @app.command()
@@ -192,6 +198,50 @@ def dynamics(
     null = out["invariance_null"]
     console.print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families, "
                   f"{null['observed']} structural (null mean {null['null_mean']:.1f}, p={null['p_value']:.3f})")
+
+
+@app.command()
+def probe(
+    exp: str = typer.Option(..., "--exp", help="experiment id: experiments/<EXP_ID>/ under the data dir"),
+    base: str = typer.Option("tiny", "--base", help="checkpoint folder, trained preset name, or hub id"),
+    families: Optional[str] = typer.Option(None, "--families", help="comma-separated; default: every family"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated; default 0,1"),
+    config: Optional[str] = typer.Option(None, "--config", help="ProbeConfig YAML (e.g. squigglray/configs/probe.yaml)"),
+    overrides: list[str] = SetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    cpus_per_trial: float = typer.Option(0.0, "--cpus-per-trial", help="0 = one CPU per probe"),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 0.25: four probes share a GPU"),
+    max_failures: int = typer.Option(2, "--max-failures", help="times a failed probe is run again"),
+) -> None:
+    """LoRA micro-finetune probes, family x seed on Ray Tune, scored by DIS and aggregated to Parquet.
+    Run it again to add families or seeds: probes with a summary of the same config hash are skipped."""
+    from squigglray.config import build_config
+    from squigglray.jobs.probe import SweepOptions, run_probe_sweep, sweep_config
+
+    cfg = _run(sweep_config, config, overrides, families, seeds)
+    opts = _run(lambda: build_config(SweepOptions, {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+                                                    "max_failures": max_failures}))
+    out = _run(run_probe_sweep, cfg, exp, base, data_dir, opts)
+    from squigglray.jobs.quickstart import print_probe_table
+
+    print_probe_table(out["family_table"], f"DIS ranking: {exp} ({out['probes']} probes, {out['ran']} run now)")
+
+
+@app.command("probe-confirm")
+def probe_confirm(
+    exp: str = typer.Option(..., "--exp", help="a scored probe experiment"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="fine-tune seeds per arm"),
+    top: int = typer.Option(2, "--top", help="families with the highest DIS that make the curated corpus"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="fine-tune steps (default: the probes')"),
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Roadmap step 5: fine-tune on a DIS-curated corpus and on a random corpus of the same token
+    budget, several seeds each, and compare them on the holdout."""
+    from squigglray.jobs.dynamics import parse_seeds
+    from squigglray.jobs.probe_confirm import run_confirmation
+
+    out = _run(run_confirmation, data_dir, exp, parse_seeds(seeds), top, steps)
+    console.print(out.get("verdict", ""))
 
 
 # ----------------------------------------------------------------------------------------------

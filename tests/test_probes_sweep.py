@@ -77,6 +77,7 @@ def test_sweep_through_tune_with_retries_and_rerun(ray_session, nano_base, store
     assert manifest["row_counts"]["probe_summaries"] == 8 and manifest["families"] == FAMILIES
     assert manifest["analysis"]["dis_stability"]["groups"] == [[0], [1]]
     assert "DIS ranking" in store.read_text(f"{exp}/probe_report.md")
+    assert pq.read_table(store.full(f"{exp}/expansion/neighbours.parquet")).num_rows > 0
     # the fault drill killed every trial once at step 3; Tune ran each again
     assert all(store.exists(f"runs/exp-sweep.{n[:-5]}/.fault-drill") for n in names)
 

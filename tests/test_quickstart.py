@@ -34,5 +34,14 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     assert "## Solver" in md and "weighted@N" in md and "plots/solver_accuracy.png" in md
     assert "solver_eval" in out["seconds"]
 
+    # the probe sweep of the checkpoint: 4 families x 2 seeds + 2 controls x 2 seeds, ranked by DIS
+    sweep = out["probe_sweep"]
+    exp = tmp_path / "data" / "experiments" / f"probe-{rid}"
+    probes = pq.read_table(exp / "aggregated" / "probe_summaries.parquet").to_pylist()
+    assert len(probes) == 12 and sweep["ran"] == 12
+    assert sum(r["role"] == "family" for r in probes) == 8 and all(r["dis"] is not None for r in probes)
+    assert "## Probe sweep: DIS ranking" in md and sweep["family_table"][0]["family_id"] in md
+
     again = quickstart(cfg, str(tmp_path / "data"))
     assert again["reused"] and again["run"].provenance.run_id == rid
+    assert again["probe_sweep"]["ran"] == 0

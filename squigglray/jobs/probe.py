@@ -80,11 +80,15 @@ def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: Swe
                            + ". Fix the cause and run the same command again: finished probes are kept.")
 
 
+EXPANSION = {"top": 3, "neighbours_per_family": 4, "instances_per_neighbour": 8, "seed": 5_000_011}
+
+
 def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, top_k: int = 10) -> dict[str, Any]:
-    """Score every summary (DIS), write them back, aggregate to Parquet, cluster and report."""
+    """Score every summary (DIS), write them back, aggregate to Parquet, cluster, expand the winning
+    clusters through their families' knobs (experiments/<EXP_ID>/expansion/neighbours.parquet), report."""
     from squigglray.events.changepoints import read_scoring_baseline
     from squigglray.probes.aggregate import aggregate_experiment, read_summaries, write_summary
-    from squigglray.probes.clusters import rank_clusters
+    from squigglray.probes.clusters import expand_winners, rank_clusters
     from squigglray.probes.dis import dis_rank_stability, family_table, score_summaries
     from squigglray.report.probe_report import write_probe_report
 
@@ -96,8 +100,12 @@ def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, t
     stability = dis_rank_stability(summaries)
     clusters = rank_clusters(scored, top_k=top_k)
     table = family_table(scored)
+    neighbours = expand_winners(clusters, level=scored[0].finetune.level, **EXPANSION)
+    store.write_parquet(f"{store.experiment_dir(exp_id)}/expansion/neighbours.parquet", neighbours)
+    expansion = {**EXPANSION, "rows": neighbours.num_rows,
+                 "neighbours": sorted(set(neighbours.column("neighbour").to_pylist()))}
     manifest = aggregate_experiment(store, exp_id, extra_manifest={
-        "dis_stability": stability, "top_clusters": clusters, "baseline_id": baseline_id})
+        "dis_stability": stability, "top_clusters": clusters, "baseline_id": baseline_id, "expansion": expansion})
     report = write_probe_report(store, exp_id, scored, table, clusters, stability, manifest)
     return {"scored": scored, "family_table": table, "clusters": clusters, "stability": stability,
             "manifest": manifest, "report": report}

@@ -30,7 +30,8 @@ def confirm_plan(plan: ProbePlan, scored, tokenizer, top_families: int, steps: i
     """The probe plan of `<exp>-confirm`: same base, eval probes and settings (steps optionally), corpus targets."""
     cfg = plan.config
     if steps is not None:
-        cfg = ProbeConfig.model_validate({**cfg.model_dump(), "finetune": {**cfg.finetune.model_dump(), "steps": steps}})
+        ft = {**cfg.finetune.model_dump(), "steps": steps}
+        cfg = ProbeConfig.model_validate({**cfg.model_dump(), "finetune": ft})
     targets = corpus_targets(scored, plan, tokenizer, top_families, None, corpus_seed)
     chash = config_hash({"probe": cfg.shared_hash(plan.base.sha256),
                          "corpus": {k: t.slice_hash for k, t in sorted(targets.items())}})
@@ -39,7 +40,8 @@ def confirm_plan(plan: ProbePlan, scored, tokenizer, top_families: int, steps: i
 
 
 def run_confirmation(store_or_data_dir, exp_id: str, seeds: list[int], top_families: int = 2,
-                     steps: int | None = None, opts: SweepOptions | None = None, corpus_seed: int = 0) -> dict[str, Any]:
+                     steps: int | None = None, opts: SweepOptions | None = None,
+                     corpus_seed: int = 0) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from squigglray.jobs.ray_runtime import ensure_ray

@@ -31,6 +31,7 @@ from squigglray.eval import heldout_instances, summarize
 from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
 from squigglray.paths import ArtifactStore
+from squigglray.probes.config import ProbeConfig
 from squigglray.report.plots import loss_curve_png
 from squigglray.schemas import EvalRow, RunRecord
 from squigglray.training import BaseTrainConfig, find_reusable
@@ -156,6 +157,38 @@ def solver_markdown(result: dict[str, Any]) -> str:
     ])
 
 
+def probe_config(cfg: BaseTrainConfig) -> ProbeConfig:
+    """The quickstart's probe sweep: configs/probe.yaml, or probe_smoke.yaml for the nano model."""
+    return load_config(ProbeConfig, packaged_config("probe_smoke" if cfg.model.preset == "nano" else "probe"))
+
+
+def probe_markdown(sweep: dict[str, Any]) -> str:
+    from squigglray.report.probe_report import ranking_markdown, stability_line
+
+    exp = sweep["experiment_id"]
+    return "\n".join([
+        "", f"## Probe sweep: DIS ranking ({sweep['probes']} LoRA micro-finetunes of this checkpoint, "
+        f"experiment `{exp}`)", "",
+        "DIS = Magnitude x Coherence x Novelty of each family's micro-finetune against control probes "
+        "(shuffled solutions, a random family mixture); *controls* are references. Full report: "
+        f"`experiments/{exp}/probe_report.md`; table: `experiments/{exp}/aggregated/probe_summaries.parquet`.", "",
+        ranking_markdown(sweep["family_table"]), "", stability_line(sweep["stability"]), "",
+    ])
+
+
+def print_probe_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("family", "DIS", "magnitude", "coherence", "novelty"):
+        t.add_column(col, justify="left" if col == "family" else "right")
+    for r in rows:
+        t.add_row(r["family_id"], *(f"{r[k]:.3f}" for k in ("dis_mean", "magnitude", "coherence", "novelty")),
+                  style="dim" if r["role"] == "control" else None)
+    Console().print(t)
+
+
 def print_table(table: list[EvalRow], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -171,11 +204,13 @@ def print_table(table: list[EvalRow], title: str) -> None:
 
 def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = True,
                solver_eval: SolverEvalConfig | bool | None = None,
-               dynamics: DynamicsOptions | None = None) -> dict[str, Any]:
+               dynamics: DynamicsOptions | None = None, probes: ProbeConfig | bool | None = None) -> dict[str, Any]:
     """solver_eval: None = the default small evaluation (solver_eval_config), False = skip it.
-    dynamics: the experiment's seeds and resources (default: seeds 0,1,2 sharing the CPUs)."""
+    dynamics: the experiment's seeds and resources (default: seeds 0,1,2 sharing the CPUs).
+    probes: None = the packaged probe sweep (probe_config), False = skip it."""
     from squigglray.jobs.eval_solver import eval_solver
     from squigglray.jobs.eval_solver import print_table as print_solver_table
+    from squigglray.jobs.probe import run_probe_sweep
     from squigglray.jobs.ray_runtime import ensure_ray
 
     store = ArtifactStore(data_dir)
@@ -199,7 +234,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     table = summarize(rows)
     write_eval(store, rec, rows, table, report_markdown(rec, table, seconds, reused), research_log)
     print_table(table, f"held-out accuracy: {rid} ({rec.n_params:,} params)")
-    solver = None
+    solver, sweep, sections = None, None, [report_markdown(rec, table, seconds, reused)]
     if solver_eval is not False:
         scfg = solver_eval if isinstance(solver_eval, SolverEvalConfig) else solver_eval_config(cfg)
         t2 = time.perf_counter()
@@ -208,12 +243,22 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
         ev = solver["evaluation"]
         print_solver_table(solver["table"], f"solver accuracy: {ev['problems']} held-out problems, "
                                             f"{ev['candidates']} candidates")
-        write_report(store, rid, report_markdown(rec, table, seconds, reused) + solver_markdown(solver), research_log)
+        sections.append(solver_markdown(solver))
+        write_report(store, rid, "".join(sections), research_log)
+    if probes is not False:
+        t3 = time.perf_counter()
+        base = str(store.download_dir(f"{store.run_checkpoints(rid)}/final"))
+        sweep = run_probe_sweep(probes if isinstance(probes, ProbeConfig) else probe_config(cfg), f"probe-{rid}",
+                                base, data_dir)
+        seconds["probes"] = time.perf_counter() - t3
+        sections.append(probe_markdown(sweep))
+        write_report(store, rid, "".join(sections), research_log)
+        print_probe_table(sweep["family_table"], f"DIS ranking: {sweep['probes']} probes of {rid}")
     seconds["total"] = time.perf_counter() - t0
     print(f"run report: {store.full(store.run_report(rid))}")
     print(f"experiment report: {store.full(store.experiment_dir(experiment['experiment_id']))}/report.md")
     return {"run": rec, "table": table, "rows": rows, "reused": reused, "seconds": seconds, "solver": solver,
-            "experiment": experiment}
+            "experiment": experiment, "probe_sweep": sweep}
 
 
 def load_quickstart_config(smoke: bool, path: str | None, overrides: list[str]) -> BaseTrainConfig:
@@ -229,10 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-reuse", action="store_true", help="train even if this config already ran")
     ap.add_argument("--no-solver-eval", action="store_true", help="skip the small best-of-N solver evaluation")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the dynamics experiment; the first serves the solver")
+    ap.add_argument("--no-probes", action="store_true", help="skip the probe sweep")
     a = ap.parse_args(argv)
     cfg = load_quickstart_config(a.smoke, a.config, a.overrides)
     quickstart(cfg, a.data_dir, reuse=not a.no_reuse, solver_eval=False if a.no_solver_eval else None,
-               dynamics=DynamicsOptions(seeds=parse_seeds(a.seeds)))
+               dynamics=DynamicsOptions(seeds=parse_seeds(a.seeds)), probes=False if a.no_probes else None)
 
 
 if __name__ == "__main__":

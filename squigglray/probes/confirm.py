@@ -4,10 +4,9 @@ a random corpus of the same token budget, several seeds each, and compare them o
 Corpus choice (`corpus_targets`, both arms role "corpus", level `config.data.level`):
 - `corpus:dis`: the `top_families` families with the highest mean DIS (family rows of
   `dis.family_table`, never controls), round-robin in DIS order.
-- `corpus:random`: as many families, drawn uniformly without replacement with
-  `random.Random(stable_seed("corpus:random", seed))` among all families probed in the experiment
-  (it may pick DIS winners too), round-robin in the drawn order. Same number of families, level and
-  instance draw: only how the families are chosen differs.
+- `corpus:random`: a random sample of the candidate pool: every next instance comes from a family
+  drawn uniformly (`random.Random(stable_seed("corpus:random", seed))`) among all families probed
+  in the experiment. Same level and instance draw: only the curation differs.
 - Instances: fresh draws (`families.sample`) with the instance seed `stable_seed("corpus", data.instance_seed,
   seed)`, never the probe targets' seed, skipping every problem of eval probes A/B, repeated problems,
   and instances over `finetune.max_seq_len` (the adapter would drop them, so they would not count).
@@ -72,6 +71,17 @@ def _take(items, budget: int | None, n: int | None = None):
     return out, tokens
 
 
+def _random_mix(streams: dict, rng: random.Random):
+    live = dict(streams)
+    while live:
+        fam = rng.choice(sorted(live))
+        item = next(live[fam], None)
+        if item is None:
+            del live[fam]
+        else:
+            yield item
+
+
 def corpus_targets(scored: list[ProbeSummary], plan: ProbePlan, tokenizer, top_families: int,
                    budget_tokens: int | None, seed: int) -> dict[str, Target]:
     """Targets 'corpus:dis' and 'corpus:random' of (about) equal token budget; see the module docstring."""
@@ -81,18 +91,17 @@ def corpus_targets(scored: list[ProbeSummary], plan: ProbePlan, tokenizer, top_f
     if not 1 <= top_families <= len(ranked):
         raise ValueError(f"top_families must be in 1..{len(ranked)} (families probed), got {top_families}")
     d = plan.config.data
-    rng = random.Random(stable_seed("corpus:random", seed))
-    choice = {"dis": ranked[:top_families], "random": rng.sample(sorted(ranked), top_families)}
     inst_seed = stable_seed("corpus", d.instance_seed, seed) % (2**31)
     exclude = {x.instance.problem for x in plan.eval_a + plan.eval_b}
 
-    def items(fams):
-        return _round_robin(_stream(f, d.level, inst_seed, exclude, tokenizer, plan.config.finetune.max_seq_len)
-                            for f in fams)
+    def stream(f):
+        return _stream(f, d.level, inst_seed, exclude, tokenizer, plan.config.finetune.max_seq_len)
 
-    drawn = {"dis": _take(items(choice["dis"]), budget_tokens, None if budget_tokens is not None else d.n_instances)}
+    curated = _round_robin(stream(f) for f in ranked[:top_families])
+    drawn = {"dis": _take(curated, budget_tokens, None if budget_tokens is not None else d.n_instances)}
     budget = budget_tokens if budget_tokens is not None else drawn["dis"][1]
-    drawn["random"] = _take(items(choice["random"]), budget)
+    mixed = _random_mix({f: stream(f) for f in ranked}, random.Random(stable_seed("corpus:random", seed)))
+    drawn["random"] = _take(mixed, budget)
     empty = [a for a, (xs, _) in drawn.items() if not xs]
     if empty:
         raise ValueError(f"corpus arms {empty} are empty: budget {budget} tokens is below one instance")
@@ -143,7 +152,8 @@ def _verdict(paired: dict) -> str:
         p = paired[key]
         lo, hi = p["ci95"]
         text = f"{what} DIS-random {p['mean']:+.4f} (95% CI {lo:+.4f}..{hi:+.4f}): "
-        parts.append(text + (f"DIS corpus {'better' if sign * p['mean'] > 0 else 'worse'} (interval excludes 0)"
+        parts.append(text + (f"DIS corpus {'better' if sign * p['mean'] > 0 else 'worse'} (interval excludes 0"
+                             + (", zero spread over seeds)" if p["std"] == 0 else ")")
                              if p["excludes_zero"] else "no detectable difference at this scale"))
     return f"n={n} paired seeds; " + "; ".join(parts)
 

@@ -94,6 +94,17 @@ def clusters_markdown(clusters: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _expansion_lines(expansion: dict[str, Any] | None) -> list[str]:
+    if not expansion:
+        return []
+    names = expansion["neighbours"]
+    return ["## Expansion of the winners", "",
+            f"The top {expansion['top']} clusters' families, sampled at {len(names)} neighbouring knob settings "
+            f"(same mechanism, varied surface), {expansion['instances_per_neighbour']} instances each: "
+            f"{expansion['rows']} rows in `expansion/neighbours.parquet`"
+            + (f" (e.g. {', '.join(names[:4])})." if names else "."), ""]
+
+
 def probe_report_markdown(exp_id: str, scored: list[ProbeSummary], table, clusters, stability, manifest) -> str:
     first = scored[0]
     p, ft = first.provenance, first.finetune
@@ -126,6 +137,7 @@ def probe_report_markdown(exp_id: str, scored: list[ProbeSummary], table, cluste
         "DIS: a cluster's best family is its representative.", "",
         clusters_markdown(clusters), "",
         "![direction similarity](plots/direction_similarity.png)", "",
+        *_expansion_lines(manifest.get("analysis", {}).get("expansion")),
         "## Non-claims", "",
         "- DIS is an operational ranking for choosing training data, not a measure of what a family teaches.",
         "- Directions are random sketches of dW (cosine error about 0.1 at the default 256 dimensions).",
