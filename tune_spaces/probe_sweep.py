@@ -34,7 +34,7 @@ def _plan(store, experiment_id: str, plan_hash: str):
 
     key = (store.uri, experiment_id)
     plan = _PLANS.get(key)
-    if plan is None or plan.config_hash != plan_hash or key[1] != plan.experiment_id:
+    if plan is None or plan.config_hash != plan_hash:  # a new sweep of the experiment rewrote its plan
         plan = _PLANS[key] = read_plan(store, experiment_id)
     return plan
 
