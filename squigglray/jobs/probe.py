@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from squigglray.config import ConfigError, load_config
+from squigglray.jobs.dynamics import parse_seeds
 from squigglray.paths import ArtifactStore
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
@@ -137,22 +138,19 @@ def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | No
     return {"experiment_id": exp_id, "plan": plan, "ran": len(todo), "probes": len(specs), "seconds": seconds, **out}
 
 
-def parse_list(text: str, what: str, cast=str) -> list:
-    try:
-        items = [cast(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ConfigError(f"--{what} {text!r}: give a comma-separated list") from None
-    if not items:
-        raise ConfigError(f"--{what} is empty")
-    return items
+def parse_families(text: str) -> list[str]:
+    families = [x for x in text.replace(" ", "").split(",") if x]
+    if not families:
+        raise ConfigError(f"--families {text!r} names no family")
+    return families
 
 
 def sweep_config(path: str | None, overrides: list[str], families: str | None, seeds: str | None) -> ProbeConfig:
     extra = list(overrides)
     if families:
-        extra.append(f"families={parse_list(families, 'families')}")
+        extra.append(f"families={parse_families(families)}")
     if seeds:
-        extra.append(f"seeds={parse_list(seeds, 'seeds', int)}")
+        extra.append(f"seeds={parse_seeds(seeds)}")
     return load_config(ProbeConfig, path, extra)
 
 

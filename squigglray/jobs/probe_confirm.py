@@ -16,7 +16,8 @@ import argparse
 from typing import Any
 
 from squigglray.config import config_hash
-from squigglray.jobs.probe import SweepOptions, parse_list, pending, run_trials
+from squigglray.jobs.dynamics import parse_seeds
+from squigglray.jobs.probe import SweepOptions, pending, run_trials
 from squigglray.paths import ArtifactStore
 from squigglray.probes.aggregate import read_summaries
 from squigglray.probes.config import ProbeConfig
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus-per-trial", type=float, default=0.0)
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args(argv)
-    run_confirmation(a.data_dir, a.exp, parse_list(a.seeds, "seeds", int), a.top, a.steps,
+    run_confirmation(a.data_dir, a.exp, parse_seeds(a.seeds), a.top, a.steps,
                      SweepOptions(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial), a.corpus_seed)
 
 

@@ -234,7 +234,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     table = summarize(rows)
     write_eval(store, rec, rows, table, report_markdown(rec, table, seconds, reused), research_log)
     print_table(table, f"held-out accuracy: {rid} ({rec.n_params:,} params)")
-    solver, sweep, sections = None, None, [report_markdown(rec, table, seconds, reused)]
+    solver, sweep, sections = None, None, []
     if solver_eval is not False:
         scfg = solver_eval if isinstance(solver_eval, SolverEvalConfig) else solver_eval_config(cfg)
         t2 = time.perf_counter()
@@ -244,7 +244,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
         print_solver_table(solver["table"], f"solver accuracy: {ev['problems']} held-out problems, "
                                             f"{ev['candidates']} candidates")
         sections.append(solver_markdown(solver))
-        write_report(store, rid, "".join(sections), research_log)
+        write_report(store, rid, report_markdown(rec, table, seconds, reused) + "".join(sections), research_log)
     if probes is not False:
         t3 = time.perf_counter()
         base = str(store.download_dir(f"{store.run_checkpoints(rid)}/final"))
@@ -252,7 +252,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
                                 base, data_dir)
         seconds["probes"] = time.perf_counter() - t3
         sections.append(probe_markdown(sweep))
-        write_report(store, rid, "".join(sections), research_log)
+        write_report(store, rid, report_markdown(rec, table, seconds, reused) + "".join(sections), research_log)
         print_probe_table(sweep["family_table"], f"DIS ranking: {sweep['probes']} probes of {rid}")
     seconds["total"] = time.perf_counter() - t0
     print(f"run report: {store.full(store.run_report(rid))}")

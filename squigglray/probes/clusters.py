@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from squigglray.families import get_family, sample
 from squigglray.families.base import stable_seed
-from squigglray.probes.dis import mean_directions
+from squigglray.probes.dis import family_table, mean_directions
 from squigglray.schemas.probes import ProbeSummary
 
 EXPANSION_SCHEMA = pa.schema([
@@ -64,20 +64,10 @@ def cluster_families(directions: dict[str, np.ndarray], min_similarity: float = 
     return {n: relabel.setdefault(int(c), len(relabel)) for n, c in zip(names, raw)}
 
 
-def _family_dis(scored: list[ProbeSummary]) -> dict[str, float]:
-    per: dict[str, list[float]] = defaultdict(list)
-    for s in scored:
-        if s.role == "family":
-            if s.dis is None:
-                raise ValueError(f"rank_clusters needs scored summaries; {s.probe_id} has no .dis")
-            per[s.family_id].append(s.dis.dis)
-    return {f: float(np.mean(v)) for f, v in per.items()}
-
-
 def rank_clusters(scored: list[ProbeSummary], min_similarity: float = 0.5, top_k: int = 10) -> list[dict]:
     """Clusters of families by mean family DIS (mean over seeds), best first; the top_k of them."""
     dirs = family_directions(scored)
-    fdis = _family_dis(scored)
+    fdis = {r["family_id"]: r["dis_mean"] for r in family_table(scored) if r["role"] == "family"}
     members: dict[int, list[str]] = defaultdict(list)
     for f, c in cluster_families(dirs, min_similarity).items():
         members[c].append(f)

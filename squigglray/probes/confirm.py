@@ -28,7 +28,7 @@ import numpy as np
 from squigglray.families import sample
 from squigglray.families.base import stable_seed
 from squigglray.probes.dis import family_table
-from squigglray.probes.plan import ProbePlan, Target
+from squigglray.probes.plan import ProbePlan, Target, round_robin
 from squigglray.schemas.probes import CORPUS_PREFIX, ProbeSummary
 from squigglray.training.data import encode
 
@@ -48,17 +48,6 @@ def _stream(family: str, level: str, seed: int, exclude: set[str], tokenizer, ma
             if x.problem not in seen and n <= max_len:
                 seen.add(x.problem)
                 yield x, n
-
-
-def _round_robin(streams):
-    live = list(streams)
-    while live:
-        for s in list(live):
-            item = next(s, None)
-            if item is None:
-                live.remove(s)
-            else:
-                yield item
 
 
 def _take(items, budget: int | None, n: int | None = None):
@@ -97,7 +86,7 @@ def corpus_targets(scored: list[ProbeSummary], plan: ProbePlan, tokenizer, top_f
     def stream(f):
         return _stream(f, d.level, inst_seed, exclude, tokenizer, plan.config.finetune.max_seq_len)
 
-    curated = _round_robin(stream(f) for f in ranked[:top_families])
+    curated = round_robin(stream(f) for f in ranked[:top_families])
     drawn = {"dis": _take(curated, budget_tokens, None if budget_tokens is not None else d.n_instances)}
     budget = budget_tokens if budget_tokens is not None else drawn["dis"][1]
     mixed = _random_mix({f: stream(f) for f in ranked}, random.Random(stable_seed("corpus:random", seed)))

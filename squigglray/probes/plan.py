@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,7 +106,7 @@ def _hub_folder(spec: str) -> str:
             f"({e.__class__.__name__}); download it (`hf download {spec}`) or pass a folder") from None
 
 
-def _base_run(store: ArtifactStore, folder: Path) -> tuple[str | None, dict | None]:
+def _base_run(folder: Path) -> tuple[str | None, dict | None]:
     """The squigglray run that wrote this checkpoint (runs/<run_id>/checkpoints/<name>), if any."""
     run_dir = folder.parent.parent
     cfg_file = run_dir / "config.json"
@@ -117,7 +119,7 @@ def resolve_base(spec: str, store: ArtifactStore) -> tuple[BaseRef, set[str]]:
     """The base checkpoint and the problems it trained on (kept out of the evaluation probes)."""
     target = resolve_spec(spec, store)
     folder = Path(target if Path(target).is_dir() else _hub_folder(target)).resolve()
-    run_id, run_cfg = _base_run(store, folder)
+    run_id, run_cfg = _base_run(folder)
     trained: set[str] = set()
     curriculum = ""
     if run_cfg is not None:
@@ -131,14 +133,24 @@ def resolve_base(spec: str, store: ArtifactStore) -> tuple[BaseRef, set[str]]:
     return ref, trained
 
 
+def round_robin(streams: Iterable[Iterator]) -> Iterator:
+    """One item from each stream in turn until all are exhausted."""
+    live = list(streams)
+    while live:
+        for s in list(live):
+            item = next(s, None)
+            if item is None:
+                live.remove(s)
+            else:
+                yield item
+
+
 def _interleave(items: list[tuple[str, ProblemInstance]], n: int) -> list[ProblemInstance]:
     """Round-robin over families (in name order), first n."""
     by_family: dict[str, list[ProblemInstance]] = {}
     for _, x in items:
         by_family.setdefault(x.family_id, []).append(x)
-    rows = [xs[k] for k in range(max(map(len, by_family.values()))) for _, xs in sorted(by_family.items())
-            if k < len(xs)]
-    return rows[:n]
+    return list(islice(round_robin(iter(xs) for _, xs in sorted(by_family.items())), n))
 
 
 def _deranged(xs: list[ProblemInstance], seed: int) -> list[ProblemInstance]:
