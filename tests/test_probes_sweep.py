@@ -87,3 +87,28 @@ def test_sweep_through_tune_with_retries_and_rerun(ray_session, nano_base, store
     changed = build_config(ProbeConfig, TINY, ["families=[arithmetic]", "finetune.lr=0.01"])
     with pytest.raises(ConfigError, match="another config"):
         run_probe_sweep(changed, "exp-sweep", nano_base, store.base)
+
+
+def test_a_second_round_scores_novelty_against_the_first(store):
+    """analyze() saves each experiment's family directions; a later sweep's baseline_id reads them back."""
+    from probe_factory import make_summary
+
+    from squigglray.jobs.probe import analyze
+    from squigglray.probes.aggregate import write_summary
+
+    def sweep(exp: str, directions: dict[str, list[float]]) -> None:
+        for fam, d in directions.items():
+            for seed in (0, 1):
+                write_summary(store, make_summary(fam, seed, d, experiment_id=exp))
+
+    sweep("round1", {"mod_power": [1, 0, 0, 0], "control:random_family": [0, 0, 0, 1]})
+    first = analyze(store, "round1")
+    assert first["manifest"]["analysis"]["direction_baseline"] == "directions-round1"
+    sweep("round2", {"gcd_lcm": [1, 1, 0, 0], "crt": [0, 0, 1, 0], "control:random_family": [0, 0, 0, 1]})
+    plain = {s.family_id: s.dis for s in analyze(store, "round2")["scored"]}
+    vs = {s.family_id: s.dis for s in analyze(store, "round2", baseline_id="directions-round1")["scored"]}
+    assert plain["gcd_lcm"].baseline_similarity is None and plain["gcd_lcm"].novelty == pytest.approx(1.0)
+    assert vs["gcd_lcm"].baseline_id == "directions-round1" and vs["gcd_lcm"].nearest == "baseline:mod_power"
+    assert vs["gcd_lcm"].novelty == pytest.approx(1 - 0.5 ** 0.5) and vs["crt"].novelty == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="no scoring baseline 'directions-nope'"):
+        analyze(store, "round2", baseline_id="directions-nope")

@@ -81,23 +81,35 @@ def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: Swe
                            + ". Fix the cause and run the same command again: finished probes are kept.")
 
 
+def read_direction_baseline(store: ArtifactStore, baseline_id: str) -> dict[str, Any]:
+    """A `probe_directions` baseline (dis.build_direction_baseline) by id; dis.score_summaries checks its
+    kind and sketch. Every analysis writes its own as `directions-<EXP_ID>` for the next round."""
+    rel = store.scoring_baseline(baseline_id)
+    if not store.exists(rel):
+        raise ConfigError(f"no scoring baseline {baseline_id!r} at {store.full(rel)}; each probe analysis writes "
+                          "its family directions as directions-<EXP_ID>")
+    return store.read_json(rel)
+
+
 EXPANSION = {"top": 3, "neighbours_per_family": 4, "instances_per_neighbour": 8, "seed": 5_000_011}
 
 
 def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, top_k: int = 10) -> dict[str, Any]:
     """Score every summary (DIS), write them back, aggregate to Parquet, cluster, expand the winning
-    clusters through their families' knobs (experiments/<EXP_ID>/expansion/neighbours.parquet), report."""
-    from squigglray.events.changepoints import read_scoring_baseline
+    clusters through their families' knobs (experiments/<EXP_ID>/expansion/neighbours.parquet), save the
+    families' directions as scoring baseline directions-<EXP_ID> (novelty of a later round), report."""
     from squigglray.probes.aggregate import aggregate_experiment, read_summaries, write_summary
     from squigglray.probes.clusters import expand_winners, rank_clusters
-    from squigglray.probes.dis import dis_rank_stability, family_table, score_summaries
+    from squigglray.probes.dis import build_direction_baseline, dis_rank_stability, family_table, score_summaries
     from squigglray.report.probe_report import write_probe_report
 
     summaries = read_summaries(store, exp_id)
-    baseline = read_scoring_baseline(store, baseline_id) if baseline_id else None
+    baseline = read_direction_baseline(store, baseline_id) if baseline_id else None
     scored = score_summaries(summaries, baseline)
     for s in scored:
         write_summary(store, s)
+    directions_id = f"directions-{exp_id}"
+    store.write_json(store.scoring_baseline(directions_id), build_direction_baseline(scored, directions_id))
     stability = dis_rank_stability(summaries)
     clusters = rank_clusters(scored, top_k=top_k)
     table = family_table(scored)
@@ -106,7 +118,8 @@ def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, t
     expansion = {**EXPANSION, "rows": neighbours.num_rows,
                  "neighbours": sorted(set(neighbours.column("neighbour").to_pylist()))}
     manifest = aggregate_experiment(store, exp_id, extra_manifest={
-        "dis_stability": stability, "top_clusters": clusters, "baseline_id": baseline_id, "expansion": expansion})
+        "dis_stability": stability, "top_clusters": clusters, "baseline_id": baseline_id, "expansion": expansion,
+        "direction_baseline": directions_id})
     report = write_probe_report(store, exp_id, scored, table, clusters, stability, manifest)
     return {"scored": scored, "family_table": table, "clusters": clusters, "stability": stability,
             "manifest": manifest, "report": report}

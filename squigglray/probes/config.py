@@ -118,7 +118,8 @@ class ProbeConfig(_Strict):
     eval: ProbeEval = Field(default_factory=ProbeEval)
     signature: SignatureSection = Field(default_factory=SignatureSection)
     events: bool = Field(True, description="change-point candidates inside each probe window")
-    baseline_id: str | None = Field(None, description="scoring_baselines/<id>.json of earlier directions (novelty)")
+    baseline_id: str | None = Field(None, description="scoring_baselines/<id>.json of earlier family directions "
+                                                             "(novelty), e.g. directions-<EXP_ID> of a previous sweep")
 
     @field_validator("families")
     @classmethod
