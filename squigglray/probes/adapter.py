@@ -173,7 +173,7 @@ class LoraProbeAdapter:
         geometry = capture.to_table()
         losses = [r["loss"] for r in trainer.history]
         events = _events(geometry, losses, ft.steps, capture.provenance) if cfg.events else []
-        artifacts = self._write(job, store, model, capture, trainer.history, prov)
+        artifacts = self._write(job, store, model, geometry, trainer.history, prov)
         t_end = time.perf_counter()
         return ProbeSummary(
             probe_id=job.probe_id, experiment_id=plan.experiment_id, run_id=job.run_id, family_id=target.family_id,
@@ -209,7 +209,8 @@ class LoraProbeAdapter:
             eval_probe_hashes={"a": hash_a, "b": hash_b})
 
     @staticmethod
-    def _write(job: ProbeJob, store: ArtifactStore, model, capture, history, prov: ProbeProvenance) -> dict[str, str]:
+    def _write(job: ProbeJob, store: ArtifactStore, model, geometry: pa.Table, history, prov: ProbeProvenance
+               ) -> dict[str, str]:
         adapter = f"{store.run_dir(job.run_id)}/adapter"
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)
@@ -219,6 +220,6 @@ class LoraProbeAdapter:
                          ("dataset_slice_hash", prov.dataset_slice_hash), ("package_version", __version__)):
             table = table.append_column(col, pa.array([val] * len(table)))
         store.write_parquet(store.run_scalars(job.run_id), table)
-        capture.write(store)
+        store.write_parquet(store.geometry_state(job.run_id), geometry)
         return {"adapter": adapter, "scalars": store.run_scalars(job.run_id),
                 "geometry": store.geometry_state(job.run_id)}
