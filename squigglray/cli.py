@@ -2,6 +2,8 @@
 
     squigglray families list
     squigglray families sample mod_power -n 3 --difficulty hard --knob mod_max=97
+    squigglray slice build --config squigglray/configs/slice.yaml
+    squigglray slice rebuild data/slices/<slice_id>/manifest.json --out /tmp/rebuilt
     squigglray train-base --set model.preset=nano --set train.steps=50
     squigglray quickstart [--smoke]
     squigglray dynamics --seeds 0,1,2 [--smoke] [--gpus-per-trial 1]
@@ -28,6 +30,8 @@ from squigglray import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ray-native math-reasoning LLM research.")
 families_app = typer.Typer(no_args_is_help=True, help="Synthetic problem families.")
 app.add_typer(families_app, name="families")
+slice_app = typer.Typer(no_args_is_help=True, help="Dataset slices: candidate pools on Ray Data, manifests, holdouts.")
+app.add_typer(slice_app, name="slice")
 console = Console()
 err = Console(stderr=True)
 
@@ -39,9 +43,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from squigglray.jobs.solve_cli import BadCsv
     from squigglray.probes.aggregate import AggregationError
     from squigglray.schemas import SchemaMismatch
+    from squigglray.data.slice import SliceNotFound
+    from squigglray.data.sources import SourceError
 
     return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv,
-            AggregationError)
+            AggregationError, SourceError, SliceNotFound)
 
 
 def _fail(e: Exception) -> None:
@@ -242,6 +248,65 @@ def probe_confirm(
 
     out = _run(run_confirmation, data_dir, exp, parse_seeds(seeds), top, steps)
     console.print(out.get("verdict", ""))
+
+
+def _print_slice(m) -> None:
+    t = Table(title=f"slice {m.slice_id}: {m.slice['items']} items, {m.slice['tokens']} tokens")
+    for col in ("family", "target type", "train", "probe_a", "holdout"):
+        t.add_column(col, justify="left" if col in ("family", "target type") else "right")
+    from squigglray.data.rules import FamilyMapper
+
+    target = FamilyMapper().target_type
+    for fam, per in m.slice["families"].items():
+        t.add_row(fam, target(fam) or "-", *(str(per[s]) for s in ("train", "probe_a", "holdout")))
+    console.print(t)
+    console.print(f"styles {m.slice['styles']}  synthetic fill {m.slice['synthetic_fill']}  "
+                  f"removed for overlap {m.contamination['by_reason']}", highlight=False)
+    print(f"manifest: {m.slice_id}/manifest.json  items sha256 {m.hashes['items_sha256']}")
+
+
+@slice_app.command("build")
+def slice_build(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="SliceConfig YAML (default: squigglray/configs/slice.yaml)"),
+    overrides: list[str] = SetOpt,
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Build slices/<slice_id>/ (items.parquet, removed.parquet, manifest.json) on Ray Data."""
+    from squigglray.config import load_config
+    from squigglray.data.config import SliceConfig
+    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.jobs.slice import build_slice
+
+    cfg = _run(load_config, SliceConfig, config or packaged_config("slice"), overrides)
+    _print_slice(_run(build_slice, cfg, data_dir, log=lambda msg: console.print(msg, highlight=False)))
+
+
+@slice_app.command("rebuild")
+def slice_rebuild(
+    manifest: str = typer.Argument(..., help="a slice's manifest.json"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder for the rebuilt slice (default: slices/<id> under the data dir)"),
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Rebuild a slice from its manifest alone and check items.parquet is byte-identical."""
+    from squigglray.jobs.slice import rebuild_slice
+
+    try:
+        _run(rebuild_slice, manifest, data_dir, out, log=lambda msg: console.print(msg, highlight=False))
+    except RuntimeError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
+@slice_app.command("show")
+def slice_show(
+    slice_id: str = typer.Argument(..., help="slice id under the data dir, or a slice folder"),
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Per-family counts, styles, fill and removals of a built slice."""
+    from squigglray.data.slice import read_manifest
+    from squigglray.paths import ArtifactStore
+
+    _print_slice(_run(read_manifest, slice_id, ArtifactStore(data_dir)))
 
 
 # ----------------------------------------------------------------------------------------------

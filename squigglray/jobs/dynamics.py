@@ -106,7 +106,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     store = ArtifactStore(data_dir)
     ensure_ray()
     opts = opts.resolved(cluster_cpus())
-    exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg).slice_hash)
+    exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash)
     t0 = time.perf_counter()
     runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
     seconds = {"train": time.perf_counter() - t0}

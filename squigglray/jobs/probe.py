@@ -44,8 +44,9 @@ class SweepOptions(BaseModel):
                                        or max(1, int(cpus))})
 
 
-def grid(cfg: ProbeConfig) -> list[dict[str, Any]]:
-    targets = cfg.resolved_families() + [CONTROL_PREFIX + c for c in cfg.controls]
+def grid(cfg: ProbeConfig, targets: list[str] | None = None) -> list[dict[str, Any]]:
+    """(target, seed) specs: the given targets (a plan's), or the config's families and controls."""
+    targets = targets or cfg.resolved_families() + [CONTROL_PREFIX + c for c in cfg.controls]
     return [{"target": t, "seed": s} for t in targets for s in cfg.seeds]
 
 
@@ -134,7 +135,7 @@ def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | No
     opts = (opts or SweepOptions()).resolved()
     t0 = time.perf_counter()
     plan = build_plan(cfg, base, store, exp_id)
-    specs = grid(cfg)
+    specs = grid(cfg, list(plan.targets))
     todo = pending(store, exp_id, specs, plan.config_hash)
     write_plan(store, plan)
     seconds: dict[str, float] = {"plan": time.perf_counter() - t0}

@@ -217,7 +217,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     ensure_ray()
     seconds: dict[str, float] = {}
     opts = dynamics or DynamicsOptions()
-    pool = build_pool(cfg)  # once: its problems are kept out of evaluation
+    pool = build_pool(cfg, store)  # once: its problems are kept out of evaluation
     cfg = with_checkpoints(cfg, opts)
     first = seed_config(cfg, opts.seeds[0])
     reused = reuse and find_reusable(first, store, pool.slice_hash) is not None

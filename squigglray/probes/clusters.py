@@ -27,7 +27,7 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 
-from squigglray.families import get_family, sample
+from squigglray.families import get_family, list_families, sample
 from squigglray.families.base import stable_seed
 from squigglray.probes.dis import family_table, mean_directions
 from squigglray.schemas.probes import ProbeSummary
@@ -106,8 +106,11 @@ def expand_winners(clusters: list[dict], top: int, level: str, neighbours_per_fa
                    instances_per_neighbour: int, seed: int) -> pa.Table:
     """Instances of the top clusters' families at neighbouring knob settings (EXPANSION_SCHEMA)."""
     rows = []
+    registered = set(list_families())
     for cl in clusters[:top]:
         for fam in cl["families"]:
+            if fam not in registered:  # a slice's heuristic bucket has no knobs to expand
+                continue
             for over in neighbour_knobs(fam, level, neighbours_per_family, seed):
                 try:
                     insts = sample(fam, instances_per_neighbour, seed=seed, difficulty=level, knobs=over)

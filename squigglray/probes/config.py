@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squigglray.config import config_hash
 from squigglray.families import LEVELS, list_families
@@ -44,6 +44,9 @@ class ProbeData(_Strict):
     level: str = Field("medium", description="difficulty of the fine-tuning instances")
     n_instances: int = Field(64, ge=2, le=100_000, description="fine-tuning instances per probe (fixed per family)")
     instance_seed: int = Field(3_000_017, ge=0, description="instance seed of the fine-tuning sets")
+    slice: str | None = Field(None, description="a built slice (id under the data dir, or folder): fine-tune on its "
+                                                "train items per family, evaluate probe A on its probe_a split and "
+                                                "probe B on its holdout; families are then the slice's family ids")
 
     @field_validator("level")
     @classmethod
@@ -121,10 +124,13 @@ class ProbeConfig(_Strict):
     baseline_id: str | None = Field(None, description="scoring_baselines/<id>.json of earlier family directions "
                                                              "(novelty), e.g. directions-<EXP_ID> of a previous sweep")
 
-    @field_validator("families")
-    @classmethod
-    def _families(cls, v: list[str]) -> list[str]:
-        return _known_families(v)
+    @model_validator(mode="after")
+    def _families(self):
+        if self.data.slice is None:
+            _known_families(self.families)  # a slice's family ids are checked against the slice
+        elif len(set(self.families)) != len(self.families):
+            raise ValueError(f"families listed twice in {self.families}")
+        return self
 
     @field_validator("seeds")
     @classmethod

@@ -29,6 +29,7 @@ from squigglray.families.base import stable_seed
 from squigglray.models.loading import ModelNotFound, resolve_spec
 from squigglray.paths import ArtifactStore
 from squigglray.probes.config import ProbeConfig
+from squigglray.schemas.pool import TextInstance, as_text
 from squigglray.schemas.probes import CONTROL_PREFIX
 from squigglray.schemas.problems import ProblemInstance
 
@@ -49,14 +50,14 @@ class BaseRef(_Strict):
 
 class LevelInstance(_Strict):
     level: str
-    instance: ProblemInstance
+    instance: ProblemInstance | TextInstance
 
 
 class Target(_Strict):
     family_id: str
     role: str
     level: str
-    instances: list[ProblemInstance]
+    instances: list[ProblemInstance | TextInstance]
 
     @property
     def slice_hash(self) -> str:
@@ -79,7 +80,7 @@ class ProbePlan(_Strict):
     eval_b: list[LevelInstance]
     targets: dict[str, Target]
 
-    def pairs(self, which: str) -> list[tuple[str, ProblemInstance]]:
+    def pairs(self, which: str) -> list[tuple[str, ProblemInstance | TextInstance]]:
         return [(x.level, x.instance) for x in (self.eval_a if which == "a" else self.eval_b)]
 
 
@@ -126,7 +127,7 @@ def resolve_base(spec: str, store: ArtifactStore) -> tuple[BaseRef, set[str]]:
         from squigglray.training.config import BaseTrainConfig
         from squigglray.training.data import build_pool
 
-        trained = build_pool(BaseTrainConfig.model_validate(run_cfg["config"])).problems()
+        trained = build_pool(BaseTrainConfig.model_validate(run_cfg["config"]), store).problems()
         curriculum = run_cfg.get("provenance", {}).get("curriculum", "")
     ref = BaseRef(spec=spec, path=str(folder), sha256=checkpoint_sha256(folder), run_id=run_id,
                   curriculum=curriculum)
@@ -179,18 +180,59 @@ def build_targets(cfg: ProbeConfig, exclude: set[str]) -> dict[str, Target]:
     return targets
 
 
+def slice_parts(cfg: ProbeConfig, store: ArtifactStore, trained: set[str]) -> tuple[list, list, dict[str, Target]]:
+    """Probes on a built slice: probe A from its probe_a split, probe B from its holdout (the first
+    a_per_family / b_per_family of each family by rank), each family's fine-tuning instances from its
+    train split (in rank order, leaving out problems the base trained on), controls from the probed
+    families' next train items."""
+    from squigglray.config import ConfigError
+    from squigglray.data.slice import read_items
+
+    manifest, items = read_items(cfg.data.slice, store)
+    by = {}
+    for x in items:  # items are in (split, family, rank) order
+        if x.split != "train" or (x.content.problem not in trained and x.provenance.reference_solution):
+            by.setdefault((x.split, x.family_id), []).append(x)
+    have = sorted(f for (s, f), xs in by.items() if s == "train" and len(xs) >= 2)
+    fams = cfg.families or have
+    missing = sorted(set(fams) - set(have))
+    if missing:
+        raise ConfigError(f"slice {manifest.slice_id} has fewer than 2 usable train items for {missing}; its families "
+                          f"are {have}")
+    e, n = cfg.eval, cfg.data.n_instances
+
+    def evals(split: str, k: int) -> list:
+        return [(x.difficulty, as_text(x)) for (s, _), xs in sorted(by.items()) if s == split for x in xs[:k]]
+
+    targets = {f: Target(family_id=f, role="family", level=cfg.data.level,
+                         instances=[as_text(x) for x in by[("train", f)][:n]]) for f in fams}
+    rest = [iter(as_text(x) for x in by[("train", f)][n:]) for f in sorted(fams)]
+    mix = list(islice(round_robin(rest), n))
+    if len(mix) < 2:
+        raise ConfigError(f"slice {manifest.slice_id}: no train items left for the control probes after "
+                          f"{n} per family; lower data.n_instances")
+    for kind in cfg.controls:
+        xs = _deranged(mix, cfg.data.instance_seed) if kind == "shuffled_labels" else mix
+        targets[CONTROL_PREFIX + kind] = Target(family_id=CONTROL_PREFIX + kind, role="control",
+                                                level=cfg.data.level, instances=xs)
+    return evals("probe_a", e.a_per_family), evals("holdout", e.b_per_family), targets
+
+
 def build_plan(cfg: ProbeConfig, base_spec: str, store: ArtifactStore, experiment_id: str) -> ProbePlan:
     base, trained = resolve_base(base_spec, store)
     e = cfg.eval
-    fams = e.resolved_families()
-    eval_a = heldout_instances(fams, e.a_levels, e.a_per_family, e.seed, trained)
-    eval_b = heldout_instances(fams, e.b_levels, e.b_per_family, e.seed, trained)
-    seen = trained | {x.problem for _, x in eval_a + eval_b}
+    if cfg.data.slice:
+        eval_a, eval_b, targets = slice_parts(cfg, store, trained)
+    else:
+        fams = e.resolved_families()
+        eval_a = heldout_instances(fams, e.a_levels, e.a_per_family, e.seed, trained)
+        eval_b = heldout_instances(fams, e.b_levels, e.b_per_family, e.seed, trained)
+        targets = build_targets(cfg, trained | {x.problem for _, x in eval_a + eval_b})
     return ProbePlan(
         experiment_id=experiment_id, config=cfg, config_hash=cfg.shared_hash(base.sha256), base=base,
         eval_a=[LevelInstance(level=lv, instance=x) for lv, x in eval_a],
         eval_b=[LevelInstance(level=lv, instance=x) for lv, x in eval_b],
-        targets=build_targets(cfg, seen),
+        targets=targets,
     )
 
 

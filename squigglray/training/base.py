@@ -55,7 +55,7 @@ def find_reusable(cfg: BaseTrainConfig, store: ArtifactStore, slice_hash: str | 
     if not (store.exists(rel) and store.exists(f"{store.run_checkpoints(rid)}/final/config.json")):
         return None
     rec = RunRecord.model_validate(store.read_json(rel))
-    slice_hash = slice_hash or build_pool(cfg).slice_hash
+    slice_hash = slice_hash or build_pool(cfg, store).slice_hash
     same = rec.provenance.config_hash == config_hash(cfg) and rec.provenance.dataset_slice_hash == slice_hash
     return rec if same else None
 
@@ -112,7 +112,7 @@ def train_base(
     runs/<run_id>/checkpoints/step-<N>; the folder is temporary, so a sink copies what it keeps."""
     rid = run_id_for(cfg)
     seed_everything(cfg.seed)
-    pool = build_pool(cfg)
+    pool = build_pool(cfg, store)
     prov = provenance(cfg, pool)
     saved = None
     if resume_from is not None:

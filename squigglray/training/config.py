@@ -44,6 +44,9 @@ class DataSection(_Strict):
     families: list[str] = Field(default_factory=list, description="empty = every registered family")
     pool_per_family_level: int = Field(400, ge=1, description="training instances drawn per (family, level)")
     seed: int = Field(0, ge=0, description="instance seed of the training pool (the dataset slice)")
+    slice: str | None = Field(None, description="train on a built slice's train split (`squigglray slice build`: "
+                                                "its id under the data dir, or its folder) instead of sampling "
+                                                "the families; `families` then names the evaluation families")
 
     @field_validator("families")
     @classmethod

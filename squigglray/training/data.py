@@ -1,5 +1,6 @@
-"""Training data: a fixed pool of family instances (the dataset slice), tokenized once, and a
-curriculum sampler that draws each step's batch deterministically from the run seed."""
+"""Training data: a fixed pool of family instances, or the train split of a built slice
+(`data.slice`), tokenized once, and a curriculum sampler that draws each step's batch
+deterministically from the run seed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from squigglray.families import sample
+from squigglray.paths import ArtifactStore
 from squigglray.families.trace import format_prompt
+from squigglray.schemas.pool import TextInstance, as_text
 from squigglray.schemas.problems import ProblemInstance
 from squigglray.training.config import BaseTrainConfig, Phase
 
@@ -20,7 +23,7 @@ from squigglray.training.config import BaseTrainConfig, Phase
 class Pool:
     """Instances keyed by (family, level); the slice id and hash identify it in every artifact."""
 
-    items: dict[tuple[str, str], list[ProblemInstance]]
+    items: dict[tuple[str, str], list[ProblemInstance | TextInstance]]
     slice_id: str
     slice_hash: str
 
@@ -31,8 +34,10 @@ class Pool:
         return {x.problem for xs in self.items.values() for x in xs}
 
 
-def build_pool(cfg: BaseTrainConfig) -> Pool:
-    items: dict[tuple[str, str], list[ProblemInstance]] = {}
+def build_pool(cfg: BaseTrainConfig, store: ArtifactStore | None = None) -> Pool:
+    if cfg.data.slice:
+        return slice_pool(cfg.data.slice, store)
+    items: dict[tuple[str, str], list[ProblemInstance | TextInstance]] = {}
     h = hashlib.sha256()
     for fam in cfg.data.resolved_families():
         for level in cfg.levels_used():
@@ -44,13 +49,28 @@ def build_pool(cfg: BaseTrainConfig) -> Pool:
     return Pool(items=items, slice_id=f"families-{digest[:12]}", slice_hash=digest)
 
 
+def slice_pool(spec: str, store: ArtifactStore | None = None) -> Pool:
+    """The train split of a built slice, keyed by (family, difficulty); items without a reference
+    solution have nothing to learn and are left out."""
+    from squigglray.data.slice import read_items
+
+    manifest, rows = read_items(spec, store, split="train")
+    items: dict[tuple[str, str], list[ProblemInstance | TextInstance]] = {}
+    for x in rows:
+        if x.provenance.reference_solution:
+            items.setdefault((x.family_id, x.difficulty), []).append(as_text(x))
+    if not items:
+        raise ValueError(f"slice {manifest.slice_id} has no train items with a reference solution")
+    return Pool(items=items, slice_id=manifest.slice_id, slice_hash=manifest.hashes["items_sha256"])
+
+
 @dataclass
 class Encoded:
     ids: list[int]
     n_prompt: int
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance) -> Encoded:
+def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance | TextInstance) -> Encoded:
     prompt = tokenizer(format_prompt(inst.problem), add_special_tokens=False)["input_ids"]
     trace = tokenizer(inst.trace, add_special_tokens=False)["input_ids"]
     return Encoded([tokenizer.bos_token_id, *prompt, *trace, tokenizer.eos_token_id], 1 + len(prompt))
@@ -70,13 +90,19 @@ class CurriculumSampler:
             self.dropped += len(enc) - len(keep)
             if keep:
                 self.encoded[key] = keep
-        self.families = cfg.data.resolved_families()
+        self.families = sorted({f for f, _ in pool.items}) if cfg.data.slice else cfg.data.resolved_families()
         self.rng = np.random.default_rng(cfg.seed)
         ends, acc = [], 0.0
         for p in cfg.curriculum:
             acc += p.fraction
             ends.append(round(acc * cfg.train.steps))
         self.phase_ends = ends
+        for p in cfg.curriculum:  # a phase with nothing to draw would loop forever in batch()
+            fams = [f for f, w in (p.families or {f: 1.0 for f in self.families}).items() if w > 0]
+            if not any((f, lv) in self.encoded for f in fams for lv, w in p.levels.items() if w > 0):
+                raise ValueError(f"curriculum phase {p.name!r} draws families {sorted(fams)} at levels "
+                                 f"{sorted(p.levels)}, and the training pool {pool.slice_id} has none of them "
+                                 f"(within max_seq_len); it holds {sorted(self.encoded)}")
 
     def phase_at(self, step: int) -> Phase:
         for p, end in zip(self.cfg.curriculum, self.phase_ends):

@@ -1,0 +1,204 @@
+"""Build a dataset slice on Ray Data, or rebuild one from its manifest.
+
+    squigglray slice build --config squigglray/configs/slice_smoke.yaml
+    ray job submit --working-dir . -- python -m squigglray.jobs.slice build --config my_slice.yaml --data-dir s3://bucket/sq
+
+Pipeline: read_parquet / read_json / synthetic families -> map_batches(to the raw layout) ->
+map_batches(annotate: validate, normalize and hash, map families, rank, count tokens; an actor pool)
+-> map_batches(filter invalid rows, dedup per family, keep each family's best-ranked candidates)
+-> the driver folds the streamed survivors (bounded by the quotas, not the input) -> holdout,
+probe A, train with contamination control, synthetic fill -> items.parquet + manifest, written
+atomically. Ray Data shows its progress bars; memory stays flat as the input grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from squigglray.config import ConfigError, load_config
+from squigglray.data.annotate import Annotator
+from squigglray.data.candidates import CandidateMerger, reduce_batch
+from squigglray.data.config import FamiliesSource, JsonlSource, OmrSource, SliceConfig
+from squigglray.data.rules import DEFAULT_RULES, Rule, load_rules, rules_from_json, rules_to_json
+from squigglray.data.select import select_slice
+from squigglray.data.slice import SliceManifest, slice_files, write_slice
+from squigglray.data.sources import (
+    SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_columns,
+    omr_to_raw,
+)
+from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
+from squigglray.paths import ArtifactStore
+
+
+def resolve_rules(cfg: SliceConfig) -> tuple[Rule, ...]:
+    if cfg.rules is None:
+        return DEFAULT_RULES
+    if isinstance(cfg.rules, str):
+        return load_rules(cfg.rules)
+    return rules_from_json(cfg.rules)
+
+
+class _AnnotateReduce:
+    """The actor-pool stage: annotate a raw batch and reduce it to its candidates and statistics."""
+
+    def __init__(self, cfg_json: dict, rules_json: list[dict]):
+        cfg = SliceConfig.model_validate(cfg_json)
+        self.annotate = Annotator(rules_from_json(rules_json), cfg.seed, cfg.tokenizer)
+        self.quotas = cfg.quotas
+
+    def __call__(self, batch):
+        return reduce_batch(self.annotate(batch), self.quotas.candidates, self.quotas.include_unassigned)
+
+
+@ray.remote(num_cpus=1)
+def _digest(fs, path: str) -> dict:
+    return file_sha256(fs, path)
+
+
+def _plan_sources(cfg: SliceConfig) -> tuple[list[dict], list]:
+    """Per source: its files (checked, hashed in parallel) and its Ray dataset of raw rows."""
+    described, datasets = [], []
+    for src in cfg.sources:
+        files: list[dict] = []
+        if isinstance(src, OmrSource):
+            fs, paths = list_files(src.path, (".parquet",))
+            rows = {p: check_omr_file(fs, p) for p in paths}
+            files = ray.get([_digest.remote(fs, p) for p in paths])
+            for f in files:
+                f["rows"] = rows[f["path"]]
+            ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
+            ds = ds.select_columns([*_common_columns(fs, paths), "path"])
+            ds = ds.map_batches(omr_to_raw, fn_kwargs={"splits": tuple(src.splits)}, batch_format="pyarrow",
+                                batch_size=cfg.batch_size)
+        elif isinstance(src, JsonlSource):
+            fs, paths = list_files(src.path, (".jsonl", ".json", ".jsonl.gz"))
+            files = ray.get([_digest.remote(fs, p) for p in paths])
+            scheme = src.path.split("://", 1)[0] + "://" if "://" in src.path else ""
+            ds = ray.data.read_json([scheme + p for p in paths], lines=True, include_paths=True)
+            ds = ds.map_batches(jsonl_to_raw, fn_kwargs={"name": src.name, "split": src.split,
+                                                         "fields": src.fields.model_dump()},
+                                batch_format="pyarrow", batch_size=cfg.batch_size)
+        else:
+            assert isinstance(src, FamiliesSource)
+            units = family_chunks(src.resolved_families(), src.levels, src.per_family_level, src.seed)
+            ds = ray.data.from_items(units).map_batches(family_rows, batch_format="pyarrow", batch_size=4)
+        described.append({"kind": src.kind, "name": getattr(src, "name", src.kind), "path": getattr(src, "path", None),
+                          "license": src.license, "license_note": src.license_note, "files": files})
+        datasets.append(ds)
+    return described, datasets
+
+
+def _common_columns(fs, paths: list[str]) -> list[str]:
+    cols = [set(omr_columns(fs, p)) for p in paths]
+    shared = set.intersection(*cols)
+    return [c for c in omr_columns(fs, paths[0]) if c in shared]
+
+
+def _diagnose(cfg: SliceConfig, error: BaseException) -> Exception:
+    """Turn a failure inside Ray Data into an error that names the source file (and column)."""
+    e: BaseException | None = error
+    while e is not None:
+        if isinstance(e, SourceError):
+            return SourceError(str(e).splitlines()[-1] if "\n" in str(e) else str(e))
+        e = e.__cause__ or e.__context__
+    for src in cfg.sources:
+        if isinstance(src, OmrSource):
+            fs, paths = list_files(src.path, (".parquet",))
+            for p in paths:
+                try:
+                    with fs.open_input_file(p) as f:
+                        for _ in pq.ParquetFile(f).iter_batches(batch_size=65536):
+                            pass
+                except Exception as bad:  # noqa: BLE001 - any read failure is the culprit
+                    return SourceError(f"{p}: unreadable Parquet data ({bad.__class__.__name__}: {bad})")
+    return SourceError(f"the slice build failed while reading its sources: {error}")
+
+
+def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None = None,
+                log=print) -> SliceManifest:
+    """Run the pipeline; write slices/<slice_id>/ under the data dir (or `out`); return the manifest."""
+    ensure_ray()
+    t0 = time.time()
+    rules = resolve_rules(cfg)
+    try:
+        sources, datasets = _plan_sources(cfg)
+    except ray.exceptions.RayError as e:
+        raise _diagnose(cfg, e) from None
+    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+    ds = ds.map_batches(_AnnotateReduce, fn_constructor_args=(cfg.model_dump(mode="json"), rules_to_json(rules)),
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()),
+                        batch_format="pyarrow", batch_size=cfg.batch_size)
+    merger = CandidateMerger(cfg.quotas.candidates, cfg.quotas.include_unassigned)
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            merger.add(batch)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise _diagnose(cfg, e) from None
+    cands, pool = merger.result()
+    log(f"read {pool['rows']} rows from {len(sources)} source(s); {len(cands)} candidates")
+    annotator = Annotator(rules, cfg.seed, cfg.tokenizer)
+    sel = select_slice(cands, cfg, annotator)
+    manifest, files = slice_files(sel, cfg, rules, sources, pool, annotator.tokens.name)
+    if out:
+        target = Path(out).resolve()
+        store, rel = ArtifactStore(target.parent), target.name
+    else:
+        store = ArtifactStore(data_dir)
+        rel = store.slice_dir(manifest.slice_id)
+    write_slice(store, rel, files)
+    log(f"slice {manifest.slice_id}: {manifest.slice['splits']} items, {len(sel.removals)} removed for overlap, "
+        f"written to {store.full(rel)} in {time.time() - t0:.1f} s")
+    return manifest
+
+
+def rebuild_slice(manifest_path: str, data_dir: str | None = None, out: str | None = None, log=print) -> SliceManifest:
+    """Rebuild a slice from its manifest alone and check items.parquet is byte-identical."""
+    path = Path(manifest_path)
+    if not path.is_file():
+        raise ConfigError(f"manifest {manifest_path!r} does not exist")
+    old = SliceManifest.from_json(path.read_text())
+    for src in old.sources:
+        for f in src["files"]:
+            fs, p = (pafs.FileSystem.from_uri(f["path"]) if "://" in f["path"] else (pafs.LocalFileSystem(), f["path"]))
+            if fs.get_file_info(p).type == pafs.FileType.NotFound:
+                raise SourceError(f"{f['path']}: source file of the manifest is missing")
+            if file_sha256(fs, p)["sha256"] != f["sha256"]:
+                raise SourceError(f"{f['path']}: source file changed since the slice was built (sha256 differs)")
+    cfg = SliceConfig.model_validate(old.config)
+    new = build_slice(cfg, data_dir, out, log)
+    if new.hashes["items_sha256"] != old.hashes["items_sha256"]:
+        raise RuntimeError(f"rebuilt items.parquet differs from the manifest: sha256 {new.hashes['items_sha256']} "
+                           f"!= {old.hashes['items_sha256']} (pyarrow {new.pyarrow_version} vs {old.pyarrow_version}, "
+                           f"squigglray {new.package_version} vs {old.package_version})")
+    log(f"byte-identical: items.parquet sha256 {new.hashes['items_sha256']}")
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m squigglray.jobs.slice", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--config", required=True)
+    b.add_argument("--set", action="append", default=[], dest="overrides")
+    b.add_argument("--data-dir")
+    r = sub.add_parser("rebuild")
+    r.add_argument("manifest")
+    r.add_argument("--data-dir")
+    r.add_argument("--out")
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        build_slice(load_config(SliceConfig, args.config, args.overrides), args.data_dir)
+    else:
+        rebuild_slice(args.manifest, args.data_dir, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
