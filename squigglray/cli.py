@@ -254,14 +254,13 @@ def _print_slice(m) -> None:
     t = Table(title=f"slice {m.slice_id}: {m.slice['items']} items, {m.slice['tokens']} tokens")
     for col in ("family", "target type", "train", "probe_a", "holdout"):
         t.add_column(col, justify="left" if col in ("family", "target type") else "right")
-    from squigglray.data.rules import FamilyMapper
-
-    target = FamilyMapper().target_type
     for fam, per in m.slice["families"].items():
-        t.add_row(fam, target(fam) or "-", *(str(per[s]) for s in ("train", "probe_a", "holdout")))
+        t.add_row(fam, per["target_type"] or "-", *(str(per[s]) for s in ("train", "probe_a", "holdout")))
     console.print(t)
     console.print(f"styles {m.slice['styles']}  synthetic fill {m.slice['synthetic_fill']}  "
                   f"removed for overlap {m.contamination['by_reason']}", highlight=False)
+    if m.slice["short_families"]:
+        console.print(f"short of their quota (got, wanted): {m.slice['short_families']}", highlight=False)
     print(f"manifest: {m.slice_id}/manifest.json  items sha256 {m.hashes['items_sha256']}")
 
 

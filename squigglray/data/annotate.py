@@ -84,6 +84,8 @@ class Annotator:
         p_tok = self.tokens.count(problems)
         s_tok = self.tokens.count(solutions)
         extra: dict[str, list] = {name: [] for name, _ in ANNOTATED_SCHEMA_EXTRA}
+        mapped: dict[tuple, tuple] = {}  # OMR rows come several solutions per problem: map and hash each once
+        hashed: dict[str, tuple[str, str]] = {}
         for r, problem, solution, pt, st in zip(rows, problems, solutions, p_tok, s_tok):
             invalid = None if problem.strip() else "empty_problem"
             if r["synthetic"]:
@@ -91,12 +93,18 @@ class Annotator:
             elif invalid:
                 fam, rule, target = UNASSIGNED, UNASSIGNED, None
             else:
-                fam, rule = self.mapper.assign(problem, r["final_answer"])
-                target = self.mapper.target_type(fam)
+                key = (problem, r["final_answer"])
+                if key not in mapped:
+                    fam, rule = self.mapper.assign(problem, r["final_answer"])
+                    mapped[key] = (fam, rule, self.mapper.target_type(fam))
+                fam, rule, target = mapped[key]
+            if problem not in hashed:
+                hashed[problem] = (exact_hash(problem), normalized_hash(problem))
+            hashes = hashed[problem]
             values = {
                 "family_id": fam, "family_rule": rule, "target_type": target,
                 "reasoning_style": infer_style(r["reference_solution"], r["style_hint"], st),
-                "problem_sha256": exact_hash(problem), "normalized_sha256": normalized_hash(problem),
+                "problem_sha256": hashes[0], "normalized_sha256": hashes[1],
                 "solution_sha256": hashlib.sha256(solution.encode()).hexdigest(),
                 "rank": rank_key(self.seed, r["item_id"]), "n_tokens": pt + st, "max_steps": max_steps_for(st),
                 "invalid": invalid,

@@ -163,7 +163,7 @@ class SliceConfig(_Strict):
     contamination: ContaminationSettings = Field(default_factory=ContaminationSettings)
     tokenizer: str | None = Field(None, description="tokenizer folder or hub id for token counts; null = words and "
                                                      "symbols (regex)")
-    batch_size: int = Field(4096, ge=16, description="rows per Ray Data batch")
+    batch_size: int = Field(16384, ge=16, description="rows per Ray Data batch (larger: fewer candidates per batch reach the driver)")
 
     @field_validator("sources")
     @classmethod

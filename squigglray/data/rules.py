@@ -517,6 +517,9 @@ def _parse_expr(s: str) -> Any:
                       evaluate=False)
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 @functools.lru_cache(maxsize=65536)
 def _sympy_match(candidate: str, pattern: str) -> bool:
     try:
@@ -568,7 +571,9 @@ def sympy_matches(text: str, pattern: str) -> bool:
     """Whether ``text`` holds a candidate of SymPy pattern ``pattern`` (see the module docstring)."""
     if pattern not in SYMPY_PATTERNS:
         raise ValueError(f"unknown sympy pattern {pattern!r}; known: {', '.join(SYMPY_PATTERNS)}")
-    return any(_sympy_match(c, pattern) for c in _sympy_candidates(text, pattern))
+    # Whether a vetted candidate parses does not depend on its digits, so the (cached) SymPy call
+    # sees its shape: "3*17-4" and "8*21-9" are one parse, which makes the rule cheap on millions of rows.
+    return any(_sympy_match(_DIGITS.sub("1", c), pattern) for c in _sympy_candidates(text, pattern))
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ def slice_summary(items: list[PoolItem], sel: Selection) -> dict:
         "items": len(items),
         "splits": {s: len(v) for s, v in by_split.items()},
         "tokens": sum(x.n_tokens for x in items),
-        "families": {f: {s: sum(1 for x in by_split[s] if x.family_id == f) for s in SPLITS}
+        "families": {f: {"target_type": next(x.target_type for x in items if x.family_id == f),
+                         **{s: sum(1 for x in by_split[s] if x.family_id == f) for s in SPLITS}}
                      for f in sorted({x.family_id for x in items})},
         "rules": _mix(items, lambda x: x.family_rule),
         "target_types": _mix(items, lambda x: x.target_type or "none"),

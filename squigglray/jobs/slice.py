@@ -14,6 +14,8 @@ atomically. Ray Data shows its progress bars; memory stays flat as the input gro
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +35,7 @@ from squigglray.data.sources import (
     SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_columns,
     omr_to_raw,
 )
-from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
+from squigglray.jobs.ray_runtime import ensure_ray
 from squigglray.paths import ArtifactStore
 
 
@@ -45,16 +47,17 @@ def resolve_rules(cfg: SliceConfig) -> tuple[Rule, ...]:
     return rules_from_json(cfg.rules)
 
 
-class _AnnotateReduce:
-    """The actor-pool stage: annotate a raw batch and reduce it to its candidates and statistics."""
+@functools.lru_cache(maxsize=4)
+def _stage(cfg_json: str) -> tuple[Annotator, SliceConfig]:
+    """One annotator per worker process and config (rules compile once, a tokenizer loads once)."""
+    cfg = SliceConfig.model_validate_json(cfg_json)
+    return Annotator(rules_from_json(cfg.rules), cfg.seed, cfg.tokenizer), cfg
 
-    def __init__(self, cfg_json: dict, rules_json: list[dict]):
-        cfg = SliceConfig.model_validate(cfg_json)
-        self.annotate = Annotator(rules_from_json(rules_json), cfg.seed, cfg.tokenizer)
-        self.quotas = cfg.quotas
 
-    def __call__(self, batch):
-        return reduce_batch(self.annotate(batch), self.quotas.candidates, self.quotas.include_unassigned)
+def annotate_reduce(batch, cfg_json: str):
+    """The map_batches stage: annotate a raw batch, reduce it to its candidates and statistics."""
+    annotate, cfg = _stage(cfg_json)
+    return reduce_batch(annotate(batch), cfg.quotas.candidates, cfg.quotas.include_unassigned)
 
 
 @ray.remote(num_cpus=1)
@@ -74,7 +77,9 @@ def _plan_sources(cfg: SliceConfig) -> tuple[list[dict], list]:
             for f in files:
                 f["rows"] = rows[f["path"]]
             ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
-            ds = ds.select_columns([*_common_columns(fs, paths), "path"])
+            # Small shards are read as one block; streaming repartition lets every CPU annotate.
+            ds = ds.select_columns([*_common_columns(fs, paths), "path"]).repartition(
+                target_num_rows_per_block=cfg.batch_size)
             ds = ds.map_batches(omr_to_raw, fn_kwargs={"splits": tuple(src.splits)}, batch_format="pyarrow",
                                 batch_size=cfg.batch_size)
         elif isinstance(src, JsonlSource):
@@ -132,9 +137,9 @@ def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None =
     except ray.exceptions.RayError as e:
         raise _diagnose(cfg, e) from None
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    ds = ds.map_batches(_AnnotateReduce, fn_constructor_args=(cfg.model_dump(mode="json"), rules_to_json(rules)),
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()),
-                        batch_format="pyarrow", batch_size=cfg.batch_size)
+    cfg_json = json.dumps({**cfg.model_dump(mode="json"), "rules": rules_to_json(rules)})
+    ds = ds.map_batches(annotate_reduce, fn_kwargs={"cfg_json": cfg_json}, batch_format="pyarrow",
+                        batch_size=cfg.batch_size)
     merger = CandidateMerger(cfg.quotas.candidates, cfg.quotas.include_unassigned)
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
