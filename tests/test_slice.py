@@ -223,6 +223,9 @@ def test_jsonl_source_and_its_errors(tmp_path, ray_session):
     bad = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(
         update={"fields": cfg.sources[0].fields.model_copy(update={"problem": "text"})})]})
     assert "'text'" in _build_error(tmp_path / "b", bad)
+    src.write_text(src.read_text() + "{not json\n")
+    msg = _build_error(tmp_path / "c", cfg)
+    assert "extra.jsonl" in msg and "line 42" in msg
 
 
 def test_near_duplicates_never_cross_into_holdout(tmp_path, ray_session):
@@ -311,3 +314,27 @@ def test_probes_take_a_slice_by_id(built, tmp_path, nano_tokenizer):
     assert s.family_id == "stars_bars" and s.geometry.param_change > 0
     with pytest.raises(ConfigError, match="train items for"):
         build_plan(cfg.model_copy(update={"families": ["no_such_bucket"]}), str(base), store, "exp-bad")
+
+
+def test_cli_build_show_rebuild_and_bad_config(tmp_path, ray_session):
+    from typer.testing import CliRunner
+
+    from squigglray.cli import app
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("name: cli\nsources:\n  - {kind: families, families: [crt, gcd_lcm], per_family_level: 6}\n"
+                   "quotas: {train: 10, probe_a: 1, holdout: 2}\nfill: {enabled: false}\n")
+    data = str(tmp_path / "data")
+    runner = CliRunner()
+    out = runner.invoke(app, ["slice", "build", "--config", str(cfg), "--data-dir", data])
+    assert out.exit_code == 0, out.output
+    slice_id = next((tmp_path / "data" / "slices").iterdir()).name
+    shown = runner.invoke(app, ["slice", "show", slice_id, "--data-dir", data])
+    assert shown.exit_code == 0 and "gcd_lcm" in shown.output and "divisibility" in shown.output
+    manifest = tmp_path / "data" / "slices" / slice_id / "manifest.json"
+    again = runner.invoke(app, ["slice", "rebuild", str(manifest), "--out", str(tmp_path / "rb")])
+    assert again.exit_code == 0 and "byte-identical" in again.output
+    bad = runner.invoke(app, ["slice", "build", "--config", str(cfg), "--set", "quotas.train=-1", "--data-dir", data])
+    assert bad.exit_code == 2 and "quotas.train" in bad.output
+    missing = runner.invoke(app, ["slice", "show", "nope", "--data-dir", data])
+    assert missing.exit_code == 2 and "no slice 'nope'" in missing.output

@@ -111,7 +111,7 @@ def _diagnose(cfg: SliceConfig, error: BaseException) -> Exception:
     e: BaseException | None = error
     while e is not None:
         if isinstance(e, SourceError):
-            return SourceError(str(e).splitlines()[-1] if "\n" in str(e) else str(e))
+            return SourceError(_last_line(e))
         e = e.__cause__ or e.__context__
     for src in cfg.sources:
         if isinstance(src, OmrSource):
@@ -123,7 +123,25 @@ def _diagnose(cfg: SliceConfig, error: BaseException) -> Exception:
                             pass
                 except Exception as bad:  # noqa: BLE001 - any read failure is the culprit
                     return SourceError(f"{p}: unreadable Parquet data ({bad.__class__.__name__}: {bad})")
-    return SourceError(f"the slice build failed while reading its sources: {error}")
+        elif isinstance(src, JsonlSource):
+            fs, paths = list_files(src.path, (".jsonl", ".json", ".jsonl.gz"))
+            for p in paths:
+                with fs.open_input_stream(p, compression="detect") as f:
+                    for no, line in enumerate(f.read().decode(errors="replace").splitlines(), 1):
+                        try:
+                            json.loads(line) if line.strip() else None
+                        except json.JSONDecodeError as bad:
+                            return SourceError(f"{p}: line {no} is not valid JSON ({bad})")
+    return SourceError(f"the slice build failed while reading its sources: {_last_line(error)}")
+
+
+def _last_line(e: BaseException) -> str:
+    """The original error's own line out of a Ray task error's traceback and advice."""
+    lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    if len(lines) <= 1:
+        return str(e)
+    own = [x for x in lines if "Error: " in x]
+    return (own[-1] if own else lines[-1]).split("Error: ", 1)[-1]
 
 
 def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None = None,
