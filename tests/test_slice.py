@@ -215,7 +215,8 @@ def test_jsonl_source_and_its_errors(tmp_path, ray_session):
     fields = {"problem": "question", "answer": "ans", "solution": "sol", "id": "uid"}
     cfg = SliceConfig.model_validate({"name": "j", "quotas": {"train": 20, "probe_a": 2, "holdout": 4},
                                       "fill": {"enabled": False},
-                                      "sources": [{"kind": "jsonl", "path": str(src), "name": "mine", "fields": fields}]})
+                                      "sources": [{"kind": "jsonl", "path": src.as_uri(),  # a URI works too
+                                                   "name": "mine", "fields": fields}]})
     m = build_slice(cfg, str(tmp_path / "data"), log=lambda *_: None)
     assert m.pool["invalid"] == {"empty_problem": 1}
     assert m.slice["styles"] == {"short": m.slice["items"]}
