@@ -292,7 +292,7 @@ def test_probes_take_a_slice_by_id(built, tmp_path, nano_tokenizer):
     from squigglray.models import build_model
     from squigglray.probes.adapter import LoraProbeAdapter, ProbeJob
     from squigglray.probes.config import ProbeConfig
-    from squigglray.probes.plan import build_plan
+    from squigglray.probes.plan import build_plan, read_plan, write_plan
 
     store, m, items = built
     base = tmp_path / "nano-base"
@@ -311,6 +311,8 @@ def test_probes_take_a_slice_by_id(built, tmp_path, nano_tokenizer):
     assert {by_id[x.instance.instance_id].split for x in plan.eval_b} == {"holdout"}
     assert not {x.instance_id for t in plan.targets.values() for x in t.instances if "~" not in x.instance_id} \
         & {x.instance.instance_id for x in plan.eval_a + plan.eval_b}
+    write_plan(store, plan)
+    assert read_plan(store, "exp-slice") == plan  # what the Tune trials read back
     s = LoraProbeAdapter().run(ProbeJob(plan, "stars_bars", 0), store)
     assert s.family_id == "stars_bars" and s.geometry.param_change > 0
     with pytest.raises(ConfigError, match="train items for"):
