@@ -4,6 +4,8 @@
     squigglray families sample mod_power -n 3 --difficulty hard --knob mod_max=97
     squigglray slice build --config squigglray/configs/slice.yaml
     squigglray slice rebuild data/slices/<slice_id>/manifest.json --out /tmp/rebuilt
+    squigglray dcm run --config squigglray/configs/dcm_smoke.yaml --set k=32
+    squigglray dcm sweep --config squigglray/configs/dcm_smoke.yaml --ks 4,8,16,32 --seeds 0,1
     squigglray train-base --set model.preset=nano --set train.steps=50
     squigglray quickstart [--smoke]
     squigglray dynamics --seeds 0,1,2 [--smoke] [--gpus-per-trial 1]
@@ -32,6 +34,8 @@ families_app = typer.Typer(no_args_is_help=True, help="Synthetic problem familie
 app.add_typer(families_app, name="families")
 slice_app = typer.Typer(no_args_is_help=True, help="Dataset slices: candidate pools on Ray Data, manifests, holdouts.")
 app.add_typer(slice_app, name="slice")
+dcm_app = typer.Typer(no_args_is_help=True, help="DCM phase 1a: per-example soft-prompt optimization of a frozen LM.")
+app.add_typer(dcm_app, name="dcm")
 console = Console()
 err = Console(stderr=True)
 
@@ -45,9 +49,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from squigglray.schemas import SchemaMismatch
     from squigglray.data.slice import SliceNotFound
     from squigglray.data.sources import SourceError
+    from squigglray.dcm.data import DatasetError
 
     return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv,
-            AggregationError, SourceError, SliceNotFound)
+            AggregationError, SourceError, SliceNotFound, DatasetError)
 
 
 def _fail(e: Exception) -> None:
@@ -306,6 +311,49 @@ def slice_show(
     from squigglray.paths import ArtifactStore
 
     _print_slice(_run(read_manifest, slice_id, ArtifactStore(data_dir)))
+
+
+def _dcm_config(config: Optional[str], overrides: list[str]):
+    from squigglray.config import load_config
+    from squigglray.dcm.config import DcmConfig
+    from squigglray.jobs.quickstart import packaged_config
+
+    return _run(load_config, DcmConfig, config or packaged_config("dcm_smoke"), overrides)
+
+
+@dcm_app.command("run")
+def dcm_run(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, data_dir: Optional[str] = DataDirOpt) -> None:
+    """Seed 001's stages on one config: Q/A diagnostics, joint Q-A, greedy spot check, with gates."""
+    from squigglray.jobs.dcm import run_one
+
+    out = _run(run_one, _dcm_config(config, overrides), data_dir, log=lambda m: console.print(m, highlight=False))
+    print(f"report: {out['experiment_id']}/report.md")
+
+
+@dcm_app.command("sweep")
+def dcm_sweep(
+    config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, data_dir: Optional[str] = DataDirOpt,
+    ks: str = typer.Option("4,8,16,32,64,128", "--ks", help="comma-separated K values"),
+    seeds: str = typer.Option("0", "--seeds", help="comma-separated seeds"),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 1: each trial declares a GPU"),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="YAML list of dataset specs, e.g. "
+                                           "'[{kind: arithmetic, n: 32}, {kind: sudoku, n: 32, holes: 8}]'"),
+) -> None:
+    """K x seed x dataset trials on Ray Tune (joint stage): convergence, exact match, losses, steps per K."""
+    from squigglray.jobs.dcm import parse_datasets, parse_ints, run_sweep
+
+    cfg = _dcm_config(config, overrides)
+    out = _run(run_sweep, cfg, _run(parse_ints, ks, "ks"), _run(parse_ints, seeds, "seeds"),
+               _run(parse_datasets, datasets), data_dir, cpus_per_trial, gpus_per_trial,
+               log=lambda m: console.print(m, highlight=False))
+    t = Table(title=f"DCM sweep {out['sweep_id']}")
+    for col in ("dataset", "K", "converged", "greedy exact", "seed rule", "steps"):
+        t.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in out["table"]:
+        t.add_row(r["dataset"], str(r["k"]), f"{r['convergence_rate']:.0%}", f"{r['exact_match_rate']:.0%}",
+                  f"{r['seed_rule_rate']:.0%}", "-" if r["steps_to_converge"] is None else f"{r['steps_to_converge']:.0f}")
+    console.print(t)
 
 
 # ----------------------------------------------------------------------------------------------

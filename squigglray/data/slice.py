@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from squigglray import __version__
 from squigglray.config import canonical_json
 from squigglray.data.config import SliceConfig
-from squigglray.data.rules import Rule, rules_hash
+from squigglray.data.rules import Rule, rules_hash, rules_to_json
 from squigglray.data.select import Selection
 from squigglray.paths import ArtifactStore
 from squigglray.schemas.base import VersionedModel
@@ -76,8 +76,6 @@ def sha256(data: bytes) -> str:
 
 
 def resolved_config(cfg: SliceConfig, rules: tuple[Rule, ...]) -> dict:
-    from squigglray.data.rules import rules_to_json
-
     return {**cfg.model_dump(mode="json"), "rules": rules_to_json(rules)}
 
 

@@ -28,9 +28,9 @@ from squigglray.config import ConfigError, load_config
 from squigglray.data.annotate import Annotator
 from squigglray.data.candidates import CandidateMerger, reduce_batch
 from squigglray.data.config import FamiliesSource, JsonlSource, OmrSource, SliceConfig
-from squigglray.data.rules import DEFAULT_RULES, Rule, load_rules, rules_from_json, rules_to_json
+from squigglray.data.rules import DEFAULT_RULES, Rule, load_rules, rules_from_json
 from squigglray.data.select import select_slice
-from squigglray.data.slice import SliceManifest, slice_files, write_slice
+from squigglray.data.slice import SliceManifest, resolved_config, slice_files, write_slice
 from squigglray.data.sources import (
     SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_columns,
     omr_to_raw,
@@ -155,7 +155,7 @@ def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None =
     except ray.exceptions.RayError as e:
         raise _diagnose(cfg, e) from None
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    cfg_json = json.dumps({**cfg.model_dump(mode="json"), "rules": rules_to_json(rules)})
+    cfg_json = json.dumps(resolved_config(cfg, rules))
     ds = ds.map_batches(annotate_reduce, fn_kwargs={"cfg_json": cfg_json}, batch_format="pyarrow",
                         batch_size=cfg.batch_size)
     merger = CandidateMerger(cfg.quotas.candidates, cfg.quotas.include_unassigned)
