@@ -77,8 +77,9 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
-def check_omr_file(fs: pafs.FileSystem, path: str) -> int:
-    """Read the footer: a corrupt file or a missing/mistyped column fails here, named. Returns its rows."""
+def check_omr_file(fs: pafs.FileSystem, path: str) -> tuple[int, list[str]]:
+    """Read the footer: a corrupt file or a missing/mistyped column fails here, named.
+    Returns its rows and which OMR columns (required, then optional) it holds."""
     try:
         with fs.open_input_file(path) as f:
             meta = pq.ParquetFile(f).metadata
@@ -90,13 +91,7 @@ def check_omr_file(fs: pafs.FileSystem, path: str) -> int:
             raise SourceError(f"{path}: column {col!r} is missing (OpenMathReasoning layout needs {list(OMR_REQUIRED)})")
         if not _is_text(schema.field(col).type):
             raise SourceError(f"{path}: column {col!r} has type {schema.field(col).type}, expected string")
-    return meta.num_rows
-
-
-def omr_columns(fs: pafs.FileSystem, path: str) -> list[str]:
-    with fs.open_input_file(path) as f:
-        names = pq.ParquetFile(f).schema_arrow.names
-    return [c for c in (*OMR_REQUIRED, *OMR_OPTIONAL) if c in names]
+    return meta.num_rows, [c for c in (*OMR_REQUIRED, *OMR_OPTIONAL) if c in schema.names]
 
 
 def split_from_filename(path: str) -> str:

@@ -35,15 +35,16 @@ THRESHOLDS = {
 def baselines(fz: Frozen, cfg: DcmConfig, pairs: list[QAPair]) -> list[dict[str, dict[str, float]]]:
     """Per pair: {mode: {"random": L, "single_token": L, "full_context": L}}."""
     out = []
+    scaled = cfg.model_copy(update={"init": "scaled_random"})
     for p in pairs:
         text = {"q": p.question, "a": p.answer}
         g = torch.Generator().manual_seed(example_seed(cfg.seed, p.pair_id, -1))
         token = int(torch.randint(0, fz.embed.shape[0], (1,), generator=g))
+        random_slots = init_slots(fz, scaled, p.pair_id, -1)
+        context = fz.encode(p.question, eos=False)  # both modes' full context is Q as text
         prompts, targets, keys = [], [], []
         for mode in cfg.modes:
             tgt = fz.encode(text[mode], cfg.eos)
-            context = fz.encode(text["q"] if mode == "a" else text[mode], eos=False)
-            random_slots = init_slots(fz, cfg.model_copy(update={"init": "scaled_random"}), p.pair_id, -1)
             for name, prompt in (
                 ("random", slot_prompt(fz, mode, random_slots)),
                 ("single_token", torch.cat([fz.prefix(), fz.embed[token : token + 1].float()])),

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
@@ -32,8 +31,7 @@ from squigglray.data.rules import DEFAULT_RULES, Rule, load_rules, rules_from_js
 from squigglray.data.select import select_slice
 from squigglray.data.slice import SliceManifest, resolved_config, slice_files, write_slice
 from squigglray.data.sources import (
-    SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_columns,
-    omr_to_raw,
+    SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_to_raw,
 )
 from squigglray.jobs.ray_runtime import ensure_ray
 from squigglray.paths import ArtifactStore
@@ -65,21 +63,35 @@ def _digest(fs, path: str) -> dict:
     return file_sha256(fs, path)
 
 
-def _plan_sources(cfg: SliceConfig) -> tuple[list[dict], list]:
-    """Per source: its files (checked, hashed in parallel) and its Ray dataset of raw rows."""
+def _check_expected(files: list[dict], expected: dict) -> None:
+    """A rebuild's sources must be the manifest's, byte for byte (compared before any row is read)."""
+    now = {f["path"]: f["sha256"] for f in files}
+    for f in expected["files"]:
+        if f["path"] not in now:
+            raise SourceError(f"{f['path']}: source file of the manifest is missing")
+        if now[f["path"]] != f["sha256"]:
+            raise SourceError(f"{f['path']}: source file changed since the slice was built (sha256 differs)")
+    extra = sorted(set(now) - {f["path"] for f in expected["files"]})
+    if extra:
+        raise SourceError(f"{extra[0]}: source file is not in the manifest (the source folder gained files)")
+
+
+def _plan_sources(cfg: SliceConfig, expected: list[dict] | None = None) -> tuple[list[dict], list]:
+    """Per source: its files (checked, hashed in parallel) and its Ray dataset of raw rows.
+    `expected`: a manifest's sources, which the files must match (a rebuild)."""
     described, datasets = [], []
-    for src in cfg.sources:
+    for i, src in enumerate(cfg.sources):
         files: list[dict] = []
         if isinstance(src, OmrSource):
             fs, paths = list_files(src.path, (".parquet",))
-            rows = {p: check_omr_file(fs, p) for p in paths}
+            footers = {p: check_omr_file(fs, p) for p in paths}
             files = ray.get([_digest.remote(fs, p) for p in paths])
             for f in files:
-                f["rows"] = rows[f["path"]]
+                f["rows"] = footers[f["path"]][0]
+            shared = [c for c in footers[paths[0]][1] if all(c in cols for _, cols in footers.values())]
             ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
             # Small shards are read as one block; streaming repartition lets every CPU annotate.
-            ds = ds.select_columns([*_common_columns(fs, paths), "path"]).repartition(
-                target_num_rows_per_block=cfg.batch_size)
+            ds = ds.select_columns([*shared, "path"]).repartition(target_num_rows_per_block=cfg.batch_size)
             ds = ds.map_batches(omr_to_raw, fn_kwargs={"splits": tuple(src.splits)}, batch_format="pyarrow",
                                 batch_size=cfg.batch_size)
         elif isinstance(src, JsonlSource):
@@ -94,16 +106,12 @@ def _plan_sources(cfg: SliceConfig) -> tuple[list[dict], list]:
             assert isinstance(src, FamiliesSource)
             units = family_chunks(src.resolved_families(), src.levels, src.per_family_level, src.seed)
             ds = ray.data.from_items(units).map_batches(family_rows, batch_format="pyarrow", batch_size=4)
+        if expected is not None:
+            _check_expected(files, expected[i])
         described.append({"kind": src.kind, "name": getattr(src, "name", src.kind), "path": getattr(src, "path", None),
                           "license": src.license, "license_note": src.license_note, "files": files})
         datasets.append(ds)
     return described, datasets
-
-
-def _common_columns(fs, paths: list[str]) -> list[str]:
-    cols = [set(omr_columns(fs, p)) for p in paths]
-    shared = set.intersection(*cols)
-    return [c for c in omr_columns(fs, paths[0]) if c in shared]
 
 
 def _diagnose(cfg: SliceConfig, error: BaseException) -> Exception:
@@ -145,13 +153,13 @@ def _last_line(e: BaseException) -> str:
 
 
 def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None = None,
-                log=print) -> SliceManifest:
+                log=print, expected_sources: list[dict] | None = None) -> SliceManifest:
     """Run the pipeline; write slices/<slice_id>/ under the data dir (or `out`); return the manifest."""
     ensure_ray()
     t0 = time.time()
     rules = resolve_rules(cfg)
     try:
-        sources, datasets = _plan_sources(cfg)
+        sources, datasets = _plan_sources(cfg, expected_sources)
     except ray.exceptions.RayError as e:
         raise _diagnose(cfg, e) from None
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
@@ -187,15 +195,7 @@ def rebuild_slice(manifest_path: str, data_dir: str | None = None, out: str | No
     if not path.is_file():
         raise ConfigError(f"manifest {manifest_path!r} does not exist")
     old = SliceManifest.from_json(path.read_text())
-    for src in old.sources:
-        for f in src["files"]:
-            fs, p = (pafs.FileSystem.from_uri(f["path"]) if "://" in f["path"] else (pafs.LocalFileSystem(), f["path"]))
-            if fs.get_file_info(p).type == pafs.FileType.NotFound:
-                raise SourceError(f"{f['path']}: source file of the manifest is missing")
-            if file_sha256(fs, p)["sha256"] != f["sha256"]:
-                raise SourceError(f"{f['path']}: source file changed since the slice was built (sha256 differs)")
-    cfg = SliceConfig.model_validate(old.config)
-    new = build_slice(cfg, data_dir, out, log)
+    new = build_slice(SliceConfig.model_validate(old.config), data_dir, out, log, expected_sources=old.sources)
     if new.hashes["items_sha256"] != old.hashes["items_sha256"]:
         raise RuntimeError(f"rebuilt items.parquet differs from the manifest: sha256 {new.hashes['items_sha256']} "
                            f"!= {old.hashes['items_sha256']} (pyarrow {new.pyarrow_version} vs {old.pyarrow_version}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 
 import matplotlib
@@ -12,14 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from squigglray.paths import ArtifactStore  # noqa: E402
+from squigglray.report.plots import fig_png  # noqa: E402
 
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def curves_png(curves: dict[str, list[list[float]]], title: str) -> bytes:
@@ -32,7 +25,7 @@ def curves_png(curves: dict[str, list[list[float]]], title: str) -> bytes:
     ax.set(yscale="log", xlabel="step", ylabel="summed loss (all modes)", title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig_png(fig)
 
 
 def _fmt(x) -> str:
@@ -110,7 +103,7 @@ def write_sweep_report(store: ArtifactStore, sweep_id: str, trials: list[dict], 
     ax.set(xscale="log", xlabel="K (content slots)", ylabel="rate", ylim=(-0.05, 1.05), title="DCM convergence vs K")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    store.write_bytes(f"{d}/plots/convergence_vs_k.png", _png(fig))
+    store.write_bytes(f"{d}/plots/convergence_vs_k.png", fig_png(fig))
     curves: dict[str, list[list[float]]] = defaultdict(list)
     for t in trials:
         res = results[t["experiment_id"]]

@@ -4,7 +4,6 @@ and two figures (DIS per family with its factors; cosine similarity of the famil
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import matplotlib
@@ -14,15 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from squigglray.paths import ArtifactStore  # noqa: E402
+from squigglray.report.plots import fig_png  # noqa: E402
 from squigglray.schemas.probes import ProbeSummary  # noqa: E402
 
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def dis_bars_png(table: list[dict[str, Any]], title: str) -> bytes:
@@ -39,7 +32,7 @@ def dis_bars_png(table: list[dict[str, Any]], title: str) -> bytes:
     ax.set(ylim=(0, 1.05), ylabel="score in [0, 1]", title=title)
     ax.legend(fontsize=7, ncol=4, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return fig_png(fig)
 
 
 def similarity_png(directions: dict[str, np.ndarray], title: str) -> bytes:
@@ -55,7 +48,7 @@ def similarity_png(directions: dict[str, np.ndarray], title: str) -> bytes:
             ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6)
     fig.colorbar(im, ax=ax, shrink=0.8, label="cosine of dW directions")
     ax.set_title(title, fontsize=9)
-    return _png(fig)
+    return fig_png(fig)
 
 
 def _f(v, digits: int = 3) -> str:

@@ -5,13 +5,14 @@ Rendered off-screen (Agg) like report/plots.py, so it works on headless cluster 
 
 from __future__ import annotations
 
-import io
 from typing import Any, Iterable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from squigglray.report.plots import fig_png  # noqa: E402
 
 _COLORS = {True: "tab:blue", False: "tab:orange"}
 _LABEL = {True: "with code", False: "no code"}
@@ -50,8 +51,4 @@ def solver_accuracy_png(rows: Iterable[dict[str, Any]], title: str) -> bytes:
     ax.set(xlabel="N (candidates per problem)", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_png(fig)
