@@ -9,6 +9,7 @@ converges nowhere, so every example runs every step in both).
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from squigglray.families import list_families, sample
@@ -42,21 +44,24 @@ def main() -> None:
     cfg = build_config(DcmConfig, {"k": args.k, "batch_size": args.batch,
                                    "optim": {"steps": args.steps, "restarts": 0, "stop_accuracy": 1.0}})
     optimize(fz, cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"steps": 2})}), pairs[:2])  # warm-up
-    t0 = time.perf_counter()
-    batched = optimize(fz, cfg, pairs)
-    t_batched = time.perf_counter() - t0
     one = cfg.model_copy(update={"batch_size": 1})
-    t0 = time.perf_counter()
-    alone = [optimize(fz, one, [p])[0] for p in pairs]
-    t_alone = time.perf_counter() - t0
+    t_batched, t_alone = [], []
+    for _ in range(args.repeat):  # interleaved, so drifting machine load hits both sides alike
+        t0 = time.perf_counter()
+        batched = optimize(fz, cfg, pairs)
+        t_batched.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        alone = [optimize(fz, one, [p])[0] for p in pairs]
+        t_alone.append(time.perf_counter() - t0)
+    tb, ta = statistics.median(t_batched), statistics.median(t_alone)
     same = all(abs(a.curve[-1] - b.curve[-1]) < 1e-3 * max(1.0, abs(b.curve[-1])) for a, b in zip(batched, alone))
     frozen = sum(r.converged for r in batched)
     print(f"{args.preset} preset (random init), {args.device}, {args.threads} threads, B={args.batch}, K={args.k}, "
-          f"{args.steps} steps, joint Q-A ({frozen} examples froze early)")
-    print(f"batched:        {t_batched:7.2f} s  {args.batch / t_batched:7.2f} examples/s")
-    print(f"one at a time:  {t_alone:7.2f} s  {args.batch / t_alone:7.2f} examples/s")
-    print(f"speed-up batched/one-at-a-time: {t_alone / t_batched:.2f}x  (same final losses: {same})")
-
+          f"{args.steps} steps, joint Q-A ({frozen} examples froze early), median of {args.repeat}")
+    print(f"batched:        {tb:7.2f} s  {args.batch / tb:7.2f} examples/s")
+    print(f"one at a time:  {ta:7.2f} s  {args.batch / ta:7.2f} examples/s")
+    ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(t_alone, t_batched))
+    print(f"speed-up batched/one-at-a-time: {ta / tb:.2f}x  (per repeat: {ratios}; same final losses: {same})")
 
 if __name__ == "__main__":
     main()

@@ -88,9 +88,12 @@ def row_losses(fz: Frozen, prompts: list[torch.Tensor] | torch.Tensor,
     # No attention mask: padding only follows a row's real tokens, and causal attention never looks
     # ahead, so the positions read below are exactly those of the unpadded row (and SDPA keeps its
     # fast causal kernel, which matters most in the backward pass).
-    logits = fz.model(inputs_embeds=full).logits
-    pos = (p_len - 1)[:, None] + steps[None]  # the last prompt position predicts the first target token
-    pos = pos.clamp(max=full.shape[1] - 1)
+    # Logits only from the first position that predicts a target token on: the lm_head and softmax
+    # over the slot positions would be thrown away.
+    first = int(p_len.min()) - 1
+    logits = fz.model(inputs_embeds=full, logits_to_keep=full.shape[1] - first).logits
+    pos = (p_len - 1 - first)[:, None] + steps[None]  # the last prompt position predicts the first target token
+    pos = pos.clamp(max=logits.shape[1] - 1)
     sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
     labels = ids.masked_fill(~valid, -100)
     ce = F.cross_entropy(sel.transpose(1, 2), labels, reduction="none", ignore_index=-100)
