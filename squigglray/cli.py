@@ -36,6 +36,8 @@ slice_app = typer.Typer(no_args_is_help=True, help="Dataset slices: candidate po
 app.add_typer(slice_app, name="slice")
 dcm_app = typer.Typer(no_args_is_help=True, help="DCM phase 1a: per-example soft-prompt optimization of a frozen LM.")
 app.add_typer(dcm_app, name="dcm")
+ineq_app = typer.Typer(no_args_is_help=True, help="Olympiad inequalities: generate, verify, split, baseline, SFT, eval.")
+app.add_typer(ineq_app, name="ineq")
 console = Console()
 err = Console(stderr=True)
 
@@ -542,6 +544,20 @@ def serve(
     except (RuntimeError, TimeoutError) as e:
         err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(1)
+
+
+@ineq_app.command("run")
+def ineq_run(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, data_dir: Optional[str] = DataDirOpt) -> None:
+    """Every step, each cached by its config hash (a rerun resumes): generate -> verify -> split ->
+    few-shot baseline -> SFT -> zero-shot eval -> report."""
+    from squigglray.config import load_config
+    from squigglray.ineq.config import IneqConfig
+    from squigglray.jobs.ineq import run
+    from squigglray.jobs.quickstart import packaged_config
+
+    cfg = _run(load_config, IneqConfig, config or packaged_config("ineq"), overrides)
+    out = _run(run, cfg, data_dir, log=lambda m: console.print(m, highlight=False))
+    print(f"report: {out['experiment_id']}/report.md")
 
 
 if __name__ == "__main__":

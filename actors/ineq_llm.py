@@ -1,0 +1,107 @@
+"""Ray Data stages of the inequality pipeline: LLM generation and verification as actor pools with
+declared resources, and the mechanical verifier as a CPU stage. The prompts, parsers and checks
+live in squigglray.ineq; this module only places them.
+
+On a vLLM cluster, `vllm_stage` builds the same step with `ray.data.llm.build_processor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+
+class EngineStage:
+    """map_batches callable: prompts in `prompt_col` -> completions in `out_col`, one engine per actor."""
+
+    def __init__(self, engine: dict[str, Any], store_uri: str | None, sampling: dict[str, Any], prompt_col: str,
+                 out_col: str, threads: int = 1):
+        import torch
+
+        from squigglray.engines import EngineConfig, SamplingParams, make_engine
+        from squigglray.paths import ArtifactStore
+
+        torch.set_num_threads(threads)
+        self.engine = make_engine(EngineConfig.model_validate(engine), ArtifactStore(store_uri) if store_uri else None)
+        self.params = SamplingParams(**sampling)
+        self.prompt_col, self.out_col = prompt_col, out_col
+        self.loop = asyncio.new_event_loop()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        prompts = [str(p) for p in batch[self.prompt_col]]
+        seeds = [int(s) for s in batch["seed"]] if "seed" in batch else None
+        outs = self.loop.run_until_complete(self.engine.generate(prompts, self.params, seeds))
+        batch[self.out_col] = [o[0].text for o in outs]
+        return batch
+
+
+def mechanical_stage(batch: dict[str, Any], text_col: str, timeout_s: float) -> dict[str, Any]:
+    """The gate: the mechanical judge on every candidate proof (a CPU task per batch)."""
+    import json
+
+    from squigglray.ineq.problems import Problem
+    from squigglray.ineq.verifier import judge_completion
+
+    scores, statuses, reasons = [], [], []
+    for pj, text in zip(batch["problem_json"], batch[text_col]):
+        res = judge_completion(Problem.from_dict(json.loads(pj)), str(text), timeout_s=timeout_s)
+        scores.append(int(res["score"]))
+        statuses.append(str(res["status"]))
+        reasons.append("; ".join(res["reasons"])[:500])
+    batch["mech_score"], batch["mech_status"], batch["mech_reasons"] = scores, statuses, reasons
+    return batch
+
+
+def engine_stage(ds: ray.data.Dataset, engine: dict[str, Any], store_uri: str | None, sampling: dict[str, Any],
+                 prompt_col: str, out_col: str, concurrency: int, num_gpus: float, batch_size: int,
+                 accelerator_type: str | None = None, threads: int = 1) -> ray.data.Dataset:
+    kwargs: dict[str, Any] = {}
+    if accelerator_type:
+        kwargs["accelerator_type"] = accelerator_type
+    return ds.map_batches(EngineStage, fn_constructor_kwargs={
+        "engine": engine, "store_uri": store_uri, "sampling": sampling, "prompt_col": prompt_col,
+        "out_col": out_col, "threads": threads}, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=num_gpus,
+        num_cpus=0 if num_gpus else threads, batch_size=batch_size, **kwargs)
+
+
+def vllm_stage(ds: ray.data.Dataset, model: str, sampling: dict[str, Any], prompt_col: str, out_col: str,
+               concurrency: int, batch_size: int, accelerator_type: str | None = None,
+               engine_kwargs: dict[str, Any] | None = None) -> ray.data.Dataset:
+    """The same step through Ray's own batch LLM processor (GPU cluster with vLLM installed)."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    cfg = vLLMEngineProcessorConfig(model_source=model, engine_kwargs=engine_kwargs or {}, concurrency=concurrency,
+                                    batch_size=batch_size, accelerator_type=accelerator_type,
+                                    chat_template_stage=False)
+    params = {"temperature": sampling.get("temperature", 0.0), "max_tokens": sampling.get("max_tokens", 256),
+              "stop": sampling.get("stop") or None}
+    processor = build_processor(
+        cfg,
+        preprocess=lambda row: {**row, "prompt": row[prompt_col], "sampling_params": params},
+        postprocess=lambda row: {**{k: v for k, v in row.items() if k not in ("generated_text",)},
+                                 out_col: row["generated_text"]},
+    )
+    return processor(ds)
+
+
+@ray.remote(num_cpus=1)
+def eval_task(cfg_json: dict, model: str, store_uri: str, mode: str, test: list[dict], train: list[dict]):
+    from squigglray.ineq.pipeline import run_eval
+
+    return run_eval(cfg_json, model, store_uri, mode, test, train)
+
+
+@ray.remote(num_cpus=1)
+def sft_task(sft_json: dict, train: list[dict], store_uri: str, rel: str) -> dict:
+    from squigglray.ineq.pipeline import run_sft_to_store
+
+    return run_sft_to_store(sft_json, train, store_uri, rel)
+
+
+@ray.remote(num_cpus=1)
+def curve_task(cfg_json: dict, train: list[dict], test: list[dict], store_uri: str, rel: str) -> list[dict]:
+    from squigglray.ineq.pipeline import run_curve
+
+    return run_curve(cfg_json, train, test, store_uri, rel)

@@ -1,0 +1,75 @@
+"""The inequality pipeline's config (seed 002): data, the two LLM steps, SFT, eval.
+
+    squigglray ineq run --config squigglray/configs/ineq.yaml --set sft.max_steps=400
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from squigglray.engines.base import EngineConfig
+from squigglray.ineq.sft import SftConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    families: list[str] | None = Field(None, description="None = every family")
+    n_per_family: int = Field(60, ge=1)
+    variants: dict[str, float] = Field(default_factory=lambda: {"proof": 0.6, "bound": 0.2, "relation": 0.2})
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    near_dup_threshold: float | None = Field(0.6, gt=0, le=1)
+
+
+class LLMStep(_Strict):
+    engine: EngineConfig | None = Field(None, description="None = skip this LLM step")
+    shots: int = Field(2, ge=0)
+    max_problems: int | None = Field(None, ge=1, description="run the step on the first N problems only")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(200, ge=1)
+    concurrency: int = Field(1, ge=1, description="actors in the pool")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor")
+    accelerator_type: str | None = Field(None, description="e.g. A100, H100: the actors land on those nodes")
+    batch_size: int = Field(16, ge=1)
+    use_vllm: bool = Field(False, description="run through ray.data.llm.build_processor (vLLM on GPUs)")
+
+
+class VerifySection(LLMStep):
+    shots: int = Field(8, ge=0, description="many-shot: worked verdicts, half of them incorrect proofs")
+    max_tokens: int = Field(8, ge=1)
+    timeout_s: float = Field(2.0, gt=0, description="mechanical verifier: per solver call")
+
+
+class EvalSection(_Strict):
+    max_problems: int | None = Field(None, ge=1)
+    k_shots: int = Field(1, ge=0)
+    max_prompt_chars: int | None = Field(1200, ge=100)
+    max_new_tokens: int = Field(160, ge=1)
+    llm_judge: EngineConfig | None = Field(None, description="None = the base model judges (weak on CPU)")
+    judge_max_tokens: int = Field(48, ge=1)
+    timeout_s: float = Field(2.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class IneqConfig(_Strict):
+    name: str = Field("ineq", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    base_model: str = Field("tiny", description="the model evaluated few-shot and fine-tuned")
+    data: DataSection = Field(default_factory=DataSection)
+    generation: LLMStep = Field(default_factory=LLMStep)
+    verification: VerifySection = Field(default_factory=VerifySection)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    sft_num_gpus: float = Field(0.0, ge=0)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    learning_curve: list[int] = Field(default_factory=list, description="training-set sizes (empty = skip)")
+    wandb: bool = Field(False, description="log SFT to wandb (offline unless WANDB_MODE says otherwise)")
+
+    @model_validator(mode="after")
+    def _different_models(self) -> IneqConfig:
+        g, v = self.generation.engine, self.verification.engine
+        if g is not None and v is not None and g.model == v.model:
+            raise ValueError(f"generation and verification use the same model {g.model!r}; seed 002 asks for a "
+                             f"different verifier (shared blind spots)")
+        return self

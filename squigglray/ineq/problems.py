@@ -1,0 +1,93 @@
+"""The inequality problem and proof contract shared by the generator, verifier, judges and SFT.
+
+Expressions are SymPy-parsable strings in Python syntax (``a**2 + b**2``, ``sqrt(a*b)``,
+``Rational(1, 3)``); ``to_latex`` renders them for prompts. A claim is ``lhs rel rhs`` over
+``variables`` in a ``domain`` (positive, nonnegative or real), optionally on the surface
+``constraint = 0``. A proof is a chain of steps ``e0 rel1 e1 rel2 e2 ...`` whose first expression
+is the claim's lhs and whose last is its rhs; each step is an exact rewrite (``=``), a named lemma
+instance (``lemma`` with its ``args``), or a plain inequality to be checked on its own.
+
+Variants (IneqMath, Stanford 2025): ``proof`` (prove the claim), ``bound`` (find the best constant
+``answer`` such that ``lhs rel answer * bound_expr``... stated in ``question``) and ``relation``
+(choose the relation between two sides among ``options``; ``answer`` is the option letter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Domain = Literal["positive", "nonnegative", "real"]
+Rel = Literal["=", ">=", "<=", ">", "<"]
+Variant = Literal["proof", "bound", "relation"]
+
+# Named lemmas a step may cite; the verifier checks that the step is an instance of the pattern.
+LEMMAS = {
+    "am_gm": "(x1+...+xn)/n >= (x1*...*xn)**(1/n) for x_i >= 0; args: terms [x1..xn]",
+    "weighted_am_gm": "w1*x1+...+wn*xn >= x1**w1*...*xn**wn for x_i >= 0, w_i > 0, sum w_i = 1; "
+                      "args: terms, weights",
+    "cauchy_schwarz": "(x1**2+...+xn**2)*(y1**2+...+yn**2) >= (x1*y1+...+xn*yn)**2; args: xs, ys",
+    "titu": "x1**2/y1+...+xn**2/yn >= (x1+...+xn)**2/(y1+...+yn) for y_i > 0; args: xs, ys",
+    "square_nonneg": "sum of c_i * (p_i)**2 with c_i >= 0 is >= 0; args: squares [p_i], coeffs [c_i]",
+    "constraint": "rewrite using the problem's constraint (an equality on the constraint surface)",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    rel: Rel
+    rhs: str  # the chain's next expression; the step's lhs is the previous expression
+    lemma: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    why: str = ""  # a short human justification
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    problem_id: str
+    family: str
+    variant: Variant
+    variables: tuple[str, ...]
+    domain: Domain
+    lhs: str
+    rel: Rel
+    rhs: str
+    constraint: str | None  # expression that is 0 on the allowed surface, e.g. "a + b + c - 3"
+    equality: dict[str, str] | None  # a point where lhs == rhs (None: strict or never equal)
+    equality_text: str  # e.g. "a = b = c"
+    statement: str  # the LaTeX problem text shown to a model
+    proof: tuple[Step, ...]  # reference proof, from lhs to rhs
+    question: str = ""  # bound/relation variants: what is asked
+    answer: str = ""  # bound: the best constant (SymPy string); relation: the option letter
+    options: tuple[str, ...] = ()
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["proof"] = [s.to_dict() for s in self.proof]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Problem:
+        d = dict(d)
+        d["proof"] = tuple(Step(**s) for s in d["proof"])
+        d["variables"] = tuple(d["variables"])
+        d["options"] = tuple(d.get("options") or ())
+        return cls(**d)
+
+    def claim_key(self) -> str:
+        """Identity of the mathematical claim (dedup): family-independent."""
+        body = json.dumps([self.variant, sorted(self.variables), self.domain, self.lhs, self.rel, self.rhs,
+                           self.constraint, self.question], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def to_latex(expr: str) -> str:
+    import sympy as sp
+
+    return sp.latex(sp.sympify(expr))

@@ -1,0 +1,268 @@
+"""Olympiad inequalities (seed 002): generate -> verify -> split -> few-shot baseline -> SFT ->
+zero-shot eval -> report, each step cached by the hash of what it depends on, so a rerun resumes.
+
+    squigglray ineq run --config squigglray/configs/ineq.yaml
+    ray job submit --working-dir . -- python -m squigglray.jobs.ineq run --config examples/ineq_cluster.yaml
+
+Artifacts under experiments/ineq-<name>-<hash>/:
+  problems/problems.jsonl                       every generated problem with its reference proof
+  candidates/candidates.parquet                 every candidate proof: who generated it, the mechanical
+                                                verdict (the gate) and the LLM verifier's verdict
+  split/{train,test}.jsonl, removed.json        the leak-free split of the problems that passed
+  baseline/eval.parquet, summary.json           base model, few-shot
+  sft/model/, sft/sft_summary.json              the fine-tuned model (save_pretrained)
+  final/eval.parquet, summary.json              fine-tuned model, zero-shot
+  learning_curve/curve.json (optional)          eval loss and score per training-set size
+  report.md, plots/*.png
+Each step folder has _done.json (its key); a step whose key matches is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from squigglray import __version__
+from squigglray.config import config_hash, load_config
+from squigglray.ineq.config import IneqConfig
+from squigglray.paths import ArtifactStore
+
+
+def experiment_id(cfg: IneqConfig) -> str:
+    return f"ineq-{cfg.name}-{config_hash(cfg)[:10]}"
+
+
+class Steps:
+    """Step bookkeeping: keys, the done marker, and the artifact paths of one experiment."""
+
+    def __init__(self, store: ArtifactStore, exp: str, log: Callable[[str], Any]):
+        self.store, self.exp, self.log = store, exp, log
+        self.keys: dict[str, str] = {}
+
+    def path(self, step: str, name: str = "") -> str:
+        return f"{self.store.experiment_dir(self.exp)}/{step}" + (f"/{name}" if name else "")
+
+    def run(self, step: str, deps: Any, fn: Callable[[], dict]) -> dict:
+        key = config_hash({"step": step, "deps": deps, "upstream": dict(self.keys)})[:16]
+        marker = self.path(step, "_done.json")
+        if self.store.exists(marker) and self.store.read_json(marker).get("key") == key:
+            self.log(f"step {step}: cached ({key})")
+            self.keys[step] = key
+            return self.store.read_json(marker)["result"]
+        t0 = time.perf_counter()
+        self.log(f"step {step}: running")
+        result = fn()
+        self.store.write_json(marker, {"key": key, "seconds": round(time.perf_counter() - t0, 2), "result": result,
+                                       "package_version": __version__})
+        self.keys[step] = key
+        self.log(f"step {step}: done in {time.perf_counter() - t0:.1f}s")
+        return result
+
+    def write_jsonl(self, step: str, name: str, rows: list[dict]) -> None:
+        self.store.write_text(self.path(step, name), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    def read_jsonl(self, step: str, name: str) -> list[dict]:
+        return [json.loads(line) for line in self.store.read_text(self.path(step, name)).splitlines() if line]
+
+    def write_table(self, step: str, name: str, table: pa.Table) -> None:
+        self.store.write_parquet(self.path(step, name), table)
+
+
+# ---- steps -------------------------------------------------------------------------------------
+
+
+def step_problems(cfg: IneqConfig, st: Steps) -> dict:
+    from squigglray.ineq.generator import generate
+
+    problems = generate(cfg.data.families, cfg.data.n_per_family, cfg.seed, cfg.data.variants)
+    st.write_jsonl("problems", "problems.jsonl", [p.to_dict() for p in problems])
+    return {"problems": len(problems)}
+
+
+def _problems(st: Steps, step: str, name: str):
+    from squigglray.ineq.problems import Problem
+
+    return [Problem.from_dict(d) for d in st.read_jsonl(step, name)]
+
+
+def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
+    """Reference proofs plus the generator model's proofs, all checked mechanically (the gate) and
+    by the verifier model, as one Ray Data pipeline."""
+    import ray
+
+    from actors.ineq_llm import engine_stage, mechanical_stage, vllm_stage
+    from squigglray.ineq.llm_steps import generation_prompt, parse_verdict, shot_pool, verification_shots
+    from squigglray.ineq.proof_text import reference_text
+    from squigglray.ineq.verifier import judge_completion
+
+    problems = _problems(st, "problems", "problems.jsonl")
+    store_uri = st.store.base if st.store.is_local else st.store.uri
+    rows = [{"problem_id": p.problem_id, "family": p.family, "variant": p.variant,
+             "problem_json": json.dumps(p.to_dict()), "text": reference_text(p), "generated_by": "reference",
+             "seed": i} for i, p in enumerate(problems)]
+    gen = cfg.generation
+    if gen.engine is not None:
+        chosen = problems[: gen.max_problems] if gen.max_problems else problems
+        shots_for = {p.problem_id: shot_pool(problems, gen.shots, cfg.seed, exclude=p.problem_id) for p in chosen}
+        ds = ray.data.from_items([{**rows[i], "prompt": generation_prompt(p, shots_for[p.problem_id])}
+                                  for i, p in enumerate(chosen)])
+        sampling = {"temperature": gen.temperature, "max_tokens": gen.max_tokens, "stop": ["\nProblem:", "QED"]}
+        ds = (vllm_stage(ds, gen.engine.model, sampling, "prompt", "llm_text", gen.concurrency, gen.batch_size,
+                         gen.accelerator_type, gen.engine.vllm_args) if gen.use_vllm else
+              engine_stage(ds, gen.engine.model_dump(), store_uri, sampling, "prompt", "llm_text", gen.concurrency,
+                           gen.num_gpus, gen.batch_size, gen.accelerator_type))
+        generated = ds.take_all()
+        rows += [{k: r[k] for k in ("problem_id", "family", "variant", "problem_json", "seed")}
+                 | {"text": str(r["llm_text"]).strip() + "\nQED", "generated_by": gen.engine.model}
+                 for r in sorted(generated, key=lambda r: r["seed"])]
+    ver = cfg.verification
+    ds = ray.data.from_items(rows).map_batches(mechanical_stage, fn_kwargs={"text_col": "text",
+                                                                             "timeout_s": ver.timeout_s},
+                                              batch_size=32, num_cpus=1)
+    if ver.engine is not None:
+        shots = verification_shots(problems, ver.shots, cfg.seed, lambda p, t: judge_completion(p, t, ver.timeout_s))
+        ds = ds.map_batches(_verification_prompts, fn_kwargs={"shots": [(p.to_dict(), t, ok) for p, t, ok in shots]},
+                            batch_size=64)
+        sampling = {"temperature": ver.temperature, "max_tokens": ver.max_tokens, "stop": ["\n"]}
+        ds = (vllm_stage(ds, ver.engine.model, sampling, "verify_prompt", "verify_text", ver.concurrency,
+                         ver.batch_size, ver.accelerator_type, ver.engine.vllm_args) if ver.use_vllm else
+              engine_stage(ds, ver.engine.model_dump(), store_uri, sampling, "verify_prompt", "verify_text",
+                           ver.concurrency, ver.num_gpus, ver.batch_size, ver.accelerator_type))
+    out = sorted(ds.take_all(), key=lambda r: (r["seed"], r["generated_by"] != "reference"))
+    table_rows = []
+    for r in out:
+        verdict = parse_verdict(str(r.get("verify_text", ""))) if ver.engine is not None else None
+        table_rows.append({"problem_id": r["problem_id"], "family": r["family"], "variant": r["variant"],
+                           "text": r["text"], "generated_by": r["generated_by"], "mech_score": int(r["mech_score"]),
+                           "mech_status": r["mech_status"], "mech_reasons": r["mech_reasons"],
+                           "verified_by": ver.engine.model if ver.engine else None, "llm_verdict": verdict})
+    st.write_table("candidates", "candidates.parquet", pa.Table.from_pylist(table_rows))
+    by_source: dict[str, dict[str, int]] = {}
+    for r in table_rows:
+        s = by_source.setdefault(r["generated_by"], {"candidates": 0, "passed": 0, "llm_says_correct": 0})
+        s["candidates"] += 1
+        s["passed"] += r["mech_score"]
+        s["llm_says_correct"] += int(r["llm_verdict"] is True)
+    return {"candidates": len(table_rows), "by_source": by_source}
+
+
+def _verification_prompts(batch: dict[str, Any], shots: list) -> dict[str, Any]:
+    from squigglray.ineq.llm_steps import verification_prompt
+    from squigglray.ineq.problems import Problem
+
+    worked = [(Problem.from_dict(p), t, ok) for p, t, ok in shots]
+    batch["verify_prompt"] = [verification_prompt(Problem.from_dict(json.loads(pj)), str(t), worked)
+                              for pj, t in zip(batch["problem_json"], batch["text"])]
+    return batch
+
+
+def step_split(cfg: IneqConfig, st: Steps) -> dict:
+    from squigglray.ineq.split import split_problems
+
+    problems = {p.problem_id: p for p in _problems(st, "problems", "problems.jsonl")}
+    cands = st.store.read_parquet(st.path("candidates", "candidates.parquet")).to_pylist()
+    passed: dict[str, str] = {}
+    for r in cands:  # reference first, so SFT data do not depend on which LLM proofs passed
+        if r["mech_score"] == 1 and r["problem_id"] not in passed:
+            passed[r["problem_id"]] = r["text"]
+    s = split_problems([problems[k] for k in passed], cfg.data.test_fraction, cfg.seed, cfg.data.near_dup_threshold)
+    st.write_jsonl("split", "train.jsonl", [{**p.to_dict(), "completion": passed[p.problem_id]} for p in s.train])
+    st.write_jsonl("split", "test.jsonl", [p.to_dict() for p in s.test])
+    st.store.write_json(st.path("split", "removed.json"), s.removed)
+    return {**s.summary(), "failed_gate": len(problems) - len(passed)}
+
+
+def _eval(cfg: IneqConfig, st: Steps, step: str, model: str, mode: str) -> dict:
+    import ray
+
+    from actors.ineq_llm import eval_task
+
+    test = st.read_jsonl("split", "test.jsonl")[: cfg.eval.max_problems]
+    train = st.read_jsonl("split", "train.jsonl")
+    store_uri = st.store.base if st.store.is_local else st.store.uri
+    task = eval_task.options(num_gpus=cfg.eval.num_gpus) if cfg.eval.num_gpus else eval_task
+    table_bytes, summary = ray.get(task.remote(cfg.model_dump(mode="json"), model, store_uri, mode, test, train))
+    st.store.write_bytes(st.path(step, "eval.parquet"), table_bytes)
+    st.store.write_json(st.path(step, "summary.json"), summary)
+    return summary
+
+
+def step_sft(cfg: IneqConfig, st: Steps) -> dict:
+    import ray
+
+    from actors.ineq_llm import sft_task
+
+    train = st.read_jsonl("split", "train.jsonl")
+    store_uri = st.store.base if st.store.is_local else st.store.uri
+    task = sft_task.options(num_gpus=cfg.sft_num_gpus) if cfg.sft_num_gpus else sft_task
+    sft_cfg = cfg.sft.model_copy(update={"model": cfg.base_model, "seed": cfg.seed,
+                                         "report_to": "wandb" if cfg.wandb else cfg.sft.report_to})
+    return ray.get(task.remote(sft_cfg.model_dump(mode="json"), train, store_uri, st.path("sft", "model")))
+
+
+def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
+    from squigglray.jobs.ray_runtime import ensure_ray
+    from squigglray.report.ineq_report import write_report
+
+    store = ArtifactStore(data_dir)
+    exp = experiment_id(cfg)
+    st = Steps(store, exp, log)
+    ensure_ray()
+    d = cfg.model_dump(mode="json")
+    out = {"experiment_id": exp, "config": d, "config_hash": config_hash(cfg), "seed": cfg.seed,
+           "package_version": __version__}
+    out["problems"] = st.run("problems", d["data"] | {"seed": cfg.seed}, lambda: step_problems(cfg, st))
+    out["candidates"] = st.run("candidates", {"generation": d["generation"], "verification": d["verification"]},
+                               lambda: step_candidates(cfg, st))
+    out["split"] = st.run("split", d["data"], lambda: step_split(cfg, st))
+    out["baseline"] = st.run("baseline", {"model": cfg.base_model, "eval": d["eval"]},
+                             lambda: _eval(cfg, st, "baseline", cfg.base_model, "few_shot"))
+    out["sft"] = st.run("sft", {"model": cfg.base_model, "sft": d["sft"]}, lambda: step_sft(cfg, st))
+    out["final"] = st.run("final", {"eval": d["eval"]},
+                          lambda: _eval(cfg, st, "final", out["sft"]["out_dir"], "zero_shot"))
+    if cfg.learning_curve:
+        out["learning_curve"] = st.run("learning_curve", {"sizes": cfg.learning_curve, "sft": d["sft"]},
+                                       lambda: step_learning_curve(cfg, st))
+    out["dataset_hash"] = st.keys.get("split")
+    store.write_json(f"{store.experiment_dir(exp)}/result.json", out)
+    write_report(store, exp, out)
+    log(f"ineq {exp}: baseline (few-shot) {_score(out['baseline'])} -> final (zero-shot) {_score(out['final'])}; "
+        f"report {store.full(store.experiment_dir(exp))}/report.md")
+    return out
+
+
+def _score(summary: dict) -> str:
+    s = summary.get("scores", {}).get("mechanical", {}).get("mean")
+    return "n/a" if s is None else f"{s:.1%}"
+
+
+def step_learning_curve(cfg: IneqConfig, st: Steps) -> dict:
+    import ray
+
+    from actors.ineq_llm import curve_task
+
+    train = st.read_jsonl("split", "train.jsonl")
+    test = st.read_jsonl("split", "test.jsonl")[: cfg.eval.max_problems]
+    store_uri = st.store.base if st.store.is_local else st.store.uri
+    rows = ray.get(curve_task.remote(cfg.model_dump(mode="json"), train, test, store_uri,
+                                     st.path("learning_curve")))
+    st.store.write_json(st.path("learning_curve", "curve.json"), rows)
+    return {"curve": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run"])
+    ap.add_argument("--config")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--data-dir")
+    a = ap.parse_args(argv)
+    run(load_config(IneqConfig, a.config, a.overrides), a.data_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Mechanical verification helpers: a deadline-enforcing worker process for SymPy/Z3 work."""
