@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -21,27 +20,9 @@ import time
 import weakref
 
 from squigglray.solve.answers import normalize_answer
+from squigglray.verify.worker import kill_group
 
 __all__ = ["EquivalenceChecker"]
-
-
-def _kill(proc: subprocess.Popen | None) -> None:
-    """SIGKILL the worker's process group (it is a session leader) and reap it."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    for f in (proc.stdin, proc.stdout):
-        try:
-            f.close()
-        except OSError:
-            pass
 
 
 class EquivalenceChecker:
@@ -69,7 +50,7 @@ class EquivalenceChecker:
         self._buf = b""
         self._seq = 0
         self._eof = False
-        self._finalizer = weakref.finalize(self, _kill, None)
+        self._finalizer = weakref.finalize(self, kill_group, None)
 
     # -- public ---------------------------------------------------------------------------
     def equivalent(self, a: str | None, b: str | None) -> bool:
@@ -107,7 +88,7 @@ class EquivalenceChecker:
                 proc.wait(timeout=1)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        _kill(proc)
+        kill_group(proc)
 
     def _start(self) -> bool:
         env = dict(os.environ)  # the worker imports this module by name: make sure it can
@@ -122,7 +103,7 @@ class EquivalenceChecker:
             env=env,
         )
         self._buf = b""
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._finalizer = weakref.finalize(self, kill_group, self._proc)
         msg = self._read(self.startup_timeout_s)
         if not (msg and msg.get("ready")):  # worker cannot run math-verify: degrade for good
             self.errors += 1

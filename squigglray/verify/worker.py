@@ -72,7 +72,7 @@ def _check_name(func: str) -> tuple[str, str]:
     return module, attr
 
 
-def _kill(proc: subprocess.Popen | None) -> None:
+def kill_group(proc: subprocess.Popen | None) -> None:
     """SIGKILL the worker's process group (it is a session leader) and reap it."""
     if proc is None:
         return
@@ -116,7 +116,7 @@ class TimedWorker:
         self._proc: subprocess.Popen | None = None
         self._buf = b""
         self._seq = 0
-        self._finalizer = weakref.finalize(self, _kill, None)
+        self._finalizer = weakref.finalize(self, kill_group, None)
 
     # -- public ---------------------------------------------------------------------------
     def call(self, func: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
@@ -192,7 +192,7 @@ class TimedWorker:
                 proc.wait(timeout=1)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        _kill(proc)
+        kill_group(proc)
 
     def _ensure_started(self) -> None:
         if self.alive:
@@ -209,7 +209,7 @@ class TimedWorker:
             env=env,
         )
         self._buf = b""
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._finalizer = weakref.finalize(self, kill_group, self._proc)
         self.restarts += self._starts > 0
         self._starts += 1
         msg, _ = self._read(self.startup_timeout_s)
