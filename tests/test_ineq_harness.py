@@ -1,12 +1,10 @@
 """Inequality eval: prompts (few-shot vs zero-shot, shot selection, budget), the LLM judge's rubric
 parser, judge agreement, and the harness end to end with the trained nano model as both the model
 under test and the LLM judge (it writes nonsense; the point is that every path runs and the result
-is well formed). The mechanical judge is the real verifier when `squigglray/ineq/verifier.py`
-exists, else a small exact-match judge defined here."""
+is well formed). The mechanical judge is the real verifier."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
 
@@ -17,10 +15,11 @@ from squigglray.engines import HFEngine, SamplingParams
 from squigglray.ineq.harness import EvalResult, evaluate
 from squigglray.ineq.judges import LLMJudge, agreement, judge_prompt, parse_judge_output, verdict_score
 from squigglray.ineq.problems import Problem, Step
-from squigglray.ineq.proof_text import ProofParseError, parse_answer, parse_proof, reference_text
 from squigglray.ineq.prompts import (
     STOP, build_prompt, few_shot_prompt, render_problem, select_shots, sft_example, worked_example, zero_shot_prompt,
 )
+from squigglray.ineq.proof_text import parse_proof, reference_text
+from squigglray.ineq.verifier import judge_completion
 
 OPTIONS = ("L <= R", "L >= R", "L = R", "L < R", "L > R", "none of these")
 REL_Q = (r"Let $L = x + \frac{4}{x}$ and $R = 4$. Which relation holds for all such numbers (choose the strongest)? "
@@ -65,25 +64,9 @@ PROBLEMS = [
 BY_ID = {p.problem_id: p for p in PROBLEMS}
 
 
-def exact_match_judge(problem: Problem, text: str, timeout_s: float = 2.0) -> dict:
-    """Fallback mechanical judge: the parsed proof (and answer) must equal the reference's."""
-    try:
-        got, ref = parse_proof(text), parse_proof(reference_text(problem))
-    except ProofParseError as e:
-        return {"score": 0, "status": "parse_error", "reasons": [str(e)], "answer_ok": None, "proof_ok": False}
-    proof_ok = (got.start, got.steps) == (ref.start, ref.steps)
-    answer_ok = None if problem.variant == "proof" else parse_answer(text) == problem.answer
-    ok = proof_ok and answer_ok is not False
-    return {"score": int(ok), "status": "ok" if ok else "mismatch", "reasons": [], "answer_ok": answer_ok,
-            "proof_ok": proof_ok}
-
-
-if importlib.util.find_spec("squigglray.ineq.verifier") is not None:  # present: it must import
-    from squigglray.ineq.verifier import judge_completion as mechanical_judge
-
-    MECHANICAL = "verifier"
-else:
-    mechanical_judge, MECHANICAL = exact_match_judge, "exact_match"
+def mechanical_judge(problem: Problem, text: str) -> dict:
+    """The real verifier, with a deadline a loaded machine cannot miss."""
+    return judge_completion(problem, text, timeout_s=20)
 
 
 # ----- prompts -----
@@ -243,7 +226,7 @@ def test_agreement_perfect_chance_opposite_and_degenerate():
 def test_mechanical_judge_accepts_every_reference_completion():
     for p in PROBLEMS:
         out = mechanical_judge(p, reference_text(p))
-        assert out["score"] == 1, (MECHANICAL, p.problem_id, out)
+        assert out["score"] == 1, (p.problem_id, out)
     assert mechanical_judge(BY_ID["sos-1"], "Proof: a**2 + b**2\n>= 3*a*b\nQED")["score"] == 0
     assert mechanical_judge(BY_ID["amgm-2"], reference_text(BY_ID["amgm-2"])[:-1] + "A")["score"] == 0
 

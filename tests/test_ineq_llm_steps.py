@@ -16,7 +16,7 @@ def test_verification_shots_pair_true_and_really_false_proofs():
     shots = verification_shots(problems, 6, 0, judge_completion)
     assert [ok for _, _, ok in shots] == [True, False] * 3
     for p, text, ok in shots:
-        assert judge_completion(p, text)["score"] == int(ok)
+        assert judge_completion(p, text, timeout_s=20)["score"] == int(ok)
     prompt = verification_prompt(problems[0], reference_text(problems[0]), shots)
     assert prompt.count("Verdict: correct") == 3 and prompt.count("Verdict: incorrect") == 3
     assert prompt.endswith("Verdict:") and claim_line(problems[0]) in prompt

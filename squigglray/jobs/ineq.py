@@ -4,7 +4,7 @@ zero-shot eval -> report, each step cached by the hash of what it depends on, so
     squigglray ineq run --config squigglray/configs/ineq.yaml
     ray job submit --working-dir . -- python -m squigglray.jobs.ineq run --config examples/ineq_cluster.yaml
 
-Artifacts under experiments/ineq-<name>-<hash>/:
+Artifacts under experiments/ineq-<name>-<hash of data, seed and base model>/:
   problems/problems.jsonl                       every generated problem with its reference proof
   candidates/candidates.parquet                 every candidate proof: who generated it, the mechanical
                                                 verdict (the gate) and the LLM verifier's verdict
@@ -14,7 +14,8 @@ Artifacts under experiments/ineq-<name>-<hash>/:
   final/eval.parquet, summary.json              fine-tuned model, zero-shot
   learning_curve/curve.json (optional)          eval loss and score per training-set size
   report.md, plots/*.png
-Each step folder has _done.json (its key); a step whose key matches is not run again.
+Each step folder has _done.json (its key: its config and its upstream keys); a step whose key
+matches is not run again, so a changed SFT section reruns SFT and what follows, nothing before.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from squigglray.paths import ArtifactStore
 
 
 def experiment_id(cfg: IneqConfig) -> str:
-    return f"ineq-{cfg.name}-{config_hash(cfg)[:10]}"
+    """Named by what every step depends on (data, seed, base model), so changing a later section
+    (SFT steps, eval, a learning curve) reuses the earlier steps and reruns only what changed."""
+    root = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, "base_model": cfg.base_model}
+    return f"ineq-{cfg.name}-{config_hash(root)[:10]}"
 
 
 class Steps:
@@ -46,8 +50,10 @@ class Steps:
     def path(self, step: str, name: str = "") -> str:
         return f"{self.store.experiment_dir(self.exp)}/{step}" + (f"/{name}" if name else "")
 
-    def run(self, step: str, deps: Any, fn: Callable[[], dict]) -> dict:
-        key = config_hash({"step": step, "deps": deps, "upstream": dict(self.keys)})[:16]
+    def run(self, step: str, deps: Any, fn: Callable[[], dict], after: tuple[str, ...] = ()) -> dict:
+        """Run `fn` unless the step's key (its deps and the keys of the steps it comes `after`) matches
+        the one recorded when it last finished."""
+        key = config_hash({"step": step, "deps": deps, "upstream": {s: self.keys[s] for s in after}})[:16]
         marker = self.path(step, "_done.json")
         if self.store.exists(marker) and self.store.read_json(marker).get("key") == key:
             self.log(f"step {step}: cached ({key})")
@@ -217,16 +223,18 @@ def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
            "package_version": __version__}
     out["problems"] = st.run("problems", d["data"] | {"seed": cfg.seed}, lambda: step_problems(cfg, st))
     out["candidates"] = st.run("candidates", {"generation": d["generation"], "verification": d["verification"]},
-                               lambda: step_candidates(cfg, st))
-    out["split"] = st.run("split", d["data"], lambda: step_split(cfg, st))
+                               lambda: step_candidates(cfg, st), after=("problems",))
+    out["split"] = st.run("split", d["data"], lambda: step_split(cfg, st), after=("candidates",))
     out["baseline"] = st.run("baseline", {"model": cfg.base_model, "eval": d["eval"]},
-                             lambda: _eval(cfg, st, "baseline", cfg.base_model, "few_shot"))
-    out["sft"] = st.run("sft", {"model": cfg.base_model, "sft": d["sft"]}, lambda: step_sft(cfg, st))
+                             lambda: _eval(cfg, st, "baseline", cfg.base_model, "few_shot"), after=("split",))
+    out["sft"] = st.run("sft", {"model": cfg.base_model, "sft": d["sft"], "wandb": cfg.wandb},
+                        lambda: step_sft(cfg, st), after=("split",))
     out["final"] = st.run("final", {"eval": d["eval"]},
-                          lambda: _eval(cfg, st, "final", out["sft"]["out_dir"], "zero_shot"))
+                          lambda: _eval(cfg, st, "final", out["sft"]["out_dir"], "zero_shot"), after=("sft",))
     if cfg.learning_curve:
-        out["learning_curve"] = st.run("learning_curve", {"sizes": cfg.learning_curve, "sft": d["sft"]},
-                                       lambda: step_learning_curve(cfg, st))
+        out["learning_curve"] = st.run("learning_curve", {"sizes": cfg.learning_curve, "sft": d["sft"],
+                                                          "eval": d["eval"]},
+                                       lambda: step_learning_curve(cfg, st), after=("split",))
     out["dataset_hash"] = st.keys.get("split")
     store.write_json(f"{store.experiment_dir(exp)}/result.json", out)
     write_report(store, exp, out)

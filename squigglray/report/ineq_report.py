@@ -64,7 +64,10 @@ def write_report(store: ArtifactStore, exp: str, out: dict) -> None:
     ax.set(xlabel="step", ylabel="train loss", title="SFT loss")
     ax.grid(alpha=0.3)
     store.write_bytes(f"{d}/plots/sft_loss.png", fig_png(fig))
-    lc = (out.get("learning_curve") or {}).get("curve")
+    lc = list((out.get("learning_curve") or {}).get("curve") or [])
+    if lc and split["train"] not in [r["n"] for r in lc]:  # the main SFT run is the full-data point
+        lc.append({"n": split["train"], "steps": sft["steps"], "train_loss": sft["train_loss"],
+                   "score": final["scores"].get("mechanical", {}).get("mean")})
     if lc:
         lines += ["## Learning curve", "", "| train problems | steps | train loss | zero-shot score |",
                   "|---:|---:|---:|---:|"]
