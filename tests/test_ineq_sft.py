@@ -4,6 +4,7 @@ loads and generates, same seed gives the same weights, clear errors, learning cu
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,8 +199,9 @@ def test_bad_eval_and_config_errors(tmp_path):
     assert validate_examples([{"prompt": "p", "completion": "c", "id": 1}]) == [{"prompt": "p", "completion": "c"}]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb installed")
-def test_wandb_without_wandb_is_a_clear_error(tmp_path):
+def test_wandb_without_wandb_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # the import system's "not importable", installed or not
+    assert importlib.util.find_spec("wandb") is None
     with pytest.raises(ValueError, match="wandb is not installed"):
         run_sft(nano_cfg(report_to="wandb"), examples(2), None, str(tmp_path), log=quiet)
 
