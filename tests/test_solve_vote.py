@@ -255,12 +255,12 @@ def test_checker_times_out_and_recovers():
         elapsed = time.monotonic() - t0
         assert c.timeouts == 1 and c.errors == 0
         assert 0.9 < elapsed < 5.0
-        assert c._proc is None  # killed
+        assert not c._worker.alive  # killed
         assert not c.equivalent(HANG_B, HANG_A)  # cached verdict, no second timeout
         assert c.timeouts == 1
         assert c.equivalent("4/2", "2")  # a fresh worker
-        assert c._proc is not None
-    assert c._proc is None
+        assert c._worker.alive
+    assert not c._worker.alive
 
 
 def test_checker_string_backend(monkeypatch):
@@ -278,4 +278,4 @@ def test_checker_string_backend(monkeypatch):
         assert c.backend == "string"
         assert c.equivalent("$1,000$", "1000")
         assert not c.equivalent("1/2", "0.5")
-        assert c._proc is None
+        assert not c._worker.alive and c.calls == 0  # never started

@@ -2,27 +2,22 @@
 
 Why a process: math-verify (sympy underneath) is not thread-safe, can grind for minutes on
 inputs like 3^{3^{16}}, and its own timeouts use signal.alarm, which raises off the main
-thread (Ray Serve replicas, thread pools). So the worker runs with math-verify's timeouts
-disabled, the parent waits on a pipe with a deadline, and a stuck worker is killed (whole
-process group) and replaced on the next call. Protocol: one JSON object per line.
+thread (Ray Serve replicas, thread pools). So the comparison runs in a `TimedWorker`
+(squigglray.verify.worker): the parent waits with a deadline, and a stuck worker is killed (whole
+process group) and replaced on the next call.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import select
-import subprocess
-import sys
 import threading
-import time
-import weakref
 
 from squigglray.solve.answers import normalize_answer
-from squigglray.verify.worker import kill_group
+from squigglray.verify.worker import TimedWorker, WorkerError, WorkerTimeout
 
 __all__ = ["EquivalenceChecker"]
+
+_WORKER_MODULE = "squigglray.solve.equivalence_worker"
 
 
 class EquivalenceChecker:
@@ -38,21 +33,29 @@ class EquivalenceChecker:
     """
 
     def __init__(self, timeout_s: float = 2.0, startup_timeout_s: float = 60.0):
-        self.timeout_s = float(timeout_s)
-        self.startup_timeout_s = float(startup_timeout_s)
         self.backend = "math_verify" if importlib.util.find_spec("math_verify") else "string"
-        self.timeouts = 0
-        self.errors = 0
-        self.calls = 0  # comparisons that reached the worker
+        self._worker = TimedWorker(timeout_s, startup_timeout_s, preload=(_WORKER_MODULE,))
         self._cache: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._buf = b""
-        self._seq = 0
-        self._eof = False
-        self._finalizer = weakref.finalize(self, kill_group, None)
 
-    # -- public ---------------------------------------------------------------------------
+    @property
+    def timeout_s(self) -> float:
+        return self._worker.timeout_s
+
+    @property
+    def calls(self) -> int:
+        """Comparisons that reached the worker."""
+        return self._worker.calls
+
+    @property
+    def timeouts(self) -> int:
+        return self._worker.timeouts
+
+    @property
+    def errors(self) -> int:
+        """Remote exceptions, worker crashes and failed starts."""
+        return self._worker.errors
+
     def equivalent(self, a: str | None, b: str | None) -> bool:
         na, nb = normalize_answer(a), normalize_answer(b)
         if not na or not nb:
@@ -69,8 +72,7 @@ class EquivalenceChecker:
 
     def close(self) -> None:
         """Stop the worker (idempotent). The cache survives; a later call restarts it."""
-        with self._lock:
-            self._stop()
+        self._worker.close()
 
     def __enter__(self) -> EquivalenceChecker:
         return self
@@ -78,113 +80,12 @@ class EquivalenceChecker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- worker management (caller holds the lock) -----------------------------------------
-    def _stop(self, polite: bool = True) -> None:
-        proc, self._proc, self._buf = self._proc, None, b""
-        self._finalizer.detach()
-        if polite and proc is not None and proc.poll() is None:
-            try:  # polite first: EOF on stdin ends the loop
-                proc.stdin.close()
-                proc.wait(timeout=1)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        kill_group(proc)
-
-    def _start(self) -> bool:
-        env = dict(os.environ)  # the worker imports this module by name: make sure it can
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "squigglray.solve.equivalence"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: killpg reaches any children too
-            env=env,
-        )
-        self._buf = b""
-        self._finalizer = weakref.finalize(self, kill_group, self._proc)
-        msg = self._read(self.startup_timeout_s)
-        if not (msg and msg.get("ready")):  # worker cannot run math-verify: degrade for good
-            self.errors += 1
-            self.backend = "string"
-            self._stop(polite=False)
-            return False
-        return True
-
-    def _read(self, timeout_s: float) -> dict | None:
-        """Next JSON line from the worker, or None on deadline/EOF."""
-        fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                self._eof = True
-                return None
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            return None
-
     def _ask(self, a: str, b: str) -> bool:
-        if (self._proc is None or self._proc.poll() is not None) and not self._start():
-            return False
-        self._seq += 1
-        self.calls += 1
-        self._eof = False
         try:
-            self._proc.stdin.write((json.dumps({"id": self._seq, "a": a, "b": b}) + "\n").encode())
-            self._proc.stdin.flush()
-        except OSError:
-            self.errors += 1
-            self._stop(polite=False)
+            return bool(self._worker.call(f"{_WORKER_MODULE}:equivalent", a, b))
+        except WorkerTimeout:
             return False
-        msg = self._read(self.timeout_s)
-        if msg is None or msg.get("id") != self._seq:
-            if msg is None and not self._eof:
-                self.timeouts += 1
-            else:
-                self.errors += 1
-            self._stop(polite=False)
+        except WorkerError as e:
+            if e.remote_type == "WorkerStartError":  # math-verify cannot run here: degrade for good
+                self.backend = "string"
             return False
-        if "error" in msg:
-            self.errors += 1
-        return bool(msg.get("eq", False))
-
-
-def _worker_main() -> None:
-    """Worker loop: {"id", "a", "b"} in, {"id", "eq"} out. Equivalent = verify holds in
-    both directions (math-verify's verify(gold, pred) is not symmetric)."""
-    import logging
-
-    out = os.fdopen(os.dup(1), "w", buffering=1)  # private protocol channel ...
-    os.dup2(2, 1)  # ... so stray prints from sympy & co. cannot corrupt it
-    sys.stdout = sys.stderr
-    logging.disable(logging.WARNING)  # "timeout is disabled" warnings: intended here
-
-    from math_verify import parse, verify
-
-    def p(s: str):
-        return parse("\\boxed{" + s + "}", parsing_timeout=None)
-
-    out.write(json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
-        req: dict = {}
-        try:
-            req = json.loads(line)
-            ga, gb = p(req["a"]), p(req["b"])
-            eq = bool(ga and gb) and verify(ga, gb, timeout_seconds=None) and verify(
-                gb, ga, timeout_seconds=None
-            )
-            out.write(json.dumps({"id": req.get("id"), "eq": bool(eq)}) + "\n")
-        except Exception as e:  # noqa: BLE001 - report, keep serving
-            out.write(json.dumps({"id": req.get("id"), "eq": False, "error": repr(e)[:200]}) + "\n")
-
-
-if __name__ == "__main__":
-    _worker_main()
