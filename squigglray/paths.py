@@ -39,6 +39,12 @@ class ArtifactStore:
         self.base = base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def location(self) -> str:
+        """What a Ray worker passes to ArtifactStore() to open this store: the absolute folder
+        (a worker's cwd may differ) or the URI."""
+        return self.base if self.is_local else self.uri
+
     # ----- layout (seed 000 contract) -----
     @staticmethod
     def run_dir(run_id: str) -> str:

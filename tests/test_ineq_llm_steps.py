@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 from squigglray.ineq.generator import generate
-from squigglray.ineq.llm_steps import (claim_line, corrupt, generation_prompt, parse_verdict, shot_pool,
+from squigglray.ineq.llm_steps import (corrupt, generation_prompt, parse_verdict, shot_pool,
                                        verification_prompt, verification_shots)
+from squigglray.ineq.prompts import render_statement, zero_shot_prompt
 from squigglray.ineq.proof_text import reference_text
 from squigglray.ineq.verifier import judge_completion
 
@@ -19,7 +20,7 @@ def test_verification_shots_pair_true_and_really_false_proofs():
         assert judge_completion(p, text, timeout_s=20)["score"] == int(ok)
     prompt = verification_prompt(problems[0], reference_text(problems[0]), shots)
     assert prompt.count("Verdict: correct") == 3 and prompt.count("Verdict: incorrect") == 3
-    assert prompt.endswith("Verdict:") and claim_line(problems[0]) in prompt
+    assert prompt.endswith("Verdict:") and render_statement(problems[0]) in prompt
 
 
 def test_corruptions_differ_from_the_reference():
@@ -30,10 +31,11 @@ def test_corruptions_differ_from_the_reference():
 
 def test_generation_prompt_and_shot_pool():
     problems = generate(["am_gm", "sos", "nesbitt"], 4, seed=0)
-    shots = shot_pool(problems, 3, seed=0, exclude=problems[0].problem_id)
-    assert len({s.family for s in shots}) == 3 and problems[0] not in shots
-    prompt = generation_prompt(problems[0], shots)
-    assert prompt.count("Problem:") == 4 and prompt.rstrip().endswith(claim_line(problems[0]))
+    shots = shot_pool(problems, 3, seed=0)
+    assert len({s.family for s in shots}) == 3
+    prompt = generation_prompt(problems[0], problems, 3, seed=0)
+    assert prompt.count("Problem:") == 4 and prompt.endswith(zero_shot_prompt(problems[0]))
+    assert prompt.count(f"Problem: {problems[0].statement}") == 1  # never its own worked example
 
 
 def test_parse_verdict():

@@ -17,6 +17,7 @@ import re
 from dataclasses import replace
 
 from squigglray.ineq.problems import Problem
+from squigglray.ineq.prompts import few_shot_prompt, render_statement, select_shots
 from squigglray.ineq.proof_text import format_proof, reference_text
 
 VERDICT_RE = re.compile(r"verdict\s*[:=]\s*(correct|incorrect)", re.I)
@@ -60,21 +61,16 @@ def corrupt(p: Problem, rng: random.Random) -> str:
     return format_proof(p.lhs, steps, p.equality_text)
 
 
-def claim_line(p: Problem) -> str:
-    """The claim in the proof language (Python syntax), so a model can copy its start and end."""
-    cond = f", {p.constraint} = 0" if p.constraint else ""
-    return f"Claim: {p.lhs} {p.rel} {p.rhs} ({p.domain}{cond})"
-
-
-def generation_prompt(p: Problem, shots: list[Problem]) -> str:
-    parts = [f"Problem: {s.statement}\n{claim_line(s)}\n{reference_text(s)}\n" for s in shots]
-    return "\n".join(parts + [f"Problem: {p.statement}\n{claim_line(p)}\n"])
+def generation_prompt(p: Problem, pool: list[Problem], k: int, seed: int) -> str:
+    """The eval harness's few-shot prompt (same rendering, same shot choice), so a generator writes
+    proofs in the format the judges parse and SFT trains on."""
+    return few_shot_prompt(p, select_shots(p, pool, k, seed))
 
 
 def verification_prompt(p: Problem, proof_text: str, shots: list[tuple[Problem, str, bool]]) -> str:
     """Many-shot: each shot is (problem, proof text, is it correct)."""
     def block(q: Problem, text: str) -> str:
-        return f"Problem: {q.statement}\n{claim_line(q)}\n{text.strip()}\n"
+        return f"{render_statement(q)}{text.strip()}\n"
 
     parts = [block(q, t) + f"Verdict: {'correct' if ok else 'incorrect'}\n" for q, t, ok in shots]
     return "\n".join(parts + [block(p, proof_text) + "Verdict:"])
@@ -91,10 +87,10 @@ def parse_verdict(text: str) -> bool | None:
     return None
 
 
-def shot_pool(problems: list[Problem], k: int, seed: int, exclude: str | None = None) -> list[Problem]:
-    """k problems for worked examples: one per family first, deterministic in seed, never `exclude`."""
+def shot_pool(problems: list[Problem], k: int, seed: int) -> list[Problem]:
+    """k problems for the verifier's shared worked verdicts: one per family first, deterministic in seed."""
     rng = random.Random(seed)
-    pool = [p for p in problems if p.problem_id != exclude]
+    pool = list(problems)
     rng.shuffle(pool)
     by_family: dict[str, list[Problem]] = {}
     for p in pool:

@@ -79,8 +79,7 @@ def run_sweep(cfg: DcmConfig, ks: list[int], seeds: list[int], datasets: list[di
                for d in (datasets or [cfg.dataset]) for k in ks for s in seeds]
     sweep_id = f"dcm-sweep-{cfg.name}-{config_hash({'configs': configs})[:10]}"
     ensure_ray()
-    base = store.base if store.is_local else store.uri
-    grid = run_dcm_trials(configs, base, {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    grid = run_dcm_trials(configs, store.location, {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
                           store.full(f"{store.experiment_dir(sweep_id)}/tune"), f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
                           threads=max(1, int(cpus_per_trial)))
     failed = [r for r in grid if r.error is not None]

@@ -78,7 +78,7 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     storage = store.full(f"{store.experiment_dir(exp_id)}/tune")
     if not reuse and store.is_local:
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
-    store_uri = store.base if store.is_local else store.uri
+    store_uri = store.location
     space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step)
     grid = run_seed_trials(space, trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.resources_per_trial),
                            storage, exp_id, max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)

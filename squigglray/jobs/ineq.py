@@ -101,26 +101,24 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
     import ray
 
     from actors.ineq_llm import engine_stage, mechanical_stage, vllm_stage
-    from squigglray.ineq.llm_steps import generation_prompt, parse_verdict, shot_pool, verification_shots
+    from squigglray.ineq.llm_steps import generation_prompt, parse_verdict, verification_shots
     from squigglray.ineq.proof_text import reference_text
     from squigglray.ineq.verifier import judge_completion
 
     problems = _problems(st, "problems", "problems.jsonl")
-    store_uri = st.store.base if st.store.is_local else st.store.uri
     rows = [{"problem_id": p.problem_id, "family": p.family, "variant": p.variant,
              "problem_json": json.dumps(p.to_dict()), "text": reference_text(p), "generated_by": "reference",
              "seed": i} for i, p in enumerate(problems)]
     gen = cfg.generation
     if gen.engine is not None:
         chosen = problems[: gen.max_problems] if gen.max_problems else problems
-        shots_for = {p.problem_id: shot_pool(problems, gen.shots, cfg.seed, exclude=p.problem_id) for p in chosen}
-        ds = ray.data.from_items([{**rows[i], "prompt": generation_prompt(p, shots_for[p.problem_id])}
+        ds = ray.data.from_items([{**rows[i], "prompt": generation_prompt(p, problems, gen.shots, cfg.seed)}
                                   for i, p in enumerate(chosen)])
         sampling = {"temperature": gen.temperature, "max_tokens": gen.max_tokens, "stop": ["\nProblem:", "QED"]}
         ds = (vllm_stage(ds, gen.engine.model, sampling, "prompt", "llm_text", gen.concurrency, gen.batch_size,
                          gen.accelerator_type, gen.engine.vllm_args) if gen.use_vllm else
-              engine_stage(ds, gen.engine.model_dump(), store_uri, sampling, "prompt", "llm_text", gen.concurrency,
-                           gen.num_gpus, gen.batch_size, gen.accelerator_type))
+              engine_stage(ds, gen.engine.model_dump(), st.store.location, sampling, "prompt", "llm_text",
+                           gen.concurrency, gen.num_gpus, gen.batch_size, gen.accelerator_type))
         generated = ds.take_all()
         rows += [{k: r[k] for k in ("problem_id", "family", "variant", "problem_json", "seed")}
                  | {"text": str(r["llm_text"]).strip() + "\nQED", "generated_by": gen.engine.model}
@@ -136,7 +134,7 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
         sampling = {"temperature": ver.temperature, "max_tokens": ver.max_tokens, "stop": ["\n"]}
         ds = (vllm_stage(ds, ver.engine.model, sampling, "verify_prompt", "verify_text", ver.concurrency,
                          ver.batch_size, ver.accelerator_type, ver.engine.vllm_args) if ver.use_vllm else
-              engine_stage(ds, ver.engine.model_dump(), store_uri, sampling, "verify_prompt", "verify_text",
+              engine_stage(ds, ver.engine.model_dump(), st.store.location, sampling, "verify_prompt", "verify_text",
                            ver.concurrency, ver.num_gpus, ver.batch_size, ver.accelerator_type))
     out = sorted(ds.take_all(), key=lambda r: (r["seed"], r["generated_by"] != "reference"))
     table_rows = []
@@ -189,9 +187,9 @@ def _eval(cfg: IneqConfig, st: Steps, step: str, model: str, mode: str) -> dict:
 
     test = st.read_jsonl("split", "test.jsonl")[: cfg.eval.max_problems]
     train = st.read_jsonl("split", "train.jsonl")
-    store_uri = st.store.base if st.store.is_local else st.store.uri
     task = eval_task.options(num_gpus=cfg.eval.num_gpus) if cfg.eval.num_gpus else eval_task
-    table_bytes, summary = ray.get(task.remote(cfg.model_dump(mode="json"), model, store_uri, mode, test, train))
+    table_bytes, summary = ray.get(task.remote(cfg.model_dump(mode="json"), model, st.store.location, mode, test,
+                                               train))
     st.store.write_bytes(st.path(step, "eval.parquet"), table_bytes)
     st.store.write_json(st.path(step, "summary.json"), summary)
     return summary
@@ -203,11 +201,10 @@ def step_sft(cfg: IneqConfig, st: Steps) -> dict:
     from actors.ineq_llm import sft_task
 
     train = st.read_jsonl("split", "train.jsonl")
-    store_uri = st.store.base if st.store.is_local else st.store.uri
     task = sft_task.options(num_gpus=cfg.sft_num_gpus) if cfg.sft_num_gpus else sft_task
     sft_cfg = cfg.sft.model_copy(update={"model": cfg.base_model, "seed": cfg.seed,
                                          "report_to": "wandb" if cfg.wandb else cfg.sft.report_to})
-    return ray.get(task.remote(sft_cfg.model_dump(mode="json"), train, store_uri, st.path("sft", "model")))
+    return ray.get(task.remote(sft_cfg.model_dump(mode="json"), train, st.store.location, st.path("sft", "model")))
 
 
 def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
@@ -255,8 +252,7 @@ def step_learning_curve(cfg: IneqConfig, st: Steps) -> dict:
 
     train = st.read_jsonl("split", "train.jsonl")
     test = st.read_jsonl("split", "test.jsonl")[: cfg.eval.max_problems]
-    store_uri = st.store.base if st.store.is_local else st.store.uri
-    rows = ray.get(curve_task.remote(cfg.model_dump(mode="json"), train, test, store_uri,
+    rows = ray.get(curve_task.remote(cfg.model_dump(mode="json"), train, test, st.store.location,
                                      st.path("learning_curve")))
     st.store.write_json(st.path("learning_curve", "curve.json"), rows)
     return {"curve": rows}

@@ -69,7 +69,7 @@ def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: Swe
     from tune_spaces.probe_sweep import probe_space, run_probe_trials
 
     exp = plan.experiment_id
-    store_uri = store.base if store.is_local else store.uri
+    store_uri = store.location
     space = probe_space(todo, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial, **opts.resources_per_trial}
     name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
