@@ -15,6 +15,7 @@
     squigglray solve --file problems.csv --out submission.csv
     squigglray eval-solver --per-family 1 --ns 1,4,16
     squigglray serve --port 8000
+    squigglray serve-verifiers --port 8000
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ dcm_app = typer.Typer(no_args_is_help=True, help="DCM phase 1a: per-example soft
 app.add_typer(dcm_app, name="dcm")
 ineq_app = typer.Typer(no_args_is_help=True, help="Olympiad inequalities: generate, verify, split, baseline, SFT, eval.")
 app.add_typer(ineq_app, name="ineq")
+clmodel_app = typer.Typer(no_args_is_help=True, help="CLModel: encoder -> RVQ -> conditioning -> reasoner -> decoder.")
+app.add_typer(clmodel_app, name="clmodel")
 console = Console()
 err = Console(stderr=True)
 
@@ -546,6 +549,31 @@ def serve(
         raise typer.Exit(1)
 
 
+@app.command("serve-verifiers")
+def serve_verifiers_cmd(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Serve config YAML (default serve_apps/verifiers.yaml)"),
+    port: Optional[int] = typer.Option(None, help="HTTP port (default: the config's, 8000)"),
+    host: Optional[str] = typer.Option(None, help="HTTP host (default: the config's, 127.0.0.1)"),
+    overrides: list[str] = typer.Option([], "--set", help="application arg, e.g. workers=2 (repeatable)"),
+    no_block: bool = typer.Option(False, "--no-block", help="deploy and return (the app stays up on a cluster)"),
+) -> None:
+    """Serve the SymPy/Z3/math-verify tool verifiers over HTTP with Ray Serve: POST /verify/equivalence,
+    /verify/z3, /tools/<op>; GET /tools, /healthz."""
+    from squigglray.config import parse_override
+
+    ov: dict = {"host": host, "port": port}
+    for text in overrides:
+        parts, value = _run(parse_override, text)
+        ov[".".join(parts)] = value
+    from squigglray.jobs.serve_verifiers import serve_verifiers
+
+    try:
+        _run(serve_verifiers, config, blocking=not no_block, overrides=ov)
+    except (RuntimeError, TimeoutError) as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
 @ineq_app.command("run")
 def ineq_run(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, data_dir: Optional[str] = DataDirOpt) -> None:
     """Every step, each cached by its config hash (a rerun resumes): generate -> verify -> split ->
@@ -558,6 +586,22 @@ def ineq_run(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, d
     cfg = _run(load_config, IneqConfig, config or packaged_config("ineq"), overrides)
     out = _run(run, cfg, data_dir, log=lambda m: console.print(m, highlight=False))
     print(f"report: {out['experiment_id']}/report.md")
+
+
+@clmodel_app.command("train")
+def clmodel_train(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, data_dir: Optional[str] = DataDirOpt,
+                  local: bool = typer.Option(False, help="train in this process instead of a Ray task"),
+                  num_cpus: int = typer.Option(2, help="CPUs of the Ray task"),
+                  num_gpus: float = typer.Option(0, help="GPUs of the Ray task")) -> None:
+    """Staged training on the project's families (op traces from step_type labels), then the
+    milestones: accuracy, quantizer health, routing, tool-call rate, latency."""
+    from squigglray.clmodel.run import ClmodelRunConfig
+    from squigglray.config import load_config
+    from squigglray.jobs.clmodel import train_job
+    from squigglray.jobs.quickstart import packaged_config
+
+    cfg = _run(load_config, ClmodelRunConfig, config or packaged_config("clmodel"), overrides)
+    _run(train_job, cfg, data_dir, local, num_cpus, num_gpus, log=lambda m: console.print(m, highlight=False))
 
 
 if __name__ == "__main__":
