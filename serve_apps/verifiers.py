@@ -56,7 +56,7 @@ from squigglray.engines.openai_api import describe, error_body
 from squigglray.verify.cache import MemoCache
 from squigglray.verify.result import ToolResult
 from squigglray.verify.tools import Budget, ToolBox
-from squigglray.verify.tools import _type_error  # the ToolBox's own signature check: 400 here, not the tool's 422
+from squigglray.verify.tools import check_args  # the ToolBox's own signature check: 400 here, not the tool's 422
 
 logger = logging.getLogger("ray.serve")
 
@@ -162,7 +162,7 @@ def _timeout_arg(args: dict) -> tuple[Optional[float], Optional[JSONResponse]]:
 def _signature_error(op: str, args: dict) -> Optional[JSONResponse]:
     """400 when args do not fit the op's signature (missing, unexpected, wrong JSON type); input
     that fits but cannot be parsed is the tool's own 'bad_input', a 422."""
-    why = _type_error(op, args)
+    why = check_args(op, args)
     return None if why is None else error(400, f"{op}: {why}", param=_param_of(why))
 
 

@@ -23,7 +23,7 @@ def small_run(**train) -> ClmodelRunConfig:
         "model": {"d_model": 32, "n_heads": 2, "cond_heads": 2, "rvq_dim": 16, "codebook_size": 16,
                   "num_quantizers": 2, "steps": 6, "d_state": 32, "skim_layers": 1, "heavy_layers": 1},
         "data": {"families": FAMILIES, "n_per_family": 24, "eval_per_family": 8, "vocab_size": 320},
-        "train": {"batch_size": 24, "warmup_steps": 15, "joint_steps": 60, "lr": 0.005, "log_every": 5, **train},
+        "train": {"batch_size": 24, "warmup_steps": 15, "joint_steps": 90, "lr": 0.008, "log_every": 5, **train},
         "eval": {"tools": "none", "latency_examples": 4},
     })
 

@@ -19,7 +19,7 @@ from squigglray.clmodel.types import RVQOutput
 
 
 class ConceptConditioning(nn.Module):
-    def __init__(self, cfg: CLModelConfig, gate_init: float = 0.1):
+    def __init__(self, cfg: CLModelConfig):
         super().__init__()
         D = cfg.d_model
         self.proj = nn.Linear(cfg.rvq_dim, D)
@@ -28,7 +28,7 @@ class ConceptConditioning(nn.Module):
         self.norm_q, self.norm_kv = nn.RMSNorm(D), nn.RMSNorm(D)
         self.attn = nn.MultiheadAttention(D, cfg.cond_heads, batch_first=True)
         self.adapter = nn.Sequential(nn.Linear(D, 2 * D), nn.SiLU(), nn.Linear(2 * D, D))
-        self.gate = nn.Parameter(torch.full((D,), gate_init))  # per channel, through tanh
+        self.gate = nn.Parameter(torch.full((D,), cfg.cond_gate_init))  # per channel, through tanh
 
     def slots(self, rvq_out: RVQOutput) -> tuple[Tensor, Tensor]:
         """(B, K, D) slots and (B, K) bool mask, K = num_quantizers + 1: slot l (0-based) is VQ level

@@ -50,6 +50,7 @@ class CLModelConfig:
     dead_code_threshold: float = 0.05  # EMA cluster size under which a code is recycled
     # conditioning: cross-attention over K concept slots (one per quantizer level, plus a null slot)
     cond_heads: int = 4
+    cond_gate_init: float = 0.1  # tanh(gate) starts small: conditioning starts weak but nonzero
     # reasoner
     ops: tuple[str, ...] = DEFAULT_OPS
     steps: int = 6
@@ -62,6 +63,7 @@ class CLModelConfig:
     max_promotions: int = 2
     tool_budget: int = 4  # tool calls per example per forward
     gumbel_tau: float = 1.0
+    lambda_cost: float = 0.1  # step router: a promotion must pay V_{b+1} - V_b - lambda_cost
     # decoder
     rationale_head: bool = False
     extra: dict = field(default_factory=dict)  # free-form notes carried into saved configs

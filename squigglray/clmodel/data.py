@@ -6,7 +6,9 @@ Each family instance gives, besides its text:
   shares with the problem starts (the step "reads" that number), or -100 when there is none;
 - invalid-op targets: ops that never occur in the family's traces (seen over the training data);
 - a sequence target: the token of the answer's last digit (C is the one vocabulary);
-- a tool input: the longest arithmetic/algebraic span of the problem, for the SymPy tool ops.
+- a tool input: the longest arithmetic/algebraic span of the problem, for the SymPy tool ops;
+- a difficulty level (0 easy, 1 medium, 2 hard: the family's knobs), the entry router's target
+  branch, so harder problems learn to take deeper branches (more VQ levels, the heavy encoder).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from squigglray.families import list_families, sample
+from squigglray.families.base import LEVELS
 
 IGNORE = -100
 _NUMBER = re.compile(r"\d+")
@@ -34,6 +37,7 @@ class Example:
     args: list[int]  # token position per step or IGNORE
     seq_target: int
     tool_input: str | None
+    level: int = 0  # index in LEVELS
 
 
 def _is_math(tok: str) -> bool:
@@ -81,11 +85,13 @@ def _arg_positions(problem: str, offsets: list[tuple[int, int]], steps_text: lis
 
 def build_examples(tokenizer, ops: tuple[str, ...], families: list[str] | None, n_per_family: int, seed: int,
                    steps: int, max_len: int) -> list[Example]:
-    """Deterministic: the same families, n and seed give the same examples in any process."""
+    """n_per_family instances split evenly over the difficulty levels. Deterministic: the same
+    families, n and seed give the same examples in any process."""
     op_index = {o: i for i, o in enumerate(ops)}
+    per_level = [n_per_family // len(LEVELS) + (i < n_per_family % len(LEVELS)) for i in range(len(LEVELS))]
     out = []
-    for fam in families or list_families():
-        for inst in sample(fam, n_per_family, seed):
+    for fam, level, n in ((f, lv, n) for f in families or list_families() for lv, n in enumerate(per_level) if n):
+        for inst in sample(fam, n, seed, difficulty=LEVELS[level]):
             enc = tokenizer(inst.problem, add_special_tokens=False, return_offsets_mapping=True,
                             truncation=True, max_length=max_len)
             outline = inst.outline[:steps]
@@ -96,7 +102,7 @@ def build_examples(tokenizer, ops: tuple[str, ...], families: list[str] | None, 
             out.append(Example(
                 family=fam, ids=enc["input_ids"], ops=[op_index[s.step_type] for s in outline],
                 args=_arg_positions(inst.problem, enc["offset_mapping"], [s.text for s in outline]),
-                seq_target=digit, tool_input=tool_input(inst.problem)))
+                seq_target=digit, tool_input=tool_input(inst.problem), level=level))
     return out
 
 
@@ -109,7 +115,7 @@ def family_op_sets(examples: list[Example]) -> dict[str, set[int]]:
 
 def slice_hash(examples: list[Example]) -> str:
     """sha256 of the examples' content: equal slices, equal hash."""
-    blob = json.dumps([[e.family, e.ids, e.ops] for e in examples]).encode()
+    blob = json.dumps([[e.family, e.level, e.ids, e.ops] for e in examples]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -135,5 +141,6 @@ def collate(batch: list[Example], steps: int, num_ops: int, pad_id: int,
             allowed = op_sets.get(e.family, set())
             invalid[i] = torch.tensor([float(o not in allowed) for o in range(num_ops)])
     return {"ids": ids, "mask": mask, "ops": ops, "args": args, "stop": stop, "invalid": invalid,
-            "seq": torch.tensor([e.seq_target for e in batch]), "tool_inputs": [e.tool_input for e in batch],
+            "seq": torch.tensor([e.seq_target for e in batch]), "level": torch.tensor([e.level for e in batch]),
+            "tool_inputs": [e.tool_input for e in batch],
             "families": [e.family for e in batch]}

@@ -3,7 +3,7 @@
 - accuracy: action (teacher-forced state and free-running), STOP at the right step, argument
   pointer, sequence head (answer's last digit), with chance and majority-per-step baselines;
 - quantizer health: per level perplexity, codes used, dead-code share (live codes never used);
-- routing: entry-branch counts, promotions/demotions, ping-pong (A -> B -> A inside the hysteresis
+- routing: entry-branch counts, entry branch = difficulty level, promotions/demotions, ping-pong (A -> B -> A inside the hysteresis
   window; must be 0), entry-router entropy, early-exit frequency;
 - tools: calls per example, success rate, cache share, tool-budget hit rate;
 - latency: median and p95 of one-example forwards, with and without tools.
@@ -90,6 +90,7 @@ def evaluate(model: CLModel, examples: list[Example], train_examples: list[Examp
         acc["trace_exact"] += int((((pred == b["ops"]) | ~valid).all(1)).sum())
         idx_all.append(torch.stack(free.indices, 1))
         b0_all += free.debug["branch0"].tolist()
+        acc["entry_level"] += int((free.debug["branch0"] == b["level"].clamp(max=cfg.num_branches - 1)).sum())
         branches_all.append(fr.branches)
         p = free.debug["entry_logits"].softmax(-1)
         entropies += (-(p * p.clamp_min(1e-12).log()).sum(-1)).tolist()
@@ -119,6 +120,7 @@ def evaluate(model: CLModel, examples: list[Example], train_examples: list[Examp
         "quantizer": {f"L{lv + 1}": code_health(indices[:, lv], live) for lv in range(cfg.num_quantizers)},
         "routing": {
             "entry_branch_counts": dict(sorted(Counter(b0_all).items())),
+            "entry_branch_is_difficulty": acc["entry_level"] / rows,
             "promotions_per_example": promo / rows, "demotions_per_example": demo / rows,
             "ping_pong": ping_pongs(branches, cfg.hysteresis),
             "entry_entropy": statistics.fmean(entropies), "entry_entropy_max": math.log(cfg.num_branches),

@@ -46,10 +46,10 @@ def attend(q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
 
 
 class ReasonerV2(nn.Module):
-    def __init__(self, cfg: CLModelConfig, registry: OpRegistry | None = None, lambda_cost: float = 0.1):
+    def __init__(self, cfg: CLModelConfig, registry: OpRegistry | None = None):
         super().__init__()
         S, D, nb, n = cfg.d_state, cfg.d_model, cfg.num_branches, cfg.num_ops
-        self.cfg, self.lambda_cost = cfg, lambda_cost
+        self.cfg = cfg
         self.init_state = nn.Linear(2 * D, S)
         self.norm = nn.RMSNorm(S)
         self.q_tok, self.q_slot, self.q_scratch = nn.Linear(S, D), nn.Linear(S, D), nn.Linear(S, S)
@@ -109,7 +109,7 @@ class ReasonerV2(nn.Module):
                                   (cfg.tool_budget - calls) / max(1, cfg.tool_budget),
                                   torch.full_like(calls, cfg.steps - t) / cfg.steps], -1).to(H.dtype)
             look = self._shadow(st.val, ctx, op_out, action, values, branch)
-            feats = step_features(action, invalid, values, branch, look, budget, self.lambda_cost)
+            feats = step_features(action, invalid, values, branch, look, budget, cfg.lambda_cost)
             new_branch, move, blog = route(self.router, feats, branch, tracker, active, cfg, self.training)
             slots, slot_mask = self._ensure_levels(move == PROMOTE, new_branch.argmax(-1), slots, slot_mask, need_level)
             nxt = st.push(move == PROMOTE).pop(move == DEMOTE)

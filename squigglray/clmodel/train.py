@@ -5,7 +5,7 @@
 Losses (seed 003's auxiliary set): token denoising (15% of tokens replaced by the pad token; the
 token head restores them), sequence (the answer's last digit), VQ commitment + diversity, action
 policy and STOP against the op traces, argument pointer, invalid-op, branch prediction (the entry
-router predicts where step routing ended), value (per branch, the episode's step accuracy), tool
+router predicts the problem's difficulty level, capped at the deepest branch), value (per branch, the episode's step accuracy), tool
 flag (did the tool succeed), and VQ index prediction from the encoder.
 
 Stages: `warmup_steps` per level with rvq.active_levels = k and the earlier levels' codebooks frozen,
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from squigglray.clmodel.config import TOOL_BACKED, CLModelConfig
+from squigglray.clmodel.config import CLModelConfig
 from squigglray.clmodel.data import IGNORE, Example, collate, family_op_sets
 from squigglray.clmodel.model import CLModel
 
@@ -89,7 +89,7 @@ def losses(model: CLModel, out, batch: dict, tok_targets: torch.Tensor) -> dict[
         L["arg"] = F.cross_entropy(arg_logits.flatten(0, 1), args.flatten(), ignore_index=IGNORE)
     inv = r.invalid_logits[valid]
     L["invalid"] = F.binary_cross_entropy_with_logits(inv, batch["invalid"].unsqueeze(1).expand_as(r.invalid_logits)[valid])
-    L["branch"] = F.cross_entropy(dbg["entry_logits"], r.branches[:, -1].detach())
+    L["branch"] = F.cross_entropy(dbg["entry_logits"], batch["level"].clamp(max=cfg.num_branches - 1))
     with torch.no_grad():
         right = ((out.action_logits.argmax(-1) == ops) & valid).sum(1).float() / valid.sum(1).clamp(min=1)
     L["value"] = F.mse_loss(r.value[valid], right.unsqueeze(1).expand_as(r.value)[valid])
@@ -162,6 +162,3 @@ def train(model: CLModel, examples: list[Example], t: TrainSection, seed: int, t
     model.eval()
     return history
 
-
-def tool_backed_ops(cfg: CLModelConfig) -> list[str]:
-    return [o for o in cfg.ops if o in TOOL_BACKED]

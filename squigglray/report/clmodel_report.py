@@ -65,7 +65,8 @@ def render(out: dict[str, Any]) -> str:
                      f"{_pct(h['dead_fraction'])} |")
     rt = ev["routing"]
     lines += ["", "## Routing", "",
-              f"- entry branches: {rt['entry_branch_counts']}; entry-router entropy {rt['entry_entropy']:.2f} "
+              f"- entry branches: {rt['entry_branch_counts']}; the branch matches the difficulty level for "
+              f"{_pct(rt['entry_branch_is_difficulty'])}; entry-router entropy {rt['entry_entropy']:.2f} "
               f"(max {rt['entry_entropy_max']:.2f})",
               f"- promotions {rt['promotions_per_example']:.2f} / demotions {rt['demotions_per_example']:.2f} per example; "
               f"ping-pong: {rt['ping_pong']}; early exit: {_pct(rt['early_exit_rate'])}"]

@@ -105,7 +105,7 @@ class Budget:
             self.seconds += seconds
 
 
-def _type_error(op: str, args) -> str | None:
+def check_args(op: str, args) -> str | None:
     """Why args do not fit op's signature (None when they do). Sizes are checked elsewhere."""
     if not isinstance(args, dict):
         return f"args must be a JSON object, not {type(args).__name__}"
@@ -277,7 +277,7 @@ class ToolBox:
         if size > self.max_args_chars:
             return ToolResult(op, False, error_type="too_large",
                               error=f"{op}: args are {size} characters of JSON (limit {self.max_args_chars})")
-        why = _type_error(op, args)
+        why = check_args(op, args)
         if why:
             return ToolResult(op, False, error_type="bad_input", error=f"{op}: {why}")
         longest = max((len(s) for s in _expression_strings(args)), default=0)
