@@ -234,6 +234,32 @@ def test_handle_tool_client(url):
     assert rs[0].ok and rs[0].result is True and rs[1].ok
 
 
+def test_clmodel_reasoner_calls_the_service_through_a_handle(url):
+    """CLModel's tool ops run against the Serve app: the same ToolClient protocol as in-process."""
+    import torch
+    from ray import serve
+
+    from serve_apps.verifiers import HandleToolClient
+    from squigglray.clmodel.config import CLModelConfig
+    from squigglray.clmodel.model import CLModel
+
+    cfg = CLModelConfig.nano(ops=("parse", "factor", "compute", "conclude"), steps=4)
+    torch.manual_seed(0)
+    model = CLModel(cfg).eval()
+    ids = torch.randint(1, cfg.vocab_size, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    ops = torch.tensor([[0, 1, 2, 3], [0, 2, 3, -100]])
+    before = requests.get(f"{url}/healthz", timeout=30).json()["stats"]["calls"]
+    with torch.no_grad():
+        out = model(ids, mask, tools=HandleToolClient(serve.get_app_handle(APP)),
+                    tool_inputs=["x**2 - 1", "2 * 8 + 6 * 6 - 30"], op_targets=ops, debug=True)
+    log = out.debug["reasoner"].log
+    calls = {(e["row"], e["step"]): (e["tool_op"], e["ok"]) for e in log}
+    assert set(calls) == {(0, 1), (0, 2), (1, 1)}, "tool-backed ops only (factor, compute), -100 runs nothing"
+    assert calls[(0, 1)] == ("factor", True) and calls[(1, 1)] == ("evaluate", True)
+    assert calls[(0, 2)][0] == "evaluate"  # of the factored x**2 - 1: free symbols, so it may fail
+    assert requests.get(f"{url}/healthz", timeout=30).json()["stats"]["calls"] >= before + 3
+
 # -- config file and composition root (no Serve needed) -----------------------------------------
 
 def test_config_file_is_a_valid_serve_config():
