@@ -17,16 +17,10 @@ otherwise win over the args.
 
 from __future__ import annotations
 
-import argparse
-import copy
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from squigglray.jobs.serve_solver import HTTP_KEYS, _set_dotted, deployed_times, wait_until_running
+from squigglray.jobs.serve_deploy import deploy, parse_cli, read_config, validate
 
 VERIFIERS_IMPORT_PATH = "serve_apps.verifiers:app_builder"
 DEPLOYMENT_KEYS = ("num_cpus", "max_ongoing_requests", "min_replicas", "max_replicas", "target_ongoing_requests")
@@ -57,47 +51,19 @@ def _sync_deployment(app: dict[str, Any], key: str, value: Any) -> None:
 def load_deploy_config(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
     """The Serve config (a validated `ray.serve.schema.ServeDeploySchema`) with overrides applied;
     the verifier app's args are checked (VerifierAppArgs), so a bad value fails here naming the field."""
-    from ray.serve.schema import ServeDeploySchema
-
     from serve_apps.verifiers import VerifierAppArgs
-    from squigglray.config import ConfigError, build_config
+    from squigglray.config import build_config
+
+    def on_arg(app: dict, key: str, value: Any) -> None:
+        if key in DEPLOYMENT_KEYS:
+            _sync_deployment(app, key, value)
 
     path = Path(config_path) if config_path else default_config_path()
-    if not path.is_file():
-        raise ConfigError(f"serve config {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"serve config {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("applications"), list):
-        raise ConfigError(f"serve config {str(path)!r} must be a Serve config with an `applications:` list")
-    raw = copy.deepcopy(raw)
-    apps = [a for a in raw["applications"] if isinstance(a, dict) and a.get("import_path") == VERIFIERS_IMPORT_PATH]
-    if len(apps) != 1:
-        raise ConfigError(f"serve config {str(path)!r} must hold exactly one application with "
-                          f"import_path {VERIFIERS_IMPORT_PATH!r} (found {len(apps)})")
-    app = apps[0]
-    args = app.get("args") or {}
-    app["args"] = args
-    http = raw.get("http_options") or {}
-    raw["http_options"] = http
-    for key, value in (overrides or {}).items():
-        if value is None:  # "not given" (e.g. an unset CLI option)
-            continue
-        if key in HTTP_KEYS:
-            http[key] = value
-        else:
-            _set_dotted(args, key, value)
-            if key in DEPLOYMENT_KEYS:
-                _sync_deployment(app, key, value)
-    http.setdefault("host", "127.0.0.1")
+    raw, args = read_config(path, VERIFIERS_IMPORT_PATH, overrides, on_arg)
     a = build_config(VerifierAppArgs, args)
     if a.cache_path:
         args["cache_path"] = a.resolved_cache_path()
-    try:
-        return ServeDeploySchema.model_validate(raw)
-    except Exception as e:  # pydantic's message already names the field
-        raise ConfigError(f"serve config {str(path)!r} is not a valid Serve config: {e}") from None
+    return validate(raw, path)
 
 
 def serve_verifiers(config_path: str | None = None, blocking: bool = True, overrides: dict | None = None,
@@ -106,57 +72,14 @@ def serve_verifiers(config_path: str | None = None, blocking: bool = True, overr
 
     blocking=True waits until Ctrl-C, then shuts Serve down.
     """
-    import ray
-    from ray import serve
-    from ray.serve._private.api import serve_start  # what `serve run <config>` uses; no public equivalent
-
-    from squigglray.jobs.ray_runtime import ensure_ray
-
     config = load_deploy_config(config_path, overrides)
-    local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-    ensure_ray()
-    client = serve_start(http_options=config.http_options.model_dump(), proxy_location=config.proxy_location)
-    wanted = (config.http_options.host, config.http_options.port)
-    actual = (client.http_config.host, client.http_config.port)
-    if actual != wanted:
-        log(f"note: Serve was already running on {actual[0]}:{actual[1]}; http_options of the config are ignored")
-    before = deployed_times()
-    client.deploy_apps(config)
-    verifiers = next(a for a in config.applications if a.import_path == VERIFIERS_IMPORT_PATH)
-    for app in config.applications:
-        wait_until_running(app.name, timeout_s, previous=before.get(app.name))
-    host = "127.0.0.1" if actual[0] in ("0.0.0.0", "::", "") else actual[0]
-    url = f"http://{host}:{actual[1]}{(verifiers.route_prefix or '/').rstrip('/')}"
-    log(f"verifiers ready at {url}  (POST {url}/verify/equivalence, {url}/verify/z3, {url}/tools/<op>; "
-        f"GET {url}/tools, {url}/healthz)")
-    if not blocking and local:
-        log("note: this process started a local Ray; the verifiers stop when the process exits")
-    if blocking:
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            log("shutting down Serve")
-            serve.shutdown()
-    return url
+    return deploy(config, VERIFIERS_IMPORT_PATH, "verifiers",
+                  lambda url: f"POST {url}/verify/equivalence, {url}/verify/z3, {url}/tools/<op>; "
+                              f"GET {url}/tools, {url}/healthz", blocking, timeout_s, log)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from squigglray.config import parse_override
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=None, help="Serve config YAML (default serve_apps/verifiers.yaml)")
-    p.add_argument("--host", default=None, help="HTTP host (default: the config's, else 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's, else 8000)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an application arg, e.g. workers=2, cache=false (repeatable)")
-    p.add_argument("--no-block", action="store_true", help="deploy and return (the app stays on a cluster)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the app to be RUNNING")
-    a = p.parse_args(argv)
-    overrides: dict[str, Any] = {"host": a.host, "port": a.port}
-    for text in a.sets:
-        parts, value = parse_override(text)
-        overrides[".".join(parts)] = value
+    a, overrides = parse_cli(argv, __doc__.split("\n\n")[0], "verifiers.yaml", "workers=2, cache=false", 300)
     serve_verifiers(a.config, blocking=not a.no_block, overrides=overrides, timeout_s=a.timeout)
 
 
