@@ -2,7 +2,9 @@
 declared resources, and the mechanical verifier as a CPU stage. The prompts, parsers and checks
 live in squigglray.ineq; this module only places them.
 
-On a vLLM cluster, `vllm_stage` builds the same step with `ray.data.llm.build_processor`.
+On a vLLM cluster, `vllm_stage` builds the same step with `ray.data.llm.build_processor`. Where the
+actors run is a `squigglray.placement.Placement` (GPUs, minimum GPU memory class, accelerator type),
+checked against the cluster first (actors.placement), so a pool no node can hold fails at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import asyncio
 from typing import Any
 
 import ray
+
+from actors.placement import check_feasible, options
+from squigglray.placement import MEMORY_CLASSES, Placement
 
 
 class EngineStage:
@@ -56,25 +61,33 @@ def mechanical_stage(batch: dict[str, Any], text_col: str, timeout_s: float) -> 
 
 def engine_stage(ds: ray.data.Dataset, engine: dict[str, Any], store_uri: str | None, sampling: dict[str, Any],
                  prompt_col: str, out_col: str, concurrency: int, num_gpus: float, batch_size: int,
-                 accelerator_type: str | None = None, threads: int = 1) -> ray.data.Dataset:
-    kwargs: dict[str, Any] = {}
-    if accelerator_type:
-        kwargs["accelerator_type"] = accelerator_type
+                 accelerator_type: str | None = None, threads: int = 1,
+                 memory_class: str | None = None) -> ray.data.Dataset:
+    """One engine per actor: `num_gpus` GPUs (of >= `memory_class`, of `accelerator_type`), or
+    `threads` CPUs when num_gpus is 0."""
+    p = Placement(cpus=0 if num_gpus else threads, gpus=num_gpus, memory_class=memory_class,
+                  accelerator_type=accelerator_type)
     return ds.map_batches(EngineStage, fn_constructor_kwargs={
         "engine": engine, "store_uri": store_uri, "sampling": sampling, "prompt_col": prompt_col,
-        "out_col": out_col, "threads": threads}, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=num_gpus,
-        num_cpus=0 if num_gpus else threads, batch_size=batch_size, **kwargs)
+        "out_col": out_col, "threads": threads}, compute=ray.data.ActorPoolStrategy(size=concurrency),
+        batch_size=batch_size, **options(p, f"an engine actor of the {out_col} step"))
 
 
 def vllm_stage(ds: ray.data.Dataset, model: str, sampling: dict[str, Any], prompt_col: str, out_col: str,
                concurrency: int, batch_size: int, accelerator_type: str | None = None,
-               engine_kwargs: dict[str, Any] | None = None) -> ray.data.Dataset:
-    """The same step through Ray's own batch LLM processor (GPU cluster with vLLM installed)."""
+               engine_kwargs: dict[str, Any] | None = None, memory_class: str | None = None) -> ray.data.Dataset:
+    """The same step through Ray's own batch LLM processor (GPU cluster with vLLM installed). Each
+    engine worker's bundle is one GPU (of >= `memory_class`, of `accelerator_type`)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    check_feasible(Placement(cpus=1, gpus=1, memory_class=memory_class, accelerator_type=accelerator_type),
+                   what=f"a vLLM engine worker of the {out_col} step")
+    extra: dict[str, Any] = {}
+    if memory_class:  # vLLM's workers take one bundle each: {CPU, GPU} plus the memory class
+        extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1, "GPU": 1, MEMORY_CLASSES[memory_class]: 1}}
     cfg = vLLMEngineProcessorConfig(model_source=model, engine_kwargs=engine_kwargs or {}, concurrency=concurrency,
                                     batch_size=batch_size, accelerator_type=accelerator_type,
-                                    chat_template_stage=False)
+                                    chat_template_stage=False, **extra)
     params = {"temperature": sampling.get("temperature", 0.0), "max_tokens": sampling.get("max_tokens", 256),
               "stop": sampling.get("stop") or None}
     processor = build_processor(

@@ -1,5 +1,6 @@
 """Ray Tune for DCM: one trial per (K, seed, dataset); each trial runs the joint stage and reports
-its summary. GPU trials declare their GPU through the resources dict (e.g. {"cpu": 1, "gpu": 1})."""
+its summary. Trials declare their resources through the dict of `squigglray.placement.to_tune_resources`
+(e.g. {"cpu": 1, "gpu": 1, "gpu_mem_16g": 1}); squigglray.jobs.dcm checks it against the cluster first."""
 
 from __future__ import annotations
 

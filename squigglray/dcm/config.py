@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from squigglray.placement import Placement
+
 MODES = ("q", "a")
 
 
@@ -62,6 +64,10 @@ class DcmConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 model on CUDA, fp32 on CPU; "
                                                                             "slots stay fp32")
     threads: int = Field(0, ge=0, description="torch threads; 0 = leave torch's default")
+    placement: Placement | None = Field(
+        None, exclude=True,  # where a sweep trial runs, not what it computes: outside the config hash
+        description="a sweep trial's placement, e.g. {gpus: 1, memory_class: 16g} (squigglray.placement); "
+                    "null = --cpus-per-trial / --gpus-per-trial")
 
     @field_validator("modes")
     @classmethod

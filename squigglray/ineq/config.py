@@ -9,6 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from squigglray.engines.base import EngineConfig
 from squigglray.ineq.sft import SftConfig
+from squigglray.placement import MemoryClass, Placement, make_placement
+
+# Where a step runs does not change what it computes: the placement fields added with squigglray.placement
+# (memory_class, and accelerator_type where it is new) stay out of the dumps that key the cached steps.
+_WHERE = {"exclude": True}
+
+
+def _placement(what: str, cpus: float, gpus: float, memory_class: str | None, accelerator_type: str | None) -> Placement:
+    return make_placement(what, cpus=cpus, gpus=gpus, memory_class=memory_class, accelerator_type=accelerator_type)
 
 
 class _Strict(BaseModel):
@@ -32,8 +41,20 @@ class LLMStep(_Strict):
     concurrency: int = Field(1, ge=1, description="actors in the pool")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor")
     accelerator_type: str | None = Field(None, description="e.g. A100, H100: the actors land on those nodes")
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory per actor (16g, 32g, 40g, 80g); "
+                                                              "bigger GPUs also qualify", **_WHERE)
     batch_size: int = Field(16, ge=1)
     use_vllm: bool = Field(False, description="run through ray.data.llm.build_processor (vLLM on GPUs)")
+
+    def placement(self, threads: int = 1) -> Placement:
+        """One actor of the step: its GPUs (then no CPU of its own, as before), or `threads` CPUs."""
+        return _placement("the LLM step's placement", 0 if self.num_gpus else threads, self.num_gpus,
+                          self.memory_class, self.accelerator_type)
+
+    @model_validator(mode="after")
+    def _valid_placement(self):
+        self.placement()
+        return self
 
 
 class VerifySection(LLMStep):
@@ -51,6 +72,16 @@ class EvalSection(_Strict):
     judge_max_tokens: int = Field(48, ge=1)
     timeout_s: float = Field(2.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of the eval task", **_WHERE)
+    accelerator_type: str | None = Field(None, description="GPU type of the eval task, e.g. A100", **_WHERE)
+
+    def placement(self) -> Placement:
+        return _placement("eval placement", 1, self.num_gpus, self.memory_class, self.accelerator_type)
+
+    @model_validator(mode="after")
+    def _valid_placement(self):
+        self.placement()
+        return self
 
 
 class IneqConfig(_Strict):
@@ -62,9 +93,14 @@ class IneqConfig(_Strict):
     verification: VerifySection = Field(default_factory=VerifySection)
     sft: SftConfig = Field(default_factory=SftConfig)
     sft_num_gpus: float = Field(0.0, ge=0)
+    sft_memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of the SFT task", **_WHERE)
+    sft_accelerator_type: str | None = Field(None, description="GPU type of the SFT task, e.g. H100", **_WHERE)
     eval: EvalSection = Field(default_factory=EvalSection)
     learning_curve: list[int] = Field(default_factory=list, description="training-set sizes (empty = skip)")
     wandb: bool = Field(False, description="log SFT to wandb (offline unless WANDB_MODE says otherwise)")
+
+    def sft_placement(self) -> Placement:
+        return _placement("SFT placement", 1, self.sft_num_gpus, self.sft_memory_class, self.sft_accelerator_type)
 
     @model_validator(mode="after")
     def _different_models(self) -> IneqConfig:
@@ -72,4 +108,5 @@ class IneqConfig(_Strict):
         if g is not None and v is not None and g.model == v.model:
             raise ValueError(f"generation and verification use the same model {g.model!r}; seed 002 asks for a "
                              f"different verifier (shared blind spots)")
+        self.sft_placement()
         return self

@@ -3,6 +3,11 @@
     squigglray dcm run --config squigglray/configs/dcm_smoke.yaml
     squigglray dcm sweep --config squigglray/configs/dcm_smoke.yaml --ks 4,8,16,32 --seeds 0,1
     ray job submit --working-dir . -- python -m squigglray.jobs.dcm sweep --config my.yaml --gpus-per-trial 1
+    ray job submit --working-dir . -- python -m squigglray.jobs.dcm sweep --config my.yaml --placement dcm
+
+A trial's placement: `placement:` in the config (or --placement <workload>, a cluster default of
+squigglray.placement.DEFAULTS), with --cpus-per-trial / --gpus-per-trial / --memory-class /
+--accelerator-type laid over it; it is checked against the cluster before any trial starts.
 
 Artifacts: experiments/dcm-<name>-<hash>/result.json (every row, the stage summaries and the
 thresholds table), slots.pt (c* per pair and stage), report.md; a sweep adds
@@ -25,6 +30,7 @@ from squigglray.dcm.data import load_pairs, load_paraphrases
 from squigglray.dcm.run import run_stages
 from squigglray.dcm.slots import freeze
 from squigglray.paths import ArtifactStore
+from squigglray.placement import DEFAULTS, Placement, default_for, make_placement
 
 
 def experiment_id(cfg: DcmConfig) -> str:
@@ -67,21 +73,44 @@ def run_one(cfg: DcmConfig, data_dir: str | None = None, log=print, write: bool 
     return out
 
 
+def trial_placement(cfg: DcmConfig, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+                    placement: Placement | None = None, **update: Any) -> Placement:
+    """`placement`, else the config's, else one CPU; then the flags: cpus_per_trial and gpus_per_trial
+    replace the base's values unless they are None or, over a given placement, their defaults (1, 0);
+    `update` (memory_class=..., accelerator_type=...) sets fields whose value is not None."""
+    base = placement or cfg.placement
+    changes = {k: v for k, v in update.items() if v is not None}
+    if cpus_per_trial is not None and (base is None or cpus_per_trial != 1.0):
+        changes["cpus"] = cpus_per_trial
+    if gpus_per_trial is not None and (base is None or gpus_per_trial != 0.0):
+        changes["gpus"] = gpus_per_trial
+    try:
+        return make_placement("the DCM trial placement", **{**(base or Placement()).model_dump(), **changes})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def run_sweep(cfg: DcmConfig, ks: list[int], seeds: list[int], datasets: list[dict] | None, data_dir: str | None,
-              cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, log=print) -> dict[str, Any]:
-    """K x seed x dataset trials on Ray Tune (joint stage only), then the per-K table and plots."""
+              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None, log=print,
+              placement: Placement | None = None) -> dict[str, Any]:
+    """K x seed x dataset trials on Ray Tune (joint stage only), then the per-K table and plots.
+    Where trials run: `trial_placement`; a placement no node can hold raises PlacementError first."""
+    from actors.placement import check_feasible
     from squigglray.jobs.ray_runtime import ensure_ray
+    from squigglray.placement import to_tune_resources
     from squigglray.report.dcm_report import write_sweep_report
     from tune_spaces.dcm_sweep import run_dcm_trials
 
     store = ArtifactStore(data_dir)
+    p = trial_placement(cfg, cpus_per_trial, gpus_per_trial, placement)
     configs = [cfg.model_copy(update={"k": k, "seed": s, "dataset": d, "stages": ["joint"]}).model_dump(mode="json")
                for d in (datasets or [cfg.dataset]) for k in ks for s in seeds]
     sweep_id = f"dcm-sweep-{cfg.name}-{config_hash({'configs': configs})[:10]}"
     ensure_ray()
-    grid = run_dcm_trials(configs, store.location, {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    check_feasible(p, what=f"a DCM trial of {sweep_id}")
+    grid = run_dcm_trials(configs, store.location, to_tune_resources(p),
                           store.full(f"{store.experiment_dir(sweep_id)}/tune"), f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                          threads=max(1, int(cpus_per_trial)))
+                          threads=max(1, int(p.cpus)))
     failed = [r for r in grid if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} DCM trial(s) failed: {failed[0].error}")
@@ -128,8 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ks", default="4,8,16,32,64,128")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--datasets", default=None, help="YAML list of dataset specs")
-    ap.add_argument("--cpus-per-trial", type=float, default=1.0)
-    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--cpus-per-trial", type=float, default=None, help="default: the placement's (1 CPU)")
+    ap.add_argument("--gpus-per-trial", type=float, default=None, help="default: the placement's (no GPU)")
+    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
+    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
+    ap.add_argument("--placement", default=None, choices=sorted(DEFAULTS),
+                    help="start from this workload's cluster default (squigglray.placement.DEFAULTS), e.g. dcm")
     ap.add_argument("--data-dir")
     a = ap.parse_args(argv)
     cfg = load_config(DcmConfig, a.config, a.overrides)
@@ -137,8 +170,11 @@ def main(argv: list[str] | None = None) -> None:
         out = run_one(cfg, a.data_dir)
         print(json.dumps({k: v["summary"] for k, v in out["stages"].items()}, indent=2, default=str))
     else:
+        base = default_for(a.placement) if a.placement else None
+        p = trial_placement(cfg, a.cpus_per_trial, a.gpus_per_trial, base, memory_class=a.memory_class,
+                            accelerator_type=a.accelerator_type)
         run_sweep(cfg, parse_ints(a.ks, "ks"), parse_ints(a.seeds, "seeds"), parse_datasets(a.datasets), a.data_dir,
-                  a.cpus_per_trial, a.gpus_per_trial)
+                  placement=p)
 
 
 if __name__ == "__main__":

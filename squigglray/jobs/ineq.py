@@ -116,9 +116,10 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
                                   for i, p in enumerate(chosen)])
         sampling = {"temperature": gen.temperature, "max_tokens": gen.max_tokens, "stop": ["\nProblem:", "QED"]}
         ds = (vllm_stage(ds, gen.engine.model, sampling, "prompt", "llm_text", gen.concurrency, gen.batch_size,
-                         gen.accelerator_type, gen.engine.vllm_args) if gen.use_vllm else
+                         gen.accelerator_type, gen.engine.vllm_args, gen.memory_class) if gen.use_vllm else
               engine_stage(ds, gen.engine.model_dump(), st.store.location, sampling, "prompt", "llm_text",
-                           gen.concurrency, gen.num_gpus, gen.batch_size, gen.accelerator_type))
+                           gen.concurrency, gen.num_gpus, gen.batch_size, gen.accelerator_type,
+                           memory_class=gen.memory_class))
         generated = ds.take_all()
         rows += [{k: r[k] for k in ("problem_id", "family", "variant", "problem_json", "seed")}
                  | {"text": str(r["llm_text"]).strip() + "\nQED", "generated_by": gen.engine.model}
@@ -133,9 +134,10 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
                             batch_size=64)
         sampling = {"temperature": ver.temperature, "max_tokens": ver.max_tokens, "stop": ["\n"]}
         ds = (vllm_stage(ds, ver.engine.model, sampling, "verify_prompt", "verify_text", ver.concurrency,
-                         ver.batch_size, ver.accelerator_type, ver.engine.vllm_args) if ver.use_vllm else
+                         ver.batch_size, ver.accelerator_type, ver.engine.vllm_args, ver.memory_class) if ver.use_vllm else
               engine_stage(ds, ver.engine.model_dump(), st.store.location, sampling, "verify_prompt", "verify_text",
-                           ver.concurrency, ver.num_gpus, ver.batch_size, ver.accelerator_type))
+                           ver.concurrency, ver.num_gpus, ver.batch_size, ver.accelerator_type,
+                           memory_class=ver.memory_class))
     out = sorted(ds.take_all(), key=lambda r: (r["seed"], r["generated_by"] != "reference"))
     table_rows = []
     for r in out:
@@ -184,10 +186,11 @@ def _eval(cfg: IneqConfig, st: Steps, step: str, model: str, mode: str) -> dict:
     import ray
 
     from actors.ineq_llm import eval_task
+    from actors.placement import options
 
     test = st.read_jsonl("split", "test.jsonl")[: cfg.eval.max_problems]
     train = st.read_jsonl("split", "train.jsonl")
-    task = eval_task.options(num_gpus=cfg.eval.num_gpus) if cfg.eval.num_gpus else eval_task
+    task = eval_task.options(**options(cfg.eval.placement(), f"the {step} eval task"))
     table_bytes, summary = ray.get(task.remote(cfg.model_dump(mode="json"), model, st.store.location, mode, test,
                                                train))
     st.store.write_bytes(st.path(step, "eval.parquet"), table_bytes)
@@ -199,9 +202,10 @@ def step_sft(cfg: IneqConfig, st: Steps) -> dict:
     import ray
 
     from actors.ineq_llm import sft_task
+    from actors.placement import options
 
     train = st.read_jsonl("split", "train.jsonl")
-    task = sft_task.options(num_gpus=cfg.sft_num_gpus) if cfg.sft_num_gpus else sft_task
+    task = sft_task.options(**options(cfg.sft_placement(), "the SFT task"))
     sft_cfg = cfg.sft.model_copy(update={"model": cfg.base_model, "seed": cfg.seed,
                                          "report_to": "wandb" if cfg.wandb else cfg.sft.report_to})
     return ray.get(task.remote(sft_cfg.model_dump(mode="json"), train, st.store.location, st.path("sft", "model")))

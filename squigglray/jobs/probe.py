@@ -5,6 +5,11 @@ DIS scoring, aggregation to Parquet, impact clusters and the probe report (seed 
     squigglray probe --exp hub-probe --base deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --gpus-per-trial 0.25 \\
         --set finetune.max_seq_len=1024 --set lora.r=16
     ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp first-probe --base tiny
+    ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp hub-probe --base <hub id> \
+        --placement probe --accelerator-type A100      # 0.25 GPU of >= 16 GB per probe, A100 nodes only
+
+A trial's placement (squigglray.placement) is checked against the cluster before Tune starts: a
+request no node can hold fails at once with the node types there are, instead of pending forever.
 
 Writes experiments/<EXP_ID>/{probe_plan.json, summaries/<probe_id>.json, aggregated/{probe_summaries,
 probe_events_candidates}.parquet + _manifest.json, probe_report.md, plots/} and, per probe,
@@ -18,28 +23,52 @@ import argparse
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from squigglray.config import ConfigError, load_config
+from squigglray.config import ConfigError, build_config, load_config
 from squigglray.jobs.dynamics import parse_seeds
 from squigglray.paths import ArtifactStore
+from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, from_resources, make_placement
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
 
 
 class SweepOptions(BaseModel):
-    """How the sweep uses the cluster; never part of the config hash."""
+    """How the sweep uses the cluster; never part of the config hash.
+
+    A trial's placement is `placement` (default: one CPU), with each flat option that is set
+    (cpus/gpus_per_trial > 0, memory_class, accelerator_type, resources_per_trial) laid over it."""
 
     model_config = ConfigDict(extra="forbid")
-    cpus_per_trial: float = Field(0.0, ge=0, description="0 = one CPU per trial on a CPU cluster")
+    cpus_per_trial: float = Field(0.0, ge=0, description="0 = the placement's (one CPU by default)")
     gpus_per_trial: float = Field(0.0, ge=0, description="e.g. 0.25: four probes share a GPU")
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU, e.g. 16g")
+    accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
     resources_per_trial: dict[str, float] = Field(default_factory=dict)
-    threads_per_trial: int = Field(0, ge=0, description="0 = max(1, int(cpus_per_trial))")
+    placement: Placement | None = Field(None, description="the base placement (e.g. placement.DEFAULTS['probe'])")
+    threads_per_trial: int = Field(0, ge=0, description="0 = max(1, int(cpus of a trial))")
     max_concurrent: int = Field(0, ge=0)
     max_failures: int = Field(2, ge=0, description="a failed probe is run again this many times")
 
+    @model_validator(mode="after")
+    def _placement_is_valid(self) -> "SweepOptions":
+        self.trial_placement()
+        return self
+
+    def trial_placement(self) -> Placement:
+        base = self.placement or Placement()
+        update = {k: v for k, v in (("cpus", self.cpus_per_trial), ("gpus", self.gpus_per_trial),
+                                    ("memory_class", self.memory_class),
+                                    ("accelerator_type", self.accelerator_type)) if v}
+        p = make_placement("the probe trial placement", **{**base.model_dump(), **update})
+        if not self.resources_per_trial:
+            return p
+        extra = from_resources(p.cpus, p.gpus, self.resources_per_trial, p.memory_class, p.accelerator_type,
+                               p.sandbox)
+        return extra.model_copy(update={"resources": {**p.resources, **extra.resources}})
+
     def resolved(self) -> "SweepOptions":
-        cpus = self.cpus_per_trial or 1.0
+        cpus = self.trial_placement().cpus
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": self.threads_per_trial
                                        or max(1, int(cpus))})
 
@@ -65,21 +94,27 @@ def pending(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], conf
 
 
 def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: SweepOptions,
-               fault_kill_at_step: int | None = None) -> None:
+               fault_kill_at_step: int | None = None):
+    """The probes as Tune trials; raises PlacementError at once when no node can hold a trial.
+    Returns Tune's ResultGrid."""
+    from actors.placement import check_feasible
+    from squigglray.placement import to_tune_resources
     from tune_spaces.probe_sweep import probe_space, run_probe_trials
 
     exp = plan.experiment_id
     store_uri = store.location
+    placement = opts.trial_placement()
+    check_feasible(placement, what=f"a probe trial of {exp}")
     space = probe_space(todo, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
-    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial, **opts.resources_per_trial}
     name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_probe_trials(space, resources, store.full(f"{store.experiment_dir(exp)}/tune"), name,
-                              max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
+    result = run_probe_trials(space, to_tune_resources(placement), store.full(f"{store.experiment_dir(exp)}/tune"),
+                              name, max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
     failed = [(r.config["probe"], r.error) for r in result if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} probe(s) failed after {opts.max_failures} retries: "
                            + "; ".join(f"{p['target']} seed {p['seed']}: {e}" for p, e in failed)
                            + ". Fix the cause and run the same command again: finished probes are kept.")
+    return result
 
 
 def read_direction_baseline(store: ArtifactStore, baseline_id: str) -> dict[str, Any]:
@@ -178,11 +213,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
     ap.add_argument("--cpus-per-trial", type=float, default=0.0)
     ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
+    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
+    ap.add_argument("--placement", default=None, choices=sorted(DEFAULTS),
+                    help="start from this workload's cluster default (squigglray.placement.DEFAULTS), "
+                         "e.g. 'probe' = 0.25 GPU of >= 16g; the flags above change it")
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args(argv)
     cfg = sweep_config(a.config, a.overrides, a.families, a.seeds)
-    run_probe_sweep(cfg, a.exp, a.base, a.data_dir,
-                    SweepOptions(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial))
+    opts = build_config(SweepOptions, {"cpus_per_trial": a.cpus_per_trial, "gpus_per_trial": a.gpus_per_trial,
+                                       "memory_class": a.memory_class, "accelerator_type": a.accelerator_type,
+                                       "placement": default_for(a.placement).model_dump() if a.placement else None})
+    run_probe_sweep(cfg, a.exp, a.base, a.data_dir, opts)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ map_batches(annotate: validate, normalize and hash, map families, rank, count to
 -> the driver folds the streamed survivors (bounded by the quotas, not the input) -> holdout,
 probe A, train with contamination control, synthetic fill -> items.parquet + manifest, written
 atomically. Ray Data shows its progress bars; memory stays flat as the input grows.
+
+Metrics (actors/slice_metrics.py, on the Ray dashboard / Prometheus): ray_squigglray_slice_rows_total
+{slice, stage=read|valid|invalid|candidate|selected, family}, ray_squigglray_slice_batch_seconds
+{stage=annotate} and the driver's ray_squigglray_slice_rows_per_second{stage=read}.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import ray
 
+from actors.slice_metrics import record_annotate, slice_metrics
 from squigglray.config import ConfigError, load_config
 from squigglray.data.annotate import Annotator
 from squigglray.data.candidates import CandidateMerger, reduce_batch
@@ -55,7 +60,11 @@ def _stage(cfg_json: str) -> tuple[Annotator, SliceConfig]:
 def annotate_reduce(batch, cfg_json: str):
     """The map_batches stage: annotate a raw batch, reduce it to its candidates and statistics."""
     annotate, cfg = _stage(cfg_json)
-    return reduce_batch(annotate(batch), cfg.quotas.candidates, cfg.quotas.include_unassigned)
+    t0 = time.perf_counter()
+    annotated = annotate(batch)
+    reduced = reduce_batch(annotated, cfg.quotas.candidates, cfg.quotas.include_unassigned)
+    record_annotate(cfg.name, annotated, reduced, time.perf_counter() - t0)
+    return reduced
 
 
 @ray.remote(num_cpus=1)
@@ -167,15 +176,21 @@ def build_slice(cfg: SliceConfig, data_dir: str | None = None, out: str | None =
     ds = ds.map_batches(annotate_reduce, fn_kwargs={"cfg_json": cfg_json}, batch_format="pyarrow",
                         batch_size=cfg.batch_size)
     merger = CandidateMerger(cfg.quotas.candidates, cfg.quotas.include_unassigned)
+    meter, t_read = slice_metrics(), time.perf_counter()
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             merger.add(batch)
+            meter.throughput(cfg.name, "read", merger.stats["rows"], time.perf_counter() - t_read)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise _diagnose(cfg, e) from None
     cands, pool = merger.result()
     log(f"read {pool['rows']} rows from {len(sources)} source(s); {len(cands)} candidates")
     annotator = Annotator(rules, cfg.seed, cfg.tokenizer)
     sel = select_slice(cands, cfg, annotator)
+    selected: dict[str, int] = {}
+    for item in sel.items:
+        selected[item.family_id] = selected.get(item.family_id, 0) + 1
+    meter.count_by(cfg.name, "selected", selected)
     manifest, files = slice_files(sel, cfg, rules, sources, pool, annotator.tokens.name)
     if out:
         target = Path(out).resolve()
