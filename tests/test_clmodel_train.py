@@ -73,6 +73,8 @@ def test_training_learns_the_op_traces(nano_tokenizer):
     assert acc["action_teacher_forced"] > max(4 * acc["action_chance"], acc["action_majority"] + 0.1), acc
     assert m["quantizer"]["L1"]["used_codes"] >= 3, "codebook collapsed"
     assert m["routing"]["ping_pong"] == 0
+    sm = m["split_merge"]
+    assert sm["old_ids_resolve_live"] and sm["moved"] < 0.25, sm
 
 
 def test_run_writes_deterministic_artifacts(store):

@@ -2,7 +2,9 @@
 
 - accuracy: action (teacher-forced state and free-running), STOP at the right step, argument
   pointer, sequence head (answer's last digit), with chance and majority-per-step baselines;
-- quantizer health: per level perplexity, codes used, dead-code share (live codes never used);
+- quantizer health: per level perplexity, codes used, dead-code share (live codes never used), and
+  split/merge stability (after splitting the busiest L1 code and merging the two closest used ones,
+  the share of examples whose code moves anywhere but to the split's child or the merge's keeper);
 - routing: entry-branch counts, entry branch = difficulty level, promotions/demotions, ping-pong (A -> B -> A inside the hysteresis
   window; must be 0), entry-router entropy, early-exit frequency;
 - tools: calls per example, success rate, cache share, tool-budget hit rate;
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
@@ -36,6 +39,38 @@ def code_health(indices: torch.Tensor, live: int) -> dict:
     p = torch.tensor(list(counts.values()), dtype=torch.float) / len(ids)
     return {"computed": len(ids), "perplexity": float(torch.exp(-(p * p.log()).sum())),
             "used_codes": len(counts), "dead_fraction": 1 - len(counts) / live}
+
+
+@torch.no_grad()
+def split_merge_stability(model: CLModel, examples: list[Example], batch_size: int = 64) -> dict:
+    """Append-only ids in practice: remap level 1 on a copy of the model and re-quantize."""
+    cfg = model.cfg
+    trial = copy.deepcopy(model).eval()
+
+    def level1() -> torch.Tensor:
+        out = []
+        for chunk in _batches(examples, batch_size):
+            b = collate(chunk, cfg.steps, cfg.num_ops, cfg.pad_id)
+            out.append(trial(b["ids"], b["mask"]).indices[0])
+        return torch.cat(out)
+
+    before = level1()
+    counts = Counter(before.tolist())
+    busiest = counts.most_common(1)[0][0]
+    used = sorted(counts)
+    child = trial.rvq.split(0, busiest)
+    pair = None
+    if len(used) >= 2:
+        emb = trial.rvq.embed[0, used]
+        dist = torch.cdist(emb, emb) + torch.eye(len(used)) * 1e9
+        i, j = divmod(int(dist.argmin()), len(used))
+        pair = (used[i], used[j])
+        trial.rvq.merge(0, *pair)
+    after = level1()
+    expected = trial.rvq.resolve(0, before)
+    moved = (after != expected) & ~((before == busiest) & (after == child))
+    return {"split": [busiest, child], "merged": list(pair) if pair else None, "moved": float(moved.float().mean()),
+            "old_ids_resolve_live": bool(trial.rvq.live[0][expected].all())}
 
 
 def ping_pongs(branches: torch.Tensor, window: int) -> int:
@@ -118,6 +153,7 @@ def evaluate(model: CLModel, examples: list[Example], train_examples: list[Examp
             "sequence_chance": 0.1,
         },
         "quantizer": {f"L{lv + 1}": code_health(indices[:, lv], live) for lv in range(cfg.num_quantizers)},
+        "split_merge": split_merge_stability(model, examples, batch_size),
         "routing": {
             "entry_branch_counts": dict(sorted(Counter(b0_all).items())),
             "entry_branch_is_difficulty": acc["entry_level"] / rows,

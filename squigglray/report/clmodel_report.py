@@ -63,6 +63,10 @@ def render(out: dict[str, Any]) -> str:
     for lv, h in ev["quantizer"].items():
         lines.append(f"| {lv} | {h['computed']} | {h['perplexity']:.1f} | {h['used_codes']} / {mc['codebook_size']} | "
                      f"{_pct(h['dead_fraction'])} |")
+    sm = ev["split_merge"]
+    lines += ["", f"Split/merge stability (L1): split code {sm['split'][0]} into {sm['split'][1]}, merged "
+              f"{sm['merged']}; examples whose code moved elsewhere: {_pct(sm['moved'])}; old ids all resolve "
+              f"to live codes: {sm['old_ids_resolve_live']}."]
     rt = ev["routing"]
     lines += ["", "## Routing", "",
               f"- entry branches: {rt['entry_branch_counts']}; the branch matches the difficulty level for "
