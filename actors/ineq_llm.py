@@ -81,7 +81,7 @@ def vllm_stage(ds: ray.data.Dataset, model: str, sampling: dict[str, Any], promp
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     check_feasible(Placement(cpus=1, gpus=1, memory_class=memory_class, accelerator_type=accelerator_type),
-                   what=f"a vLLM engine worker of the {out_col} step")
+                   what=f"a vLLM engine worker of the {out_col} step")  # = LLMStep.placement() with use_vllm
     extra: dict[str, Any] = {}
     if memory_class:  # vLLM's workers take one bundle each: {CPU, GPU} plus the memory class
         extra["placement_group_config"] = {"bundle_per_worker": {"CPU": 1, "GPU": 1, MEMORY_CLASSES[memory_class]: 1}}

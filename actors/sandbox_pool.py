@@ -16,6 +16,8 @@ from typing import Any, Iterable
 import ray
 from ray.util import metrics
 
+from actors.placement import options
+from squigglray.placement import from_resources
 from squigglray.solve.executor import worker_for
 from squigglray.solve.sandbox import Limits, RunResult, Sandbox
 
@@ -50,7 +52,8 @@ class SandboxWorker:
         self.sandbox.close_session(session)
 
     def info(self) -> dict[str, Any]:
-        return {"actor_pid": os.getpid(), "zygote_pid": self.sandbox.pid, "isolation": self.sandbox.isolation,
+        return {"actor_pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "zygote_pid": self.sandbox.pid, "isolation": self.sandbox.isolation,
                 "restarts": self.sandbox.restarts, "alive": self.sandbox.alive()}
 
     def crash(self) -> None:
@@ -62,13 +65,15 @@ class SandboxPool:
     """Client side of the pool (driver, Serve replica, or job). Implements solve.CodeExecutor."""
 
     def __init__(self, size: int = 2, limits: Limits | None = None, isolation: str = "auto",
-                 num_cpus: float = 1.0, max_in_flight: int = 2, resources: dict[str, float] | None = None):
+                 num_cpus: float = 1.0, max_in_flight: int = 2, resources: dict[str, float] | None = None,
+                 sandbox_nodes: bool = False):
         self.limits = limits or Limits()
+        # sandbox_nodes: only on CPU sandbox nodes (resource 'sandbox'; a cluster setting, off on a laptop).
+        # A placement no node can hold raises PlacementError here instead of leaving the pool pending.
+        placement = from_resources(num_cpus, 0.0, resources, sandbox=sandbox_nodes)
         # Untrusted code needs no accelerator: hide the node's GPUs from the sandbox processes.
-        opts: dict[str, Any] = {"num_cpus": num_cpus,
+        opts: dict[str, Any] = {**options(placement, "a sandbox actor"),
                                 "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}}}
-        if resources:
-            opts["resources"] = resources
         self.workers = [SandboxWorker.options(**opts).remote(asdict(self.limits), isolation) for _ in range(size)]
         self.max_in_flight = max_in_flight
         self.in_flight = [0] * size

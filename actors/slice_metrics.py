@@ -36,7 +36,8 @@ class SliceMetrics:
     def __init__(self):
         self.rows = metrics.Counter("squigglray_slice_rows", "slice pipeline rows by stage and family",
                                     tag_keys=("slice", "stage", "family"))
-        self.batch_seconds = metrics.Histogram("squigglray_slice_batch_seconds", "wall time of one slice map_batches call",
+        self.batch_seconds = metrics.Histogram("squigglray_slice_batch_seconds",
+                                               "wall time of one slice map_batches call",
                                                boundaries=BATCH_BOUNDS, tag_keys=("slice", "stage"))
         self.rows_per_second = metrics.Gauge("squigglray_slice_rows_per_second",
                                              "rows per second of a running slice build (driver)",
@@ -104,7 +105,7 @@ def value_counts(batch: Any, column: str) -> dict[str, int]:
     values = batch[column]
     out: dict[str, int] = {}
     for v in (values.tolist() if hasattr(values, "tolist") else values):
-        key = ALL if v is None else str(v)
+        key = ALL if v is None or v != v else str(v)  # None / NaN: no family
         out[key] = out.get(key, 0) + 1
     return out
 

@@ -39,6 +39,7 @@ from squigglray.config import build_config
 from squigglray.engines import Completion, Engine, EngineConfig, EngineError, EngineUnavailable, SamplingParams
 from squigglray.engines.openai_api import describe, error_body, models_body, respond
 from squigglray.paths import default_root
+from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
 from squigglray.schemas.solve import SolveOptions, SolveRequest
 from squigglray.solve import solve as solve_problem
 from squigglray.solve.sandbox import Limits
@@ -68,6 +69,9 @@ class SolverAppArgs(BaseModel):
     data_dir: Optional[str] = Field(None, description="artifact root holding presets; default $SQUIGGLRAY_DATA or ./data")
     engine_num_cpus: float = Field(0.25, ge=0)
     engine_num_gpus: float = Field(0, ge=0)
+    engine_memory_class: Optional[MemoryClass] = Field(None, description="minimum GPU memory of the engine's GPU "
+                                                                          "(16g, 32g, 40g, 80g; bigger GPUs qualify)")
+    engine_accelerator_type: Optional[str] = Field(None, description="the engine's GPU type, e.g. A100, H100")
     engine_threads: Optional[int] = Field(None, ge=1, description="torch threads in the hf engine replica")
     engine_max_ongoing_requests: int = Field(64, ge=1)
     # ingress
@@ -84,6 +88,7 @@ class SolverAppArgs(BaseModel):
     sandbox_num_cpus: float = Field(0.25, ge=0)
     sandbox_max_in_flight: int = Field(2, ge=1)
     sandbox_isolation: Literal["auto", "namespaces", "process"] = "auto"
+    sandbox_nodes: bool = Field(False, description="sandbox actors only on CPU sandbox nodes (resource 'sandbox')")
     sandbox_limits: dict[str, Any] = Field(default_factory=dict, description="squigglray.solve.sandbox.Limits fields")
 
     @field_validator("defaults", "vllm_args", "sandbox_limits", mode="before")
@@ -107,7 +112,13 @@ class SolverAppArgs(BaseModel):
             raise ValueError(f"defaults.n={self.defaults.n} is above max_n={self.max_n}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/llm/v1)")
+        self.engine_placement()
         return self
+
+    def engine_placement(self) -> Placement:
+        """Where the engine replica runs (squigglray.placement): CPUs, GPUs, memory class, GPU type."""
+        return make_placement("engine placement", cpus=self.engine_num_cpus, gpus=self.engine_num_gpus,
+                              memory_class=self.engine_memory_class, accelerator_type=self.engine_accelerator_type)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(backend=self.backend, model=self.model, base_url=self.base_url,
@@ -226,7 +237,7 @@ class SolverIngress:
         self.engine = HandleEngine(engine, self.args.served_name)
         self.pool = SandboxPool(size=self.args.sandbox_workers, limits=Limits(**self.args.sandbox_limits),
                                 isolation=self.args.sandbox_isolation, num_cpus=self.args.sandbox_num_cpus,
-                                max_in_flight=self.args.sandbox_max_in_flight)
+                                max_in_flight=self.args.sandbox_max_in_flight, sandbox_nodes=self.args.sandbox_nodes)
         self._equivalence = None
         self.requests = metrics.Counter("squigglray_solve_requests", "POST /solve by HTTP status",
                                         tag_keys=("status",))
@@ -329,11 +340,18 @@ class SolverIngress:
 
 
 def app_builder(args: dict) -> serve.Application:
-    """The solver application from `args` (SolverAppArgs fields); bad args raise ConfigError naming them."""
+    """The solver application from `args` (SolverAppArgs fields); bad args raise ConfigError naming them.
+
+    Built on the cluster (`serve run/deploy <config>`, squigglray.jobs.serve_solver), an engine placement
+    that no node can hold raises PlacementError, so the deploy fails with the node types there are
+    instead of a replica pending forever. Called in a driver, it only binds (checks nothing)."""
     a = build_config(SolverAppArgs, dict(args or {}))
-    engine_opts: dict[str, Any] = {"num_cpus": a.engine_num_cpus}
-    if a.engine_num_gpus:
-        engine_opts["num_gpus"] = a.engine_num_gpus
+    placement = a.engine_placement()
+    if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+        from actors.placement import check_feasible
+
+        check_feasible(placement, what=f"the solver engine replica ({a.model})")
+    engine_opts = to_serve_actor_options(placement)
     engine = EngineDeployment.options(
         ray_actor_options=engine_opts, max_ongoing_requests=a.engine_max_ongoing_requests,
     ).bind(a.engine_config().model_dump(mode="json"), a.resolved_data_dir(), a.served_name, a.engine_threads)

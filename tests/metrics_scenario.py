@@ -1,6 +1,6 @@
 """A Ray of its own with a known Prometheus port, a little of every squigglray workload, then wait.
 
-    python tests/metrics_scenario.py            # prints one line `SCENARIO {json}` and waits for stdin to close
+    python tests/metrics_scenario.py    # prints `PORT <port>`, later `SCENARIO {json}`, then waits for stdin to close
 
 Run by tests/test_metrics_export.py in a subprocess (the test session's Ray stays untouched). It starts
 `ray.init(num_cpus=2, _metrics_export_port=PORT)` with a 1 s metrics report interval (the default is
@@ -81,7 +81,7 @@ def run_sweep(storage: str) -> dict:
     )
     grid = tuner.fit()
     return {"completed": sum(r.error is None for r in grid), "errored": sum(r.error is not None for r in grid),
-            "steps": STEPS * len(SWEEP_TRIALS), "groups": [t for t, _ in SWEEP_TRIALS]}
+            "steps": STEPS * len(SWEEP_TRIALS), "steps_per_trial": STEPS, "groups": [t for t, _ in SWEEP_TRIALS]}
 
 
 def run_slice(data_dir: str) -> dict:
@@ -111,9 +111,10 @@ def main() -> int:
 
     port = free_port()
     t0 = time.monotonic()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=port,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": 1000})
     timings = {"init": time.monotonic() - t0}
+    print(f"PORT {port}", flush=True)
     with tempfile.TemporaryDirectory(prefix="sq-metrics-") as tmp:
         facts = {"port": port}
         for name, fn in (("sandbox", run_sandbox), ("sweep", lambda: run_sweep(f"{tmp}/tune")),

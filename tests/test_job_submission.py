@@ -10,6 +10,11 @@ for the client server and 52365 for the dashboard agent that runs the jobs), its
 `ray start` also writes its `ray_current_cluster` file there, so a bare `ray.init()` elsewhere never
 finds this head), and an environment without RAY_ADDRESS.
 
+Token auth is pinned on with a token of its own (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN in the head's
+environment, which the jobs inherit; the client sends it as a Bearer header): left alone, `ray start`
+turns auth on whenever ~/.ray/auth_token exists (a plain `ray.init()` writes one), and a client
+without the token then gets 401 from every dashboard route, /api/version included.
+
 Stopping it safely: `ray stop` cannot be used. It takes no address or temp dir and stops every Ray
 process of the machine, the session Ray of the other tests included. So the head runs as
 `ray start --head --block` in a process of its own session: with --block, that process owns the
@@ -52,8 +57,9 @@ TINY = [
     "model.d_model=32", "model.n_heads=2", "model.cond_heads=2", "model.rvq_dim=16", "model.codebook_size=8",
     "model.num_quantizers=1", "model.steps=4", "model.d_state=32", "model.heavy_layers=1", "model.num_branches=2",
 ]
-EXCLUDES = [".venv", ".git", "data", "**/__pycache__", "*.egg-info", ".pytest_cache", "tests/.sandbox-target-*",
-            "docs", "bench"]
+# Anchored at the repo root ("data" alone would also drop the squigglray/data package).
+EXCLUDES = ["/.venv", "/.git", "/data", "/*.egg-info", "/.pytest_cache", "/tests/.sandbox-target-*", "__pycache__"]
+WHERE = "python -c 'import squigglray, actors; print(\"code from\", squigglray.__file__, actors.__file__)'"
 
 
 def _free_ports(n: int) -> list[int]:
@@ -113,21 +119,24 @@ def _stop_head(proc: subprocess.Popen, temp_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """(client, data_dir) of a private head started with `ray start --head --block`; stopped after."""
+    """(client, data_dir, temp_dir) of a private head started with `ray start --head --block`; stopped after."""
     from ray.job_submission import JobSubmissionClient
 
     temp_dir = tempfile.mkdtemp(prefix=f"sqr-{uuid.uuid4().hex[:6]}-", dir="/tmp")
+    token = uuid.uuid4().hex + uuid.uuid4().hex
     gcs_port, dash_port, client_port, agent_port = _free_ports(4)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is this venv's
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # pinned: `ray start` would follow whether ~/.ray/auth_token exists
+        "RAY_AUTH_TOKEN": token,  # this head's own token; ~/.ray is neither read nor written
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     })
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
+           "--port", str(gcs_port),
            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
            "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent_port),
            "--num-cpus", "2", "--temp-dir", temp_dir]
@@ -140,15 +149,16 @@ def head(tmp_path_factory):
         while client is None:
             if proc.poll() is not None:
                 pytest.fail(f"ray start exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"job server at {url} did not answer in 90 s:\n{log_path.read_text()[-3000:]}")
             try:
-                client = JobSubmissionClient(url)
+                client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"})
                 client.list_jobs()
-            except Exception:
+            except Exception as e:
                 client = None
+                if time.monotonic() > deadline:
+                    pytest.fail(f"job server at {url} did not answer in 90 s ({e}):\n"
+                                f"{log_path.read_text()[-3000:]}")
                 time.sleep(1)
-        yield client, tmp_path_factory.mktemp("jobsub-data")
+        yield client, tmp_path_factory.mktemp("jobsub-data"), temp_dir
         for job in client.list_jobs():  # leave nothing running if a test gave up on its job
             if str(job.status) not in TERMINAL and job.submission_id:
                 client.stop_job(job.submission_id)
@@ -160,10 +170,10 @@ def head(tmp_path_factory):
 @pytest.fixture(scope="module")
 def jobs(head):
     """Both jobs submitted at once (they run side by side): {"ok": id, "bad": id}."""
-    client, data_dir = head
+    client, data_dir, _ = head
     runtime_env = {"working_dir": str(REPO), "excludes": EXCLUDES}
     return {
-        "ok": client.submit_job(entrypoint=_entrypoint(TINY, data_dir), runtime_env=runtime_env),
+        "ok": client.submit_job(entrypoint=f"{WHERE} && {_entrypoint(TINY, data_dir)}", runtime_env=runtime_env),
         "bad": client.submit_job(entrypoint=_entrypoint([*TINY, "train.batch_size=0"], data_dir / "bad"),
                                  runtime_env=runtime_env),
     }
@@ -184,11 +194,15 @@ def test_submitted_clmodel_job_writes_its_run(head, jobs):
     from squigglray.config import load_config
     from squigglray.jobs.quickstart import packaged_config
 
-    client, data_dir = head
+    client, data_dir, temp_dir = head
     status = _wait(client, jobs["ok"])
     logs = client.get_job_logs(jobs["ok"])
     assert status == "SUCCEEDED", logs[-3000:]
     assert "training in a Ray task" in logs and "report:" in logs, logs[-3000:]
+    # The job runs the uploaded snapshot of the repo (its folder comes first on sys.path), not the
+    # editable install in the venv, though both would import.
+    where = next(line for line in logs.splitlines() if line.startswith("code from ")).split()[2:]
+    assert all(w.startswith(temp_dir) and "working_dir" in w for w in where), where
 
     rid = run_id(load_config(ClmodelRunConfig, packaged_config("clmodel"), TINY))
     assert [p.name for p in (data_dir / "runs").iterdir()] == [rid], "the job's run id is the config's"
@@ -204,7 +218,7 @@ def test_submitted_clmodel_job_writes_its_run(head, jobs):
 
 
 def test_bad_config_job_fails_naming_the_field(head, jobs):
-    client, data_dir = head
+    client, data_dir, _ = head
     status = _wait(client, jobs["bad"])
     logs = client.get_job_logs(jobs["bad"])
     assert status == "FAILED", logs[-3000:]

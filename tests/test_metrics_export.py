@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def expectations(facts: dict, samples) -> list[str]:
     eq("sweep trial_seconds count", total(samples, "ray_squigglray_sweep_trial_seconds_count", sweep="probe"),
        sw["completed"] + sw["errored"])
     losses = values(samples, "ray_squigglray_sweep_loss", sweep="probe", metric="loss")
-    if sorted(lab["group"] for lab, _ in losses) != sorted(sw["groups"]) or any(abs(v - 1 / 3) > 1e-6 for _, v in losses):
+    last_losses_ok = all(abs(v - 1 / sw["steps_per_trial"]) < 1e-6 for _, v in losses)  # its loss is 1/step
+    if sorted(lab["group"] for lab, _ in losses) != sorted(sw["groups"]) or not last_losses_ok:
         bad.append(f"sweep loss gauges: {losses}")
     running = values(samples, "ray_squigglray_sweep_trials_running", sweep="probe")
     if [v for _, v in running] != [0.0]:
@@ -80,7 +82,8 @@ def expectations(facts: dict, samples) -> list[str]:
     eq("slice rows valid+invalid", total(samples, rows, slice=sl["slice"], stage="valid")
        + total(samples, rows, slice=sl["slice"], stage="invalid"), sl["read"])
     for fam, n in sl["selected"].items():
-        eq(f"slice rows selected family={fam}", total(samples, rows, slice=sl["slice"], stage="selected", family=fam), n)
+        eq(f"slice rows selected family={fam}",
+           total(samples, rows, slice=sl["slice"], stage="selected", family=fam), n)
     cands = total(samples, rows, slice=sl["slice"], stage="candidate")
     if not 0 < cands <= read:
         bad.append(f"slice candidates {cands} not in (0, {read}]")
@@ -92,6 +95,25 @@ def expectations(facts: dict, samples) -> list[str]:
     return bad
 
 
+class Scrapes:
+    """Every series seen by polling the endpoint, at its latest value: what a Prometheus scraping every
+    second would hold. (The agent forgets a gauge ~20 s after its last set, so one late scrape is not enough.)"""
+
+    def __init__(self, port: int):
+        self.port, self.seen = port, {}
+
+    def poll(self) -> None:
+        try:
+            samples = scrape(self.port)
+        except OSError:  # the agent is not serving yet
+            return
+        for name, labels, value in samples:
+            self.seen[(name, tuple(sorted(labels.items())))] = value
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        return [(name, dict(labels), value) for (name, labels), value in self.seen.items()]
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(facts, samples) once the scenario's metrics are all exported; the scenario stops afterwards."""
@@ -101,26 +123,36 @@ def exported(tmp_path_factory):
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "metrics_scenario.py")], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        facts = None
-        for line in proc.stdout:
-            if line.startswith("SCENARIO "):
-                facts = json.loads(line[len("SCENARIO "):])
-                break
-        assert facts is not None, f"the scenario ended without its facts (rc {proc.wait(30)}): {log_path.read_text()[-3000:]}"
-        deadline, bad, samples = time.monotonic() + SCRAPE_TIMEOUT_S, ["not scraped yet"], []
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+
+    def wait_for(prefix: str, deadline: float, scrapes: Scrapes | None = None) -> str:
         while time.monotonic() < deadline:
+            if scrapes is not None:
+                scrapes.poll()
             try:
-                samples = scrape(facts["port"])
-            except OSError as e:
-                bad = [f"scrape failed: {e}"]
-            else:
-                bad = expectations(facts, samples)
-                if not bad:
-                    break
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, \
+                    f"the scenario exited (rc {proc.returncode}): {log_path.read_text()[-3000:]}"
+                continue
+            if line.startswith(prefix):
+                return line[len(prefix):]
+        raise AssertionError(f"no {prefix!r} line from the scenario in time: {log_path.read_text()[-3000:]}")
+
+    try:
+        start = time.monotonic()
+        scrapes = Scrapes(int(wait_for("PORT ", start + 120)))
+        facts = json.loads(wait_for("SCENARIO ", start + 240, scrapes))
+        deadline, bad = time.monotonic() + SCRAPE_TIMEOUT_S, ["not scraped yet"]
+        while time.monotonic() < deadline:
+            scrapes.poll()
+            bad = expectations(facts, scrapes.samples())
+            if not bad:
+                break
             time.sleep(1)
         facts["unmet"] = bad
-        yield facts, samples
+        yield facts, scrapes.samples()
     finally:
         proc.stdin.close()
         try:
@@ -215,6 +247,19 @@ def test_every_dashboard_metric_is_exported(exported):
     not_in_scrape = {declared[m] for m in _queried(_dashboard()) if m not in scraped and m in declared}
     assert not_in_scrape <= {n for n in _declared() if n.startswith(("squigglray_solve", "squigglray_verifier",
                                                                       "squigglray_engine"))}, not_in_scrape
+
+
+def test_batch_helpers_count_every_ray_data_format():
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from actors.slice_metrics import ALL, num_rows, value_counts
+
+    rows = {"family_id": ["a", "b", "a", None]}
+    for batch in (pa.table(rows), pd.DataFrame(rows), {"family_id": np.array(rows["family_id"], dtype=object)}):
+        assert num_rows(batch) == 4
+        assert value_counts(batch, "family_id") == {"a": 2, "b": 1, ALL: 1}
 
 
 # -- the callback itself ---------------------------------------------------------------------------

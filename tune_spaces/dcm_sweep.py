@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ray import tune
+from tune_spaces.metrics import SweepMetrics
 
 
 def dcm_trial(config: dict[str, Any]) -> None:
@@ -39,6 +40,7 @@ def run_dcm_trials(configs: list[dict], data_dir: str, resources: dict[str, floa
         param_space=space,
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=max_failures), verbose=1),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures), verbose=1,
+                                  callbacks=[SweepMetrics("dcm")]),
     )
     return tuner.fit()

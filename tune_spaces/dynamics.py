@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from tune_spaces.metrics import SweepMetrics
 
 from squigglray.training.callbacks import TrainerCallback
 
@@ -105,6 +106,7 @@ def run_seed_trials(space: dict[str, Any], resources: dict[str, float], storage_
                 name=name, storage_path=storage_path, verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[SweepMetrics("dynamics")],
             ),
         )
     return tuner.fit()

@@ -16,6 +16,10 @@ there on first use and exported by the node's metrics agent as
 `K=<k>` for DCM sweeps, the training run's name for dynamics sweeps, else "" (override with `group=`,
 a module-level function of the trial config). `metric` is the result key the loss came from:
 `loss`, `train_loss_last`, `final_loss` or `final_loss_<mode>`.
+
+Ray's metrics agent drops a gauge series about 20 s (two default report intervals) after its last
+`set`, so the callback sets its gauges again every few seconds while the sweep runs (`on_step_end`):
+a finished trial's last loss stays visible until the experiment ends, then ages out.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ray.util import metrics
 TRIAL_BOUNDS = [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400]
 LOSS_KEYS = ("loss", "train_loss_last", "final_loss")
 LOSS_PREFIX = "final_loss_"
+REFRESH_S = 5.0  # well under the agent's gauge TTL (2 x metrics_report_interval_ms, 20 s by default)
 
 
 def trial_group(config: dict[str, Any]) -> str:
@@ -60,12 +65,14 @@ class SweepMetrics(tune.Callback):
         self._steps: dict[str, int] = {}  # trial id -> last step seen
         self._started: dict[str, float] = {}  # trial id -> monotonic start
         self._running: set[str] = set()
+        self._losses: dict[tuple[str, str, str], float] = {}  # (group, trial, metric) -> latest value
+        self._refreshed = 0.0
 
     # Tune pickles its run config (callbacks included) into the experiment folder for Tuner.restore:
     # the metric objects stay behind and are created again on first use.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_m=None, _steps={}, _started={}, _running=set())
+        state.update(_m=None, _steps={}, _started={}, _running=set(), _losses={}, _refreshed=0.0)
         return state
 
     def _metrics(self) -> dict[str, Any]:
@@ -96,6 +103,17 @@ class SweepMetrics(tune.Callback):
 
     def _set_running(self) -> None:
         self._metrics()["running"].set(len(self._running), tags={"sweep": self.sweep})
+
+    def _set_loss(self, group: str, trial: str, metric: str, value: float) -> None:
+        self._losses[(group, trial, metric)] = value
+        self._metrics()["loss"].set(value, tags={"sweep": self.sweep, "group": group, "trial": trial, "metric": metric})
+
+    def refresh(self) -> None:
+        """Set every gauge again (the agent forgets a gauge that is not set for ~20 s)."""
+        self._refreshed = time.monotonic()
+        self._set_running()
+        for (group, trial, metric), value in self._losses.items():
+            self._set_loss(group, trial, metric, value)
 
     def _finish(self, trial, status: str) -> None:
         self._count(trial, status)
@@ -133,7 +151,11 @@ class SweepMetrics(tune.Callback):
                 m["steps"].inc(step - last, tags={"sweep": self.sweep, "group": group})
             self._steps[trial.trial_id] = step
         for key, value in loss_values(result).items():
-            m["loss"].set(value, tags={"sweep": self.sweep, "group": group, "trial": trial.trial_id, "metric": key})
+            self._set_loss(group, trial.trial_id, key, value)
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self._refreshed >= REFRESH_S:
+            self.refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "completed")

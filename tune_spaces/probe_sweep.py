@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from tune_spaces.metrics import SweepMetrics
 
+from squigglray.schemas.probes import probe_id_for
 from squigglray.training.callbacks import TrainerCallback
 from tune_spaces.dynamics import FAULT_KEY, _KillOnce
 
@@ -70,6 +72,17 @@ def probe_trial(config: dict[str, Any]) -> None:
                  "train_loss_last": summary.metrics.train_loss_last, "probe_seconds": time.perf_counter() - t0})
 
 
+def trial_lost(error: BaseException | None) -> bool:
+    """A trial error that says nothing about the trial's work: its actor or its node died. Tune retries
+    those while the trial runs, but marks a trial ERROR at once when it dies before it starts running
+    (e.g. its node is removed while the trial's actor starts), so the jobs run such trials again."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(error, RayTaskError):
+        error = error.as_instanceof_cause()
+    return isinstance(error, RayActorError)
+
+
 def probe_space(specs: list[dict[str, Any]], experiment_id: str, plan_hash: str, store_uri: str, threads: int,
                 fault_kill_at_step: int | None = None) -> dict[str, Any]:
     space = {"probe": tune.grid_search(specs), "experiment": experiment_id, "plan_hash": plan_hash,
@@ -81,15 +94,16 @@ def probe_space(specs: list[dict[str, Any]], experiment_id: str, plan_hash: str,
 
 def run_probe_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
                      max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
-    def dirname(trial) -> str:
+    def dirname(trial) -> str:  # = the probe id, the name of its summary: squigglray.jobs.probe reads errors by it
         p = trial.config["probe"]
-        return f"{p['target'].replace(':', '-')}.seed{p['seed']}"
+        return probe_id_for(p["target"], p["seed"])
 
     tuner = tune.Tuner(
         tune.with_resources(probe_trial, resources), param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=dirname),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
-                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  callbacks=[SweepMetrics("probe")]),
     )
     return tuner.fit()

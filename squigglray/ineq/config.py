@@ -16,7 +16,8 @@ from squigglray.placement import MemoryClass, Placement, make_placement
 _WHERE = {"exclude": True}
 
 
-def _placement(what: str, cpus: float, gpus: float, memory_class: str | None, accelerator_type: str | None) -> Placement:
+def _placement(what: str, cpus: float, gpus: float, memory_class: str | None,
+               accelerator_type: str | None) -> Placement:
     return make_placement(what, cpus=cpus, gpus=gpus, memory_class=memory_class, accelerator_type=accelerator_type)
 
 
@@ -47,7 +48,10 @@ class LLMStep(_Strict):
     use_vllm: bool = Field(False, description="run through ray.data.llm.build_processor (vLLM on GPUs)")
 
     def placement(self, threads: int = 1) -> Placement:
-        """One actor of the step: its GPUs (then no CPU of its own, as before), or `threads` CPUs."""
+        """One actor of the step: its GPUs (then no CPU of its own, as before), or `threads` CPUs. With
+        use_vllm, one vLLM engine worker (vLLM takes a GPU per worker; num_gpus does not apply)."""
+        if self.use_vllm:
+            return _placement("the LLM step's placement", 1, 1, self.memory_class, self.accelerator_type)
         return _placement("the LLM step's placement", 0 if self.num_gpus else threads, self.num_gpus,
                           self.memory_class, self.accelerator_type)
 

@@ -100,6 +100,7 @@ def run_sweep(cfg: DcmConfig, ks: list[int], seeds: list[int], datasets: list[di
     from squigglray.placement import to_tune_resources
     from squigglray.report.dcm_report import write_sweep_report
     from tune_spaces.dcm_sweep import run_dcm_trials
+    from tune_spaces.probe_sweep import trial_lost
 
     store = ArtifactStore(data_dir)
     p = trial_placement(cfg, cpus_per_trial, gpus_per_trial, placement)
@@ -108,13 +109,23 @@ def run_sweep(cfg: DcmConfig, ks: list[int], seeds: list[int], datasets: list[di
     sweep_id = f"dcm-sweep-{cfg.name}-{config_hash({'configs': configs})[:10]}"
     ensure_ray()
     check_feasible(p, what=f"a DCM trial of {sweep_id}")
-    grid = run_dcm_trials(configs, store.location, to_tune_resources(p),
-                          store.full(f"{store.experiment_dir(sweep_id)}/tune"), f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                          threads=max(1, int(p.cpus)))
-    failed = [r for r in grid if r.error is not None]
-    if failed:
-        raise RuntimeError(f"{len(failed)} DCM trial(s) failed: {failed[0].error}")
-    trials = [{**r.metrics} for r in grid]
+    name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    trials: list[dict] = []
+    todo = configs
+    for rnd in range(2):  # a second round for trials lost with their node before they ran (Tune does not retry those)
+        grid = run_dcm_trials(todo, store.location, to_tune_resources(p),
+                              store.full(f"{store.experiment_dir(sweep_id)}/tune"),
+                              name + (f"-round{rnd + 1}" if rnd else ""), threads=max(1, int(p.cpus)))
+        trials += [{**r.metrics} for r in grid if r.error is None]
+        errors = [r.error for r in grid if r.error is not None]
+        finished = {t["experiment_id"] for t in trials}
+        todo = [c for c in todo if experiment_id(DcmConfig.model_validate(c)) not in finished]
+        if not todo or not all(trial_lost(e) for e in errors):
+            break
+    if todo:
+        raise RuntimeError(f"{len(todo)} DCM trial(s) failed: {errors[0] if errors else 'no result'}")
+    order = {experiment_id(DcmConfig.model_validate(c)): i for i, c in enumerate(configs)}
+    trials.sort(key=lambda t: order.get(t["experiment_id"], len(order)))
     results = {t["experiment_id"]: store.read_json(f"{store.experiment_dir(t['experiment_id'])}/result.json")
                for t in trials}
     out = write_sweep_report(store, sweep_id, trials, results)

@@ -134,7 +134,8 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
                             batch_size=64)
         sampling = {"temperature": ver.temperature, "max_tokens": ver.max_tokens, "stop": ["\n"]}
         ds = (vllm_stage(ds, ver.engine.model, sampling, "verify_prompt", "verify_text", ver.concurrency,
-                         ver.batch_size, ver.accelerator_type, ver.engine.vllm_args, ver.memory_class) if ver.use_vllm else
+                         ver.batch_size, ver.accelerator_type, ver.engine.vllm_args, ver.memory_class)
+              if ver.use_vllm else
               engine_stage(ds, ver.engine.model_dump(), st.store.location, sampling, "verify_prompt", "verify_text",
                            ver.concurrency, ver.num_gpus, ver.batch_size, ver.accelerator_type,
                            memory_class=ver.memory_class))

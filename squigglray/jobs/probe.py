@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -96,25 +97,48 @@ def pending(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], conf
 def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: SweepOptions,
                fault_kill_at_step: int | None = None):
     """The probes as Tune trials; raises PlacementError at once when no node can hold a trial.
-    Returns Tune's ResultGrid."""
+
+    Tune retries a trial that fails while it runs (FailureConfig.max_failures), but not one whose
+    actor or node dies before it starts running (Tune marks it ERROR at once): probes lost that way
+    are run again in a new round, at most `max_failures` rounds. A probe counts as done when its
+    summary (of this config) is in the store. Returns the last round's ResultGrid."""
     from actors.placement import check_feasible
     from squigglray.placement import to_tune_resources
-    from tune_spaces.probe_sweep import probe_space, run_probe_trials
+    from tune_spaces.probe_sweep import probe_space, run_probe_trials, trial_lost
 
     exp = plan.experiment_id
     store_uri = store.location
     placement = opts.trial_placement()
     check_feasible(placement, what=f"a probe trial of {exp}")
-    space = probe_space(todo, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
     name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_probe_trials(space, to_tune_resources(placement), store.full(f"{store.experiment_dir(exp)}/tune"),
-                              name, max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
-    failed = [(r.config["probe"], r.error) for r in result if r.error is not None]
-    if failed:
-        raise RuntimeError(f"{len(failed)} probe(s) failed after {opts.max_failures} retries: "
-                           + "; ".join(f"{p['target']} seed {p['seed']}: {e}" for p, e in failed)
+    remaining, rnd = list(todo), 0
+    while True:
+        space = probe_space(remaining, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
+        result = run_probe_trials(space, to_tune_resources(placement), store.full(f"{store.experiment_dir(exp)}/tune"),
+                                  name + (f"-round{rnd + 1}" if rnd else ""), max_failures=opts.max_failures,
+                                  max_concurrent=opts.max_concurrent)
+        errors = {Path(r.path or "").name: r.error for r in result if r.error is not None}
+        remaining = _missing(store, exp, remaining, plan.config_hash)
+        lost = [p for p in remaining if trial_lost(errors.get(probe_id_for(p["target"], p["seed"])))]
+        if not remaining or len(lost) < len(remaining) or rnd >= opts.max_failures:
+            break
+        rnd += 1
+        print(f"{len(lost)} probe(s) lost with their actor or node before they ran; running them again "
+              f"(round {rnd + 1})")
+    if remaining:
+        raise RuntimeError(f"{len(remaining)} probe(s) failed after {opts.max_failures} retries: "
+                           + "; ".join(f"{p['target']} seed {p['seed']}: "
+                                       f"{errors.get(probe_id_for(p['target'], p['seed']), 'no summary written')}"
+                                       for p in remaining)
                            + ". Fix the cause and run the same command again: finished probes are kept.")
     return result
+
+
+def _missing(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], config_hash: str) -> list[dict[str, Any]]:
+    from squigglray.probes.aggregate import read_summaries
+
+    have = {s.probe_id: s.provenance.config_hash for s in read_summaries(store, exp_id)}
+    return [p for p in specs if have.get(probe_id_for(p["target"], p["seed"])) != config_hash]
 
 
 def read_direction_baseline(store: ArtifactStore, baseline_id: str) -> dict[str, Any]:
