@@ -10,6 +10,7 @@ runs it in this process instead. Artifacts: runs/clmodel-<name>-<hash>/ (see squ
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any, Callable
 
 from squigglray.clmodel.run import ClmodelRunConfig, run_id, run_training
@@ -17,7 +18,8 @@ from squigglray.paths import ArtifactStore
 
 
 def train_job(cfg: ClmodelRunConfig, data_dir: str | None = None, local: bool = False, num_cpus: int = 2,
-              num_gpus: float = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+              num_gpus: float = 0, log: Callable[[str], None] = functools.partial(print, flush=True)) -> dict[str, Any]:
+    """log flushes: under `ray job submit` stdout is a file, and `ray job logs --follow` should see lines live."""
     store = ArtifactStore(data_dir)
     if local:
         out = run_training(cfg, store.location, log=log)
