@@ -523,6 +523,20 @@ def eval_solver_cmd(
         print(f"{k}: {v}")  # plain: a long path must stay on one line
 
 
+def _deploy(serve_fn, config: Optional[str], ov: dict, overrides: list[str], no_block: bool) -> None:
+    """A serve command: --set overrides on top of `ov`, then deploy; a failed deployment exits 1."""
+    from squigglray.config import parse_override
+
+    for text in overrides:
+        parts, value = _run(parse_override, text)
+        ov[".".join(parts)] = value
+    try:
+        _run(serve_fn, config, blocking=not no_block, overrides=ov)
+    except (RuntimeError, TimeoutError) as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="Serve config YAML (default serve_apps/solver.yaml)"),
@@ -534,19 +548,9 @@ def serve(
     no_block: bool = typer.Option(False, "--no-block", help="deploy and return (the app stays up on a cluster)"),
 ) -> None:
     """Serve the solver over HTTP with Ray Serve: POST /solve, GET /healthz, OpenAI-compatible /v1."""
-    from squigglray.config import parse_override
-
-    ov: dict = {"host": host, "port": port, "model": model, "data_dir": data_dir}
-    for text in overrides:
-        parts, value = _run(parse_override, text)
-        ov[".".join(parts)] = value
     from squigglray.jobs.serve_solver import serve_solver
 
-    try:
-        _run(serve_solver, config, blocking=not no_block, overrides=ov)
-    except (RuntimeError, TimeoutError) as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(1)
+    _deploy(serve_solver, config, {"host": host, "port": port, "model": model, "data_dir": data_dir}, overrides, no_block)
 
 
 @app.command("serve-verifiers")
@@ -559,19 +563,9 @@ def serve_verifiers_cmd(
 ) -> None:
     """Serve the SymPy/Z3/math-verify tool verifiers over HTTP with Ray Serve: POST /verify/equivalence,
     /verify/z3, /tools/<op>; GET /tools, /healthz."""
-    from squigglray.config import parse_override
-
-    ov: dict = {"host": host, "port": port}
-    for text in overrides:
-        parts, value = _run(parse_override, text)
-        ov[".".join(parts)] = value
     from squigglray.jobs.serve_verifiers import serve_verifiers
 
-    try:
-        _run(serve_verifiers, config, blocking=not no_block, overrides=ov)
-    except (RuntimeError, TimeoutError) as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(1)
+    _deploy(serve_verifiers, config, {"host": host, "port": port}, overrides, no_block)
 
 
 @ineq_app.command("run")
