@@ -140,7 +140,6 @@ def evaluate(model: CLModel, examples: list[Example], train_examples: list[Examp
         tool_cached += sum(bool(e.get("cached")) for e in called)
     indices = torch.cat(idx_all)
     branches = torch.cat(branches_all)
-    live = int(model.rvq.live[0].sum()) if hasattr(model.rvq, "live") else cfg.codebook_size
     steps = max(1, acc["steps"])
     out = {
         "examples": rows,
@@ -152,7 +151,7 @@ def evaluate(model: CLModel, examples: list[Example], train_examples: list[Examp
             "action_majority": majority_baseline(train_examples or examples, examples),
             "sequence_chance": 0.1,
         },
-        "quantizer": {f"L{lv + 1}": code_health(indices[:, lv], live) for lv in range(cfg.num_quantizers)},
+        "quantizer": {f"L{lv + 1}": code_health(indices[:, lv], int(model.rvq.live[lv].sum())) for lv in range(cfg.num_quantizers)},
         "split_merge": split_merge_stability(model, examples, batch_size),
         "routing": {
             "entry_branch_counts": dict(sorted(Counter(b0_all).items())),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -60,15 +59,13 @@ class CLModel(nn.Module):
         branch0 = gumbel_st(entry_logits, cfg.gumbel_tau, hard=True, training=self.training)
         b0 = branch0.argmax(-1)
         enc = self.encoder(ids, mask, heavy=b0 >= cfg.heavy_from_branch, skim_out=skim)
-        levels = torch.clamp(b0 + 1, max=min(cfg.num_quantizers, self.rvq.active_levels))
-        rvq_state = {"out": self.rvq(self.to_rvq(enc.h), levels=levels)}
+        rvq_state = {"out": self.rvq(self.to_rvq(enc.h), levels=b0 + 1)}  # capped by rvq.active_levels
         slots, slot_mask = self.conditioning.slots(rvq_state["out"])
         H = self.conditioning(enc.H, slots, slot_mask)
 
         def need_level(rows: Tensor, level: int):
             """Lazy VQ: a promoted row gets its deeper level now; the others keep theirs."""
-            upto = min(level, self.rvq.active_levels)
-            rvq_state["out"] = self.rvq.extend(rvq_state["out"], rows, upto=upto)
+            rvq_state["out"] = self.rvq.extend(rvq_state["out"], rows, upto=level)
             return self.conditioning.slots(rvq_state["out"])
 
         r = self.reasoner(H, mask, enc.h, slots, slot_mask, branch0, e1=slots[:, 0], need_level=need_level,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 
 import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squigglray import __version__
 from squigglray.clmodel.config import CLModelConfig
@@ -48,6 +48,12 @@ class ClmodelRunConfig(BaseModel):
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("model")
+    @classmethod
+    def _model_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        CLModelConfig.from_dict(v)  # a bad size or unknown field fails here, before any work
+        return v
 
     def model_config_for(self, vocab_size: int, pad_id: int) -> CLModelConfig:
         return CLModelConfig.from_dict({**self.model, "vocab_size": vocab_size, "pad_id": pad_id})

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squigglray.clmodel.config import CLModelConfig
 from squigglray.clmodel.data import IGNORE, Example, collate, family_op_sets
@@ -46,6 +46,14 @@ class TrainSection(BaseModel):
     loss_weights: dict[str, float] = Field(default_factory=dict, description=f"override of {LOSS_NAMES}")
     log_every: int = Field(20, ge=1)
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {LOSS_NAMES}")
+        return v
 
 
 def total_steps(cfg: CLModelConfig, t: TrainSection) -> int:
@@ -83,7 +91,7 @@ def losses(model: CLModel, out, batch: dict, tok_targets: torch.Tensor) -> dict[
     L["action"] = F.cross_entropy(out.action_logits.flatten(0, 1), ops.flatten(), ignore_index=IGNORE)
     stop_valid = batch["stop"] != IGNORE
     L["stop"] = F.binary_cross_entropy_with_logits(out.stop_logits[stop_valid], batch["stop"][stop_valid])
-    args = batch["args"].clone()
+    args = batch["args"]
     if (args != IGNORE).any():
         arg_logits = r.arg_logits.masked_fill(~torch.isfinite(r.arg_logits), -1e9)
         L["arg"] = F.cross_entropy(arg_logits.flatten(0, 1), args.flatten(), ignore_index=IGNORE)
@@ -111,10 +119,7 @@ def train(model: CLModel, examples: list[Example], t: TrainSection, seed: int, t
     cfg = model.cfg
     if t.threads:
         torch.set_num_threads(t.threads)
-    weights = {n: 1.0 for n in LOSS_NAMES} | {"vq": 1.0, "index": 0.1, "branch": 0.1, "value": 0.5} | t.loss_weights
-    unknown = set(t.loss_weights) - set(LOSS_NAMES)
-    if unknown:
-        raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {LOSS_NAMES}")
+    weights = {n: 1.0 for n in LOSS_NAMES} | {"index": 0.1, "branch": 0.1, "value": 0.5} | t.loss_weights
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
