@@ -36,7 +36,7 @@ from ray.util import metrics
 
 from actors.sandbox_pool import SandboxPool
 from squigglray.config import build_config
-from squigglray.engines import Completion, Engine, EngineConfig, EngineError, EngineUnavailable, SamplingParams
+from squigglray.engines import Completion, Engine, EngineConfig, SamplingParams
 from squigglray.engines.openai_api import describe, error_body, models_body, respond
 from squigglray.paths import default_root
 from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
@@ -49,6 +49,8 @@ logger = logging.getLogger("ray.serve")
 ENGINE_DEPLOYMENT = "SolverEngine"
 INGRESS_DEPLOYMENT = "SolverIngress"
 LATENCY_BOUNDS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+CANDIDATE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+SHARE_BOUNDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99]
 
 
 class SolverAppArgs(BaseModel):
@@ -183,14 +185,27 @@ class EngineDeployment:
         self.engine = make_engine(cfg, ArtifactStore(data_dir) if data_dir else None)
         self.model_name = served_model_name or cfg.model
         self.created = int(time.time())
+        self.tokens = metrics.Counter("squigglray_engine_tokens", "tokens through the engine deployment",
+                                      tag_keys=("kind",))
+
+    def _count(self, prompt: int, completion: int) -> None:
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n:  # Counter.inc rejects 0
+                self.tokens.inc(n, tags={"kind": kind})
 
     async def generate(self, prompts: list[str], params: dict, seeds: Optional[list[int]] = None) -> list[list[dict]]:
         outs = await self.engine.generate(prompts, SamplingParams(**params), seeds)
+        # a prompt's samples share its prompt tokens: count them once per prompt
+        self._count(sum(row[0].prompt_tokens for row in outs if row),
+                    sum(c.completion_tokens for row in outs for c in row))
         return [[asdict(c) for c in row] for row in outs]
 
     async def completions(self, body: Any) -> tuple[int, dict]:
         """OpenAI /v1/completions: (status, JSON body), the same behaviour as openai_api.build_app."""
-        return await respond(self.engine, body, self.model_name)
+        status, payload = await respond(self.engine, body, self.model_name)
+        usage = payload.get("usage") or {}
+        self._count(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        return status, payload
 
     def models(self) -> dict:
         return models_body(self.model_name, self.created)
@@ -243,6 +258,11 @@ class SolverIngress:
                                         tag_keys=("status",))
         self.latency = metrics.Histogram("squigglray_solve_seconds", "POST /solve wall time (200s)",
                                          boundaries=LATENCY_BOUNDS)
+        self.candidates = metrics.Histogram("squigglray_solve_candidates", "candidates generated per /solve (200s)",
+                                            boundaries=CANDIDATE_BOUNDS)
+        self.vote_share = metrics.Histogram("squigglray_solve_vote_share",
+                                            "the winning answer's share of the weighted vote (200s with an answer)",
+                                            boundaries=SHARE_BOUNDS)
 
     async def _equivalence_checker(self):
         """math-verify in a subprocess (its signal.alarm timeouts cannot work in a replica's threads);
@@ -312,6 +332,10 @@ class SolverIngress:
         except Exception as e:  # noqa: BLE001 - the engine or a worker failed: say so, keep serving
             logger.exception("solve failed")
             return self._done(error(500, f"solve failed: {e.__class__.__name__}: {e}", "server_error"))
+        self.candidates.observe(result.n_candidates)
+        total_votes = sum(result.votes.values())
+        if result.answer is not None and total_votes > 0:
+            self.vote_share.observe(result.votes.get(result.answer, 0.0) / total_votes)
         body = result.model_dump(mode="json")
         if not req.traces:
             body["candidates"] = []

@@ -150,6 +150,8 @@ def _load_train_config(config: Optional[str], overrides: list[str], default: str
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
 SetOpt = typer.Option([], "--set", help="dotted override, e.g. train.steps=100 (repeatable)")
 DataDirOpt = typer.Option(None, "--data-dir", help="artifact root (default $SQUIGGLRAY_DATA or ./data)")
+MemoryClassOpt = typer.Option(None, "--memory-class", help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
+AcceleratorOpt = typer.Option(None, "--accelerator-type", help="e.g. A100: trials only on those GPUs")
 
 
 @app.command("train-base")
@@ -198,6 +200,8 @@ def dynamics(
     data_dir: Optional[str] = DataDirOpt,
     cpus_per_trial: float = typer.Option(0.0, "--cpus-per-trial", help="0 = share the cluster's CPUs evenly"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 1 on a GPU cluster"),
+    memory_class: Optional[str] = MemoryClassOpt,
+    accelerator_type: Optional[str] = AcceleratorOpt,
     max_failures: int = typer.Option(2, "--max-failures", help="times a killed trial resumes from its checkpoint"),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="start the experiment afresh"),
 ) -> None:
@@ -209,7 +213,7 @@ def dynamics(
     cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
     opts = _run(lambda: build_config(DynamicsOptions, {
         "seeds": parse_seeds(seeds), "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-        "max_failures": max_failures}))
+        "memory_class": memory_class, "accelerator_type": accelerator_type, "max_failures": max_failures}))
     out = _run(run_dynamics, cfg, opts, data_dir, not no_reuse)
     null = out["invariance_null"]
     console.print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families, "
@@ -227,6 +231,8 @@ def probe(
     data_dir: Optional[str] = DataDirOpt,
     cpus_per_trial: float = typer.Option(0.0, "--cpus-per-trial", help="0 = one CPU per probe"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 0.25: four probes share a GPU"),
+    memory_class: Optional[str] = MemoryClassOpt,
+    accelerator_type: Optional[str] = AcceleratorOpt,
     max_failures: int = typer.Option(2, "--max-failures", help="times a failed probe is run again"),
 ) -> None:
     """LoRA micro-finetune probes, family x seed on Ray Tune, scored by DIS and aggregated to Parquet.
@@ -236,6 +242,7 @@ def probe(
 
     cfg = _run(sweep_config, config, overrides, families, seeds)
     opts = _run(lambda: build_config(SweepOptions, {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+                                                    "memory_class": memory_class, "accelerator_type": accelerator_type,
                                                     "max_failures": max_failures}))
     out = _run(run_probe_sweep, cfg, exp, base, data_dir, opts)
     from squigglray.jobs.quickstart import print_probe_table
@@ -498,6 +505,7 @@ def eval_solver_cmd(
     timeout: float = typer.Option(5.0, help="seconds per code run"),
     workers: int = typer.Option(2, help="sandbox workers"),
     local: bool = typer.Option(False, "--local", help="sandboxes in this process (no Ray)"),
+    sandbox_nodes: bool = typer.Option(False, "--sandbox-nodes", help="sandbox actors only on CPU sandbox nodes"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of the table"),
 ) -> None:
     """pass@1, maj@N and weighted-vote accuracy for several N, with and without code execution, on
@@ -512,7 +520,8 @@ def eval_solver_cmd(
     out = _run(eval_solver, data_dir, model, run_id=run_id, executor="local" if local else "ray",
                families=split(families) if families else None, levels=split(levels), per_family=per_family,
                ns=ns_list, seed=seed, sample_seed=sample_seed, rounds=rounds, code_timeout_s=timeout,
-               sandbox_workers=workers, log=lambda msg: err.print(msg, markup=False, highlight=False))
+               sandbox_workers=workers, sandbox_nodes=sandbox_nodes,
+               log=lambda msg: err.print(msg, markup=False, highlight=False))
     if as_json:
         print(json.dumps({k: v for k, v in out.items() if k != "problems"}, indent=2, default=str))
         return

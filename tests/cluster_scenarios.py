@@ -172,9 +172,11 @@ def _nano_base(folder: Path) -> str:
     return str(folder)
 
 
-def _steps_on(node, tune_dir: Path) -> dict[str, int]:
-    """probe_id -> last training step that a trial running on `node` reported to Tune (read from the
-    trials' result.json, matched by the reporting process: a worker under that node's raylet)."""
+def _steps_on(node, staging: Path, summaries: Path) -> dict[str, int]:
+    """probe_id -> last training step that a trial running on `node` reported to Tune, read from the
+    trials' result.json in the driver's staging folder (Tune writes it there as results come and copies
+    it to storage only when the trial ends), matched by the reporting process: a worker under that
+    node's raylet. Probes whose summary is written are finished: Tune reuses a trial's actor (same pid)."""
     import psutil
 
     try:
@@ -183,7 +185,7 @@ def _steps_on(node, tune_dir: Path) -> dict[str, int]:
     except (psutil.Error, KeyError, IndexError):  # a worker exiting under our feet: look again
         return {}
     steps: dict[str, int] = {}
-    for f in tune_dir.rglob("result.json"):
+    for f in staging.rglob("driver_artifacts/*/result.json"):
         for line in f.read_text().splitlines():
             try:
                 r = json.loads(line)
@@ -191,7 +193,7 @@ def _steps_on(node, tune_dir: Path) -> dict[str, int]:
                 continue
             if r.get("pid") in pids and "step" in r and not r.get("done"):
                 steps[r["probe_id"]] = max(steps.get(r["probe_id"], 0), int(r["step"]))
-    return steps
+    return {p: s for p, s in steps.items() if not (summaries / f"{p}.json").exists()}
 
 
 def probe_fault() -> dict:
@@ -221,12 +223,13 @@ def probe_fault() -> dict:
     th.start()
     try:
         # wait until a trial on the doomed node is in the middle of its probe's training, then remove the node
-        tune_dir = data / "experiments" / "exp-fault" / "tune"
+        staging = Path(cluster.head_node.get_session_dir_path()) / "artifacts"
+        summaries = data / "experiments" / "exp-fault" / "summaries"
         deadline = time.time() + 90
         steps: dict[str, int] = {}
         while not steps and th.is_alive() and time.time() < deadline:
             time.sleep(0.05)
-            steps = _steps_on(doomed, tune_dir)
+            steps = _steps_on(doomed, staging, summaries)
         cluster.remove_node(doomed)
         out["removed_at_s"] = time.perf_counter() - t0
         out["killed_mid_probe"] = steps  # probe_id -> the step it had reached

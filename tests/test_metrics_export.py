@@ -22,9 +22,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "docs" / "grafana" / "squigglray.json"
 SCRAPE_TIMEOUT_S = 60
-# Queried by the dashboard but declared by code that is not wired yet (see docs/monitoring.md):
-# the panels stay empty until serve_apps/solver.py exports them.
-AWAITING_WIRING = {"squigglray_solve_candidates", "squigglray_solve_vote_share", "squigglray_engine_tokens"}
 
 
 def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
@@ -236,13 +233,11 @@ def test_dashboard_is_importable_grafana_json():
 
 def test_every_dashboard_metric_is_exported(exported):
     """A queried series is in the scrape, or (Serve apps are not deployed in the scenario) declared in
-    the code with the exported name its type implies, or listed as awaiting wiring."""
+    the code with the exported name its type implies (tests/test_serve_solver.py scrapes the solver's)."""
     _, samples = exported
     scraped = {n for n, _, _ in samples}
     declared = {exp: name for name, kind in _declared().items() for exp in _exported_names(name, kind)}
-    awaiting = {exp for name in AWAITING_WIRING for kind in ("Counter", "Histogram", "Gauge")
-                for exp in _exported_names(name, kind)}
-    missing = sorted(m for m in _queried(_dashboard()) if m not in scraped and m not in declared and m not in awaiting)
+    missing = sorted(m for m in _queried(_dashboard()) if m not in scraped and m not in declared)
     assert not missing, f"the dashboard queries series nobody exports: {missing}"
     not_in_scrape = {declared[m] for m in _queried(_dashboard()) if m not in scraped and m in declared}
     assert not_in_scrape <= {n for n in _declared() if n.startswith(("squigglray_solve", "squigglray_verifier",

@@ -16,7 +16,7 @@ import pytest
 
 from squigglray.config import ConfigError, build_config, config_hash
 from squigglray.placement import (
-    DEFAULTS, MEMORY_CLASSES, SANDBOX_RESOURCE, Placement, PlacementError, check_nodes, default_for, fits,
+    DEFAULTS, MARKER, MEMORY_CLASSES, SANDBOX_RESOURCE, Placement, PlacementError, check_nodes, default_for, fits,
     from_resources, make_placement, node_resources, required_resources, to_ray_options, to_serve_actor_options,
     to_tune_resources,
 )
@@ -159,6 +159,52 @@ def test_probe_cli_flags(monkeypatch):
     assert seen["opts"].trial_placement() == Placement(gpus=1, memory_class="40g")
 
 
+def test_dynamics_options_translate_to_a_placement():
+    from squigglray.jobs.dynamics import DynamicsOptions, main
+
+    assert DynamicsOptions().trial_placement() == Placement(cpus=0)  # 0: resolved to a share of the CPUs later
+    opts = DynamicsOptions(cpus_per_trial=2, gpus_per_trial=1, memory_class="40g", accelerator_type="A100")
+    assert to_tune_resources(opts.trial_placement()) == {"cpu": 2, "gpu": 1, "gpu_mem_40g": 1,
+                                                         "accelerator_type:A100": MARKER}
+    old = DynamicsOptions(gpus_per_trial=1, resources_per_trial={"gpu_mem_16g": 1, "nvme": 1})
+    assert old.trial_placement() == Placement(cpus=0, gpus=1, memory_class="16g", resources={"nvme": 1})
+    with pytest.raises(ConfigError, match="seed trial placement.*need gpus > 0"):
+        build_config(DynamicsOptions, {"memory_class": "16g"})
+    with pytest.raises(ConfigError, match="seed trial placement.*need gpus > 0"):
+        main(["--smoke", "--memory-class", "80g"])  # the job's flags fail before Ray starts
+
+
+def test_cli_placement_flags_reach_the_jobs(monkeypatch):
+    from typer.testing import CliRunner
+
+    import squigglray.jobs.dynamics as dynamics
+    import squigglray.jobs.eval_solver as eval_solver
+    import squigglray.jobs.probe as probe
+    from squigglray.cli import app
+
+    seen = {}
+
+    def stop(key):
+        def record(*args, **kwargs):
+            seen[key] = (args, kwargs)
+            raise SystemExit(0)
+        return record
+
+    monkeypatch.setattr(dynamics, "run_dynamics", stop("dynamics"))
+    monkeypatch.setattr(probe, "run_probe_sweep", stop("probe"))
+    monkeypatch.setattr(eval_solver, "eval_solver", stop("eval"))
+    run = CliRunner().invoke
+    run(app, ["dynamics", "--smoke", "--gpus-per-trial", "1", "--memory-class", "32g", "--accelerator-type", "V100"])
+    assert seen["dynamics"][0][1].trial_placement() == Placement(cpus=0, gpus=1, memory_class="32g",
+                                                                 accelerator_type="V100")
+    run(app, ["probe", "--exp", "e", "--families", "arithmetic", "--gpus-per-trial", "0.25", "--memory-class", "16g"])
+    assert seen["probe"][0][4].trial_placement() == Placement(gpus=0.25, memory_class="16g")
+    run(app, ["eval-solver", "--sandbox-nodes"])
+    assert seen["eval"][1]["sandbox_nodes"] is True
+    bad = run(app, ["dynamics", "--smoke", "--memory-class", "24g"])
+    assert bad.exit_code != 0 and "memory_class" in bad.output
+
+
 def test_dcm_placement_from_config_or_flags_and_outside_the_hash():
     from squigglray.dcm.config import DcmConfig
     from squigglray.jobs.dcm import experiment_id, trial_placement
@@ -252,8 +298,13 @@ def test_workloads_fail_before_starting_work(ray_session, tmp_path):
     from actors.ineq_llm import engine_stage
     from squigglray.dcm.config import DcmConfig
     from squigglray.jobs.dcm import run_sweep
+    from squigglray.jobs.dynamics import DynamicsOptions, run_dynamics
+    from squigglray.jobs.eval_solver import SolverEvalConfig, _make_executor
+    from squigglray.config import load_config
     from squigglray.jobs.probe import SweepOptions, run_trials
+    from squigglray.jobs.quickstart import packaged_config
     from squigglray.paths import ArtifactStore
+    from squigglray.training import BaseTrainConfig
 
     t0 = time.perf_counter()
     with pytest.raises(PlacementError, match="a probe trial of exp-x"):
@@ -261,6 +312,11 @@ def test_workloads_fail_before_starting_work(ray_session, tmp_path):
                    [{"target": "arithmetic", "seed": 0}], SweepOptions(gpus_per_trial=1).resolved())
     with pytest.raises(PlacementError, match="a DCM trial"):
         run_sweep(DcmConfig(), [4], [0], None, str(tmp_path), placement=DEFAULTS["dcm"], log=lambda *_: None)
+    with pytest.raises(PlacementError, match="a seed trial of"):
+        run_dynamics(load_config(BaseTrainConfig, packaged_config("smoke")),
+                     DynamicsOptions(seeds=[0], gpus_per_trial=1, memory_class="16g"), str(tmp_path))
+    with pytest.raises(PlacementError, match="sandbox"):
+        _make_executor("ray", SolverEvalConfig(sandbox_nodes=True))
     with pytest.raises(PlacementError, match="engine actor of the llm_text step"):
         engine_stage(ray.data.from_items([{"prompt": "x"}]), {"backend": "hf", "model": "tiny"}, None, {}, "prompt",
                      "llm_text", 1, 1, 4, memory_class="80g")

@@ -44,4 +44,17 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
 
     again = quickstart(cfg, str(tmp_path / "data"))
     assert again["reused"] and again["run"].provenance.run_id == rid
+    assert again["rows"] == out["rows"]  # read back from heldout_eval.parquet (stored_eval), not evaluated again
     assert again["probe_sweep"]["ran"] == 0
+
+    # held-out rows of another package version (or config) are evaluated again, not reused
+    from squigglray.jobs.quickstart import stored_eval
+    from squigglray.paths import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path / "data"))
+    assert stored_eval(store, out["run"]) == out["rows"]
+    path = run / "reports" / "heldout_eval.parquet"
+    t = pq.read_table(path)
+    pq.write_table(t.set_column(t.column_names.index("package_version"), "package_version",
+                                [["0.0.0"] * t.num_rows]), path)
+    assert stored_eval(store, out["run"]) is None

@@ -178,6 +178,36 @@ def test_v1_completions_bad_requests(url, body, status, needle):
     assert r.status_code == status and needle in r.json()["error"]["message"]
 
 
+def test_solver_metrics_reach_prometheus(url):
+    """The replicas' metrics, scraped from the session node's Prometheus endpoint after the solves above:
+    one candidates and (when there is an answer) one vote-share observation per successful /solve, and
+    the engine's prompt and completion tokens. Ray reports metrics every 10 s by default, hence the wait."""
+    import ray
+
+    from test_metrics_export import scrape, total
+
+    r = post(f"{url}/solve", {"problem": PROBLEM, "n": 3, "rounds": 1, "seed": 2})
+    assert r.status_code == 200, r.text
+    port = ray._private.worker._global_node.metrics_export_port
+    deadline, seen = time.time() + 60, {}
+    while time.time() < deadline:
+        samples = scrape(port)
+        seen = {"ok": total(samples, "ray_squigglray_solve_requests_total", status="200"),
+                "candidates": total(samples, "ray_squigglray_solve_candidates_count"),
+                "candidates_sum": total(samples, "ray_squigglray_solve_candidates_sum"),
+                "shares": total(samples, "ray_squigglray_solve_vote_share_count"),
+                "share_sum": total(samples, "ray_squigglray_solve_vote_share_sum"),
+                "prompt": total(samples, "ray_squigglray_engine_tokens_total", kind="prompt"),
+                "completion": total(samples, "ray_squigglray_engine_tokens_total", kind="completion")}
+        if seen["ok"] > 0 and seen["candidates"] == seen["ok"] and seen["shares"] > 0 and seen["completion"] > 0:
+            break
+        time.sleep(1)
+    assert seen["ok"] >= 2 and seen["candidates"] == seen["ok"], seen  # every 200 above observed once
+    assert seen["ok"] <= seen["candidates_sum"] <= 8 * seen["ok"], seen  # 1..max_n candidates each
+    assert 0 < seen["shares"] <= seen["ok"] and 0 < seen["share_sum"] <= seen["shares"], seen  # shares in (0, 1]
+    assert seen["prompt"] > 0 and seen["completion"] > 0, seen
+
+
 # -- config files and the composition root (no Serve needed) --------------------------------------
 
 @pytest.mark.parametrize("name", ["solver.yaml", "solver_gpu.yaml"])

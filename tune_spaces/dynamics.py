@@ -86,10 +86,6 @@ def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, thr
     return space
 
 
-def trial_resources(cpus: float, gpus: float, custom: dict[str, float] | None = None) -> dict[str, float]:
-    return {"cpu": cpus, "gpu": gpus, **(custom or {})}
-
-
 def run_seed_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
                     max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
     """Start the experiment, or continue it (`Tuner.restore`) when `storage_path/name` holds one."""

@@ -20,10 +20,11 @@ import shutil
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from squigglray.config import ConfigError, config_hash, load_config
+from squigglray.config import ConfigError, build_config, config_hash, load_config
 from squigglray.paths import ArtifactStore
+from squigglray.placement import MemoryClass, Placement, from_resources, make_placement
 from squigglray.training import BaseTrainConfig, run_id_for
 
 
@@ -34,7 +35,9 @@ class DynamicsOptions(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     cpus_per_trial: float = Field(0.0, ge=0, description="0 = the cluster's CPUs shared evenly by the seeds")
     gpus_per_trial: float = Field(0.0, ge=0)
-    resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'A100': 1}")
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU, e.g. 16g")
+    accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
+    resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'nvme': 1}")
     threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus_per_trial))")
     max_concurrent: int = Field(0, ge=0, description="0 = as many as resources allow")
     max_failures: int = Field(2, ge=0, description="times a killed trial is resumed from its checkpoint")
@@ -44,6 +47,20 @@ class DynamicsOptions(BaseModel):
     align: str = Field("log_step", pattern="^(log_step|step_frac|loss)$")
     tolerance: float = Field(0.05, gt=0, lt=1, description="seed-matching tolerance in aligned time")
     n_perm: int = Field(500, ge=10)
+
+    @model_validator(mode="after")
+    def _placement_is_valid(self) -> "DynamicsOptions":
+        self.trial_placement()
+        return self
+
+    def trial_placement(self) -> Placement:
+        """What one seed trial asks of a node (squigglray.placement): its CPUs, GPUs, memory class, GPU type."""
+        p = make_placement("the seed trial placement", cpus=self.cpus_per_trial, gpus=self.gpus_per_trial,
+                           memory_class=self.memory_class, accelerator_type=self.accelerator_type)
+        if not self.resources_per_trial:
+            return p
+        extra = from_resources(p.cpus, p.gpus, self.resources_per_trial, p.memory_class, p.accelerator_type)
+        return make_placement("the seed trial placement", **extra.model_dump())
 
     def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
         """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,
@@ -73,15 +90,16 @@ def with_checkpoints(cfg: BaseTrainConfig, opts: DynamicsOptions) -> BaseTrainCo
 def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStore, exp_id: str,
                 reuse: bool = True, fault_kill_at_step: int | None = None) -> dict[int, str]:
     """Run (or continue) the Tune experiment; returns seed -> run_id. Raises if a trial failed for good."""
-    from tune_spaces.dynamics import run_seed_trials, seed_space, trial_resources
+    from squigglray.placement import to_tune_resources
+    from tune_spaces.dynamics import run_seed_trials, seed_space
 
     storage = store.full(f"{store.experiment_dir(exp_id)}/tune")
     if not reuse and store.is_local:
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
     store_uri = store.location
     space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step)
-    grid = run_seed_trials(space, trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.resources_per_trial),
-                           storage, exp_id, max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
+    grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id, max_failures=opts.max_failures,
+                           max_concurrent=opts.max_concurrent)
     failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
@@ -94,6 +112,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
                  reuse: bool = True, fault_kill_at_step: int | None = None,
                  slice_hash: str | None = None) -> dict[str, Any]:
     """slice_hash: the training pool's hash when the caller has built the pool already."""
+    from actors.placement import check_feasible
     from squigglray.jobs.dynamics_analysis import analyze_experiment
     from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
     from squigglray.training.base import publish
@@ -106,6 +125,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     store = ArtifactStore(data_dir)
     ensure_ray()
     opts = opts.resolved(cluster_cpus())
+    check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
     exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash)
     t0 = time.perf_counter()
     runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
@@ -138,11 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--cpus-per-trial", type=float, default=0.0, help="0 = share the cluster's CPUs evenly")
     ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
+    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-reuse", action="store_true", help="start the experiment afresh")
     a = ap.parse_args(argv)
     cfg = load_config(BaseTrainConfig, a.config or packaged_config("smoke" if a.smoke else "quickstart"), a.overrides)
-    opts = DynamicsOptions(seeds=parse_seeds(a.seeds), cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial)
+    opts = build_config(DynamicsOptions, {"seeds": parse_seeds(a.seeds), "cpus_per_trial": a.cpus_per_trial,
+                                          "gpus_per_trial": a.gpus_per_trial, "memory_class": a.memory_class,
+                                          "accelerator_type": a.accelerator_type})
     run_dynamics(cfg, opts, a.data_dir, reuse=not a.no_reuse)
 
 

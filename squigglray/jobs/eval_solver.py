@@ -84,6 +84,7 @@ class SolverEvalConfig(BaseModel):
     batch_rows: int = Field(256, ge=1, description="candidates generated together (problems share batches)")
     sandbox_workers: int = Field(2, ge=1)
     sandbox_cpus: float = Field(0.25, ge=0, description="num_cpus of each sandbox actor")
+    sandbox_nodes: bool = Field(False, description="sandbox actors only on CPU sandbox nodes (resource 'sandbox')")
 
     @field_validator("families")
     @classmethod
@@ -346,7 +347,8 @@ def _make_executor(kind, cfg: SolverEvalConfig):
         from squigglray.jobs.ray_runtime import ensure_ray
 
         ensure_ray()
-        pool = SandboxPool(size=cfg.sandbox_workers, limits=limits, num_cpus=cfg.sandbox_cpus)
+        pool = SandboxPool(size=cfg.sandbox_workers, limits=limits, num_cpus=cfg.sandbox_cpus,
+                           sandbox_nodes=cfg.sandbox_nodes)
         return pool, pool.shutdown
     if kind == "local":
         from squigglray.solve import LocalExecutor
@@ -414,18 +416,23 @@ def eval_solver(
     run_note = f" (run {target.run_id})" if target.run_id and target.run_id != target.label else ""
     log(f"solver eval: {target.label}{run_note}, {len(problems)} held-out problems, N up to {max(cfg.ns)}, {modes}")
 
+    # the sandboxes first: a placement no node can hold fails before the model loads
+    ex, close = _make_executor(executor, cfg) if True in cfg.code_modes else (None, lambda: None)
     t0 = time.perf_counter()
     own_engine = not isinstance(engine, Engine)
-    if engine is None:
-        from squigglray.engines.hf import HFEngine
+    try:
+        if engine is None:
+            from squigglray.engines.hf import HFEngine
 
-        engine = HFEngine.from_pretrained(target.spec, store)
-    elif isinstance(engine, EngineConfig):
-        from squigglray.engines import make_engine
+            engine = HFEngine.from_pretrained(target.spec, store)
+        elif isinstance(engine, EngineConfig):
+            from squigglray.engines import make_engine
 
-        engine = make_engine(engine, store)
+            engine = make_engine(engine, store)
+    except BaseException:
+        close()
+        raise
     seconds["load"] = time.perf_counter() - t0
-    ex, close = _make_executor(executor, cfg) if True in cfg.code_modes else (None, lambda: None)
 
     bar = None
     if progress:

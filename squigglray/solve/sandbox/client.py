@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import asdict
 
 from squigglray.solve.sandbox import framing
