@@ -534,11 +534,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=None, help="instance seed (default: the run's eval seed)")
     ap.add_argument("--sample-seed", type=int, default=0, help="seed of the sampled candidates")
     ap.add_argument("--local", action="store_true", help="sandboxes in this process instead of Ray actors")
+    ap.add_argument("--sandbox-nodes", action="store_true", help="sandbox actors only on CPU sandbox nodes")
     a = ap.parse_args(argv)
     out = eval_solver(
         a.data_dir, a.model, run_id=a.run_id, executor="local" if a.local else "ray",
         families=a.families.split(",") if a.families else None, levels=a.levels.split(","),
         per_family=a.per_family, ns=parse_ns(a.ns), seed=a.seed, sample_seed=a.sample_seed,
+        sandbox_nodes=a.sandbox_nodes,
     )
     print_table(out["table"], f"solver accuracy: {out['evaluation']['model']} ({out['evaluation']['problems']} problems)")
     print(summary_line(out))
