@@ -43,13 +43,22 @@ class TuneReporter(TrainerCallback):
 
 
 class _KillOnce(TrainerCallback):
-    def __init__(self, step: int, marker: Path):
-        self.step, self.marker = step, marker
+    """Fault drill: SIGKILL this process at `step`, unless `marker` exists. The marker is created
+    atomically, so of the trials sharing one marker exactly one dies; it records `note`."""
+
+    def __init__(self, step: int, marker: Path, note: str = ""):
+        self.step, self.marker, self.note = step, marker, note
 
     def on_step_end(self, state, model, batch):
-        if state.step == self.step and not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
+        if state.step != self.step:
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, (self.note or str(os.getpid())).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def seed_trial(config: dict[str, Any]) -> None:

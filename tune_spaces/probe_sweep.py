@@ -59,10 +59,10 @@ def probe_trial(config: dict[str, Any]) -> None:
                            f"({plan.config_hash[:10]} != {config['plan_hash'][:10]})")
     job = ProbeJob(plan, config["probe"]["target"], int(config["probe"]["seed"]))
     callbacks: list[TrainerCallback] = [StepReporter(job.probe_id)]
-    if config.get(FAULT_KEY):
-        marker = Path(store.local_path(f"{store.run_dir(job.run_id)}/.fault-drill"))
+    if config.get(FAULT_KEY):  # one marker per sweep: the first probe to reach the step dies, once
+        marker = Path(store.local_path(f"{store.experiment_dir(config['experiment'])}/.fault-drill"))
         marker.parent.mkdir(parents=True, exist_ok=True)
-        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker))
+        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker, job.probe_id))
     job.callbacks = tuple(callbacks)
     t0 = time.perf_counter()
     summary = LoraProbeAdapter().run(job, store)
