@@ -34,16 +34,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(ray_session, solver_store):
+def url(ray_session, solver_store, tmp_path_factory):
+    """The app as `squigglray serve` deploys it: serve_apps/solver.yaml (its replicas' CPUs lowered to
+    fit the tests' 2-CPU Ray) plus overrides (APP_ARGS), through the composition root, on a free port."""
     from ray import serve
 
-    from serve_apps.solver import app_builder
+    from squigglray.jobs.serve_solver import default_config_path, serve_solver
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    raw = yaml.safe_load(default_config_path().read_text())
+    for d in raw["applications"][0]["deployments"]:
+        d["ray_actor_options"]["num_cpus"] = 0.1
+    config = tmp_path_factory.mktemp("solver-config") / "solver.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": _free_port()}
+    overrides.update({f"defaults.{k}": v for k, v in overrides.pop("defaults").items()})
     try:
-        serve.run(app_builder({**APP_ARGS, "data_dir": solver_store.uri}), name="solver", route_prefix="/")
-        base = f"http://127.0.0.1:{port}"
+        base = serve_solver(str(config), blocking=False, overrides=overrides, log=lambda *_: None)
         deadline = time.time() + 90
         while True:  # the sandbox actor may still be starting after the replicas are up
             r = requests.get(f"{base}/healthz", timeout=70)
@@ -264,23 +270,13 @@ def test_deploy_config_overrides(solver_store, tmp_path):
 
 
 
-def test_serve_solver_deploys_a_config_file(url, solver_store, tmp_path):
-    """The composition root (what `squigglray serve` runs): a Serve config file plus overrides, deployed
-    as `serve run <config>` deploys it, here over the fixture's app on the same Serve instance."""
-    from squigglray.jobs.serve_solver import default_config_path, serve_solver
-
-    raw = yaml.safe_load(default_config_path().read_text())
-    for d in raw["applications"][0]["deployments"]:
-        d["ray_actor_options"]["num_cpus"] = 0.1  # fit beside the rest in the tests' 2-CPU Ray
-    config = tmp_path / "solver.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    port = int(url.rsplit(":", 1)[1])
-    overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": port, "defaults.seed": 123}
-    overrides.update({f"defaults.{k}": v for k, v in overrides.pop("defaults").items()})
-    base = serve_solver(str(config), blocking=False, overrides=overrides, log=lambda *_: None)
-    assert base == url
-    health = requests.get(f"{base}/healthz", timeout=70).json()
-    assert health["defaults"]["seed"] == 123 and health["defaults"]["n"] == 4  # the new deployment answers
-    r = post(f"{base}/solve", {"problem": PROBLEM, "n": 2, "rounds": 1})
-    assert r.status_code == 200 and r.json()["n_candidates"] == 2
+def test_the_deployment_is_the_config_file_plus_overrides(url):
+    """The fixture deployed serve_apps/solver.yaml through the composition root (what `squigglray
+    serve` runs): the file's values where APP_ARGS is silent, APP_ARGS (flattened) elsewhere."""
+    file_args = yaml.safe_load((ROOT / "serve_apps" / "solver.yaml").read_text())["applications"][0]["args"]
+    health = requests.get(f"{url}/healthz", timeout=70).json()
+    assert health["max_n"] == APP_ARGS["max_n"] != file_args["max_n"]
+    assert health["defaults"]["n"] == DEFAULTS["n"] != file_args["defaults"]["n"]
+    assert health["defaults"]["prompt"] == file_args["defaults"]["prompt"]  # only the file says it
+    assert health["defaults"]["mode"] == file_args["defaults"]["mode"]
 

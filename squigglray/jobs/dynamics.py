@@ -98,8 +98,8 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
     store_uri = store.location
     space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step)
-    grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id, max_failures=opts.max_failures,
-                           max_concurrent=opts.max_concurrent)
+    grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id,
+                           max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
     failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
