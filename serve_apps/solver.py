@@ -49,8 +49,10 @@ logger = logging.getLogger("ray.serve")
 ENGINE_DEPLOYMENT = "SolverEngine"
 INGRESS_DEPLOYMENT = "SolverIngress"
 LATENCY_BOUNDS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+# Ray exports a histogram's _sum from bucket midpoints (the open last bucket counts as twice its
+# bound), so the bounds end at the largest possible value: 1024 candidates, a share of 1.
 CANDIDATE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-SHARE_BOUNDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99]
+SHARE_BOUNDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0]
 
 
 class SolverAppArgs(BaseModel):

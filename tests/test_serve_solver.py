@@ -185,9 +185,11 @@ def test_v1_completions_bad_requests(url, body, status, needle):
 
 
 def test_solver_metrics_reach_prometheus(url):
-    """The replicas' metrics, scraped from the session node's Prometheus endpoint after the solves above:
-    one candidates and (when there is an answer) one vote-share observation per successful /solve, and
-    the engine's prompt and completion tokens. Ray reports metrics every 10 s by default, hence the wait."""
+    """The replicas' metrics, scraped from the session node's Prometheus endpoint after a solve: one
+    candidates and (when there is an answer) one vote-share observation per successful /solve, and the
+    engine's prompt and completion tokens. Ray reports metrics every 10 s by default, hence the wait;
+    what a scrape holds of earlier requests depends on Ray's export, so the checks compare series of
+    the same replica with each other rather than with a request count."""
     import ray
 
     from test_metrics_export import scrape, total
@@ -208,8 +210,9 @@ def test_solver_metrics_reach_prometheus(url):
         if seen["ok"] > 0 and seen["candidates"] == seen["ok"] and seen["shares"] > 0 and seen["completion"] > 0:
             break
         time.sleep(1)
-    assert seen["ok"] >= 2 and seen["candidates"] == seen["ok"], seen  # every 200 above observed once
-    assert seen["ok"] <= seen["candidates_sum"] <= 8 * seen["ok"], seen  # 1..max_n candidates each
+    assert seen["ok"] >= 1 and seen["candidates"] == seen["ok"], seen  # every 200 observed once
+    # Ray exports a histogram's _sum from its buckets' midpoints: 1..max_n=8 candidates give 0.5..6 each
+    assert 0.5 * seen["ok"] <= seen["candidates_sum"] <= 6 * seen["ok"], seen
     assert 0 < seen["shares"] <= seen["ok"] and 0 < seen["share_sum"] <= seen["shares"], seen  # shares in (0, 1]
     assert seen["prompt"] > 0 and seen["completion"] > 0, seen
 
