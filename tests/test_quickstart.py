@@ -45,6 +45,8 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     again = quickstart(cfg, str(tmp_path / "data"))
     assert again["reused"] and again["run"].provenance.run_id == rid
     assert again["rows"] == out["rows"]  # read back from heldout_eval.parquet (stored_eval), not evaluated again
+    assert again["solver"]["table"] == out["solver"]["table"]
+    assert again["solver"]["seconds"] == out["solver"]["seconds"]  # read back from solver_eval.json, not sampled again
     assert again["probe_sweep"]["ran"] == 0
 
     # held-out rows of another package version (or config) are evaluated again, not reused

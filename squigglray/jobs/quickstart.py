@@ -26,7 +26,7 @@ import pyarrow as pa
 import ray
 
 from squigglray import __version__
-from squigglray.config import load_config
+from squigglray.config import config_hash, load_config
 from squigglray.eval import heldout_instances, summarize
 from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
@@ -97,6 +97,22 @@ def stored_eval(store: ArtifactStore, rec: RunRecord) -> list[dict[str, Any]] | 
             or set(t.column("package_version").to_pylist()) != {__version__}):
         return None
     return t.drop_columns(list(EVAL_PROVENANCE)).to_pylist()
+
+
+def stored_solver_eval(store: ArtifactStore, run_id: str, cfg: SolverEvalConfig) -> dict[str, Any] | None:
+    """The solver evaluation an earlier quickstart wrote for this run with the same settings and
+    package version (its candidates are seeded: sampling again gives them again). None otherwise."""
+    path = f"{store.run_dir(run_id)}/reports/solver_eval.json"
+    if not store.exists(path):
+        return None
+    try:
+        out = store.read_json(path)
+        ev = out["evaluation"]
+        same = (out["provenance"]["run_id"] == run_id and ev["config_hash"] == config_hash(cfg)
+                and ev["package_version"] == __version__)
+    except Exception:  # noqa: BLE001 - unreadable or another schema: evaluate again and overwrite it
+        return None
+    return out if same else None
 
 
 def report_markdown(rec: RunRecord, table: list[EvalRow], seconds: dict[str, float], reused: bool) -> str:
@@ -258,7 +274,8 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     if solver_eval is not False:
         scfg = solver_eval if isinstance(solver_eval, SolverEvalConfig) else solver_eval_config(cfg)
         t2 = time.perf_counter()
-        solver = eval_solver(store, run_id=rid, config=scfg, exclude_problems=pool.problems(), executor="ray")
+        solver = (stored_solver_eval(store, rid, scfg) if reused else None) or eval_solver(
+            store, run_id=rid, config=scfg, exclude_problems=pool.problems(), executor="ray")
         seconds["solver_eval"] = time.perf_counter() - t2
         ev = solver["evaluation"]
         print_solver_table(solver["table"], f"solver accuracy: {ev['problems']} held-out problems, "
