@@ -171,6 +171,23 @@ def from_resources(cpus: float = 1.0, gpus: float = 0.0, resources: dict[str, fl
                      sandbox=sandbox, resources=extra)
 
 
+def trial_placement(what: str, base: Placement | None = None, cpus: float = 0.0, gpus: float = 0.0,
+                    memory_class: str | None = None, accelerator_type: str | None = None,
+                    resources: dict[str, float] | None = None) -> Placement:
+    """A Tune trial's placement from a job's flat options: `base` (default: one CPU) with each option
+    that is set (non-zero, not None) laid over it, plus `resources`, a custom-resources dict whose
+    gpu_mem_*, accelerator_type:X and sandbox keys are read back into their fields. A bad combination
+    raises a one-line ValueError that starts with `what`."""
+    base = base or Placement()
+    update = {k: v for k, v in (("cpus", cpus), ("gpus", gpus), ("memory_class", memory_class),
+                                ("accelerator_type", accelerator_type)) if v}
+    p = make_placement(what, **{**base.model_dump(), **update})
+    if not resources:
+        return p
+    extra = from_resources(p.cpus, p.gpus, resources, p.memory_class, p.accelerator_type, p.sandbox)
+    return make_placement(what, **{**extra.model_dump(), "resources": {**p.resources, **extra.resources}})
+
+
 def node_resources(gpu_count: int, memory_gb: float, accelerator: str | None = None,
                    sandbox: bool = False) -> dict[str, float]:
     """The resources a node type declares: GPU, the memory classes its GPUs satisfy (each of them,

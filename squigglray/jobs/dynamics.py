@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from squigglray.config import ConfigError, build_config, config_hash, load_config
 from squigglray.paths import ArtifactStore
-from squigglray.placement import MemoryClass, Placement, from_resources, make_placement
+from squigglray.placement import MemoryClass, Placement, trial_placement
 from squigglray.training import BaseTrainConfig, run_id_for
 
 
@@ -55,12 +55,9 @@ class DynamicsOptions(BaseModel):
 
     def trial_placement(self) -> Placement:
         """What one seed trial asks of a node (squigglray.placement): its CPUs, GPUs, memory class, GPU type."""
-        p = make_placement("the seed trial placement", cpus=self.cpus_per_trial, gpus=self.gpus_per_trial,
-                           memory_class=self.memory_class, accelerator_type=self.accelerator_type)
-        if not self.resources_per_trial:
-            return p
-        extra = from_resources(p.cpus, p.gpus, self.resources_per_trial, p.memory_class, p.accelerator_type)
-        return make_placement("the seed trial placement", **extra.model_dump())
+        # base: no CPUs, so an unset cpus_per_trial stays 0 until resolved() shares out the cluster's
+        return trial_placement("the seed trial placement", Placement(cpus=0), self.cpus_per_trial,
+                               self.gpus_per_trial, self.memory_class, self.accelerator_type, self.resources_per_trial)
 
     def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
         """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,

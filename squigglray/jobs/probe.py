@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from squigglray.config import ConfigError, build_config, load_config
 from squigglray.jobs.dynamics import parse_seeds
 from squigglray.paths import ArtifactStore
-from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, from_resources, make_placement
+from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, trial_placement
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
 
@@ -57,16 +57,8 @@ class SweepOptions(BaseModel):
         return self
 
     def trial_placement(self) -> Placement:
-        base = self.placement or Placement()
-        update = {k: v for k, v in (("cpus", self.cpus_per_trial), ("gpus", self.gpus_per_trial),
-                                    ("memory_class", self.memory_class),
-                                    ("accelerator_type", self.accelerator_type)) if v}
-        p = make_placement("the probe trial placement", **{**base.model_dump(), **update})
-        if not self.resources_per_trial:
-            return p
-        extra = from_resources(p.cpus, p.gpus, self.resources_per_trial, p.memory_class, p.accelerator_type,
-                               p.sandbox)
-        return extra.model_copy(update={"resources": {**p.resources, **extra.resources}})
+        return trial_placement("the probe trial placement", self.placement, self.cpus_per_trial, self.gpus_per_trial,
+                               self.memory_class, self.accelerator_type, self.resources_per_trial)
 
     def resolved(self) -> "SweepOptions":
         cpus = self.trial_placement().cpus
