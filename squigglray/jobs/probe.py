@@ -75,14 +75,23 @@ def grid(cfg: ProbeConfig, targets: list[str] | None = None) -> list[dict[str, A
 def pending(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], config_hash: str) -> list[dict[str, Any]]:
     """Specs without a summary of this config hash. Summaries of another config outside the grid
     would mix two configs in one experiment: that is an error, not something to overwrite silently."""
-    from squigglray.probes.aggregate import read_summaries
-
-    have = {s.probe_id: s.provenance.config_hash for s in read_summaries(store, exp_id)}
+    have = _summary_hashes(store, exp_id)
     wanted = {probe_id_for(p["target"], p["seed"]) for p in specs}
     stale = sorted(pid for pid, h in have.items() if h != config_hash and pid not in wanted)
     if stale:
         raise ConfigError(f"experiment {exp_id} holds probes of another config ({', '.join(stale[:5])}"
                           f"{', ...' if len(stale) > 5 else ''}); use another --exp, or include them in this sweep")
+    return _without_summary(specs, have, config_hash)
+
+
+def _summary_hashes(store: ArtifactStore, exp_id: str) -> dict[str, str]:
+    """probe_id -> config hash of each summary the experiment holds."""
+    from squigglray.probes.aggregate import read_summaries
+
+    return {s.probe_id: s.provenance.config_hash for s in read_summaries(store, exp_id)}
+
+
+def _without_summary(specs: list[dict[str, Any]], have: dict[str, str], config_hash: str) -> list[dict[str, Any]]:
     return [p for p in specs if have.get(probe_id_for(p["target"], p["seed"])) != config_hash]
 
 
@@ -110,7 +119,7 @@ def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: Swe
                                   name + (f"-round{rnd + 1}" if rnd else ""), max_failures=opts.max_failures,
                                   max_concurrent=opts.max_concurrent)
         errors = {Path(r.path or "").name: r.error for r in result if r.error is not None}
-        remaining = _missing(store, exp, remaining, plan.config_hash)
+        remaining = _without_summary(remaining, _summary_hashes(store, exp), plan.config_hash)
         lost = [p for p in remaining if trial_lost(errors.get(probe_id_for(p["target"], p["seed"])))]
         if not remaining or len(lost) < len(remaining) or rnd >= opts.max_failures:
             break
@@ -124,13 +133,6 @@ def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: Swe
                                        for p in remaining)
                            + ". Fix the cause and run the same command again: finished probes are kept.")
     return result
-
-
-def _missing(store: ArtifactStore, exp_id: str, specs: list[dict[str, Any]], config_hash: str) -> list[dict[str, Any]]:
-    from squigglray.probes.aggregate import read_summaries
-
-    have = {s.probe_id: s.provenance.config_hash for s in read_summaries(store, exp_id)}
-    return [p for p in specs if have.get(probe_id_for(p["target"], p["seed"])) != config_hash]
 
 
 def read_direction_baseline(store: ArtifactStore, baseline_id: str) -> dict[str, Any]:
