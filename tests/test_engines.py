@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from squigglray.engines.hf import HFEngine
 from squigglray.engines.openai import OpenAIEngine
 from squigglray.engines.openai_api import build_app
 from squigglray.models import build_model
+
+from metrics_scenario import free_port
 
 PROMPTS = ["Problem: What is 2 + 3?\nSolution:\n", "hi", "Problem: Find the sum of all primes below 20.\nSolution:\n"]
 HOT = dict(temperature=1.0, max_tokens=12)
@@ -172,17 +173,12 @@ def test_async_generate(engine):
 
 # ----- OpenAI surface + client -----
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(engine):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(build_app(engine, "nano"), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -265,7 +261,7 @@ def test_parse_choices_without_per_choice_counts():
 def test_openai_client_errors_name_url_and_status(server):
     with pytest.raises(EngineError, match=r"/v1/completions -> HTTP 404: The model `not-served`"):
         _remote(server, "not-served", ["x"], SamplingParams(max_tokens=2))
-    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EngineError, match=closed.replace(".", r"\.") + "/completions"):
         _remote(closed, "nano", ["x"], SamplingParams(max_tokens=2))
 

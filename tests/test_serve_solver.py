@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,8 @@ from squigglray.engines import OpenAIEngine, SamplingParams
 from squigglray.families import sample
 from squigglray.schemas.solve import SolveOptions
 
+from metrics_scenario import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"n": 4, "rounds": 2, "max_tokens_per_round": 100, "early_stop": False, "code_timeout_s": 5}
 APP_ARGS = {
@@ -26,11 +27,6 @@ APP_ARGS = {
 }
 PROBLEM = sample("arithmetic", 1, seed=5)[0].problem
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def url(ray_session, solver_store, tmp_path_factory):
         d["ray_actor_options"]["num_cpus"] = 0.1
     config = tmp_path_factory.mktemp("solver-config") / "solver.yaml"
     config.write_text(yaml.safe_dump(raw))
-    overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": _free_port()}
+    overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": free_port()}
     overrides.update({f"defaults.{k}": v for k, v in overrides.pop("defaults").items()})
     try:
         base = serve_solver(str(config), blocking=False, overrides=overrides, log=lambda *_: None)

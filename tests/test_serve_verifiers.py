@@ -6,7 +6,6 @@ client, and the Serve config file."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import requests
 import yaml
 
+from metrics_scenario import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = "verifiers"
 APP_ARGS = {"num_cpus": 0.25, "workers": 2, "timeout_s": 5.0, "max_timeout_s": 10.0, "max_expr_chars": 400,
@@ -22,11 +23,6 @@ APP_ARGS = {"num_cpus": 0.25, "workers": 2, "timeout_s": 5.0, "max_timeout_s": 1
 # SymPy grinds on this for far longer than any deadline here (a degree-300 bivariate factorization)
 HANGING = {"expr": "(x + y + 1)**300 - 1"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def url(ray_session):
 
     try:
         base = serve_verifiers(str(default_config_path()), blocking=False, log=lambda *_: None,
-                               overrides={**APP_ARGS, "port": _free_port()})
+                               overrides={**APP_ARGS, "port": free_port()})
         deadline = time.time() + 60
         while True:
             r = requests.get(f"{base}/healthz", timeout=30)
