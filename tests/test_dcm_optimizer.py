@@ -41,6 +41,18 @@ def test_batched_equals_one_at_a_time(fz):
     assert together[0].curve[-1] < together[0].curve[0]  # it learns
 
 
+def test_batched_matches_the_seed_loop(fz):
+    """From the same initialization, the batched optimizer (own AdamW, losses from the target
+    positions only) follows seed 001's loop: torch's AdamW and the model's labels= loss per mode."""
+    from squigglray.dcm.optimizer import optimize
+    from squigglray.dcm.reference import optimize_one
+
+    c = cfg(optim={"steps": 12, "lr": 0.05, "weight_decay": 1.0, "restarts": 0})  # decay large enough to show
+    for mine, pair in zip(optimize(fz, c, PAIRS), PAIRS):
+        seed = optimize_one(fz, c, pair)
+        assert mine.curve == pytest.approx(seed[: len(mine.curve)], rel=1e-4, abs=1e-5)
+
+
 def test_loss_is_on_the_target_only(fz):
     """Changing the prompt's content changes the loss; appending garbage after the target does not
     change the target positions' loss (right padding is invisible to a causal model)."""

@@ -5,6 +5,8 @@ Rows are right-padded whole sequences, each with its own prompt length, so slot 
 prompts (the baselines) go through the same code; padding sits after every real token of a row
 and a causal model never sees it (so no attention mask is needed).
 
+The last target token is never fed: nothing reads what it predicts.
+
 Models without a BOS token (Qwen2.5, DeepSeek-R1-Distill) get no BOS; without a pad token the
 padding id is EOS (or 0): padded positions are masked anyway.
 """
@@ -70,19 +72,17 @@ def row_losses(fz: Frozen, prompts: list[torch.Tensor] | torch.Tensor,
     dev, dtype = fz.device, next(fz.model.parameters()).dtype
     n, t_max = len(targets), max(len(t) for t in targets)
     t_len = torch.tensor([len(t) for t in targets], device=dev)
-    ids = torch.full((n, t_max), fz.pad_id, dtype=torch.long, device=dev)
-    for i, t in enumerate(targets):
-        ids[i, : len(t)] = torch.tensor(t, device=dev)
-    tgt = fz.embed[ids].to(dtype)
+    ids = torch.tensor([t + [fz.pad_id] * (t_max - len(t)) for t in targets], device=dev)
+    tgt = fz.embed[ids[:, :-1]].to(dtype)  # the last target token predicts nothing that is scored
     if isinstance(prompts, torch.Tensor):
         p_len = torch.full((n,), prompts.shape[1], device=dev)
         full = torch.cat([prompts.to(dtype), tgt], 1)
     else:
         p_len = torch.tensor([p.shape[0] for p in prompts], device=dev)
-        full = fz.embed.new_zeros(n, int(p_len.max()) + t_max, fz.dim, dtype=dtype)
+        full = fz.embed.new_zeros(n, int(p_len.max()) + t_max - 1, fz.dim, dtype=dtype)
         for i, p in enumerate(prompts):
             full[i, : p.shape[0]] = p.to(dtype)
-            full[i, p.shape[0] : p.shape[0] + len(targets[i])] = tgt[i, : len(targets[i])]
+            full[i, p.shape[0] : p.shape[0] + len(targets[i]) - 1] = tgt[i, : len(targets[i]) - 1]
     steps = torch.arange(t_max, device=dev)
     valid = steps[None] < t_len[:, None]
     # No attention mask: padding only follows a row's real tokens, and causal attention never looks
