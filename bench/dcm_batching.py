@@ -8,7 +8,10 @@ Two one-at-a-time baselines, both checked to end at the batched optimizer's loss
 - this optimizer at B=1: the same code one example at a time, so batching is all that differs.
 
     python bench/dcm_batching.py                  # tiny preset architecture, B=16, K=16, 30 steps, joint Q-A
-    python bench/dcm_batching.py --batch 64 --preset tiny --device cuda
+    python bench/dcm_batching.py --batch 64 --model Qwen/Qwen2.5-1.5B --device cuda --bf16
+
+A trained model (--model) may reach accuracy 1.0 within the steps; the batched optimizer then
+freezes those examples early, and the first line says how many.
 """
 
 from __future__ import annotations
@@ -36,20 +39,28 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--preset", default="tiny", help="random-init architecture, unless --model is given")
+    ap.add_argument("--model", help="a hub id or save_pretrained folder instead (squigglray.models.load_model)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="load the model in bf16 (the DCM default on CUDA)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from squigglray.families import list_families, sample
-    from squigglray.families.trace import format_prompt
-    from squigglray.models import build_model, train_tokenizer
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    if args.model:
+        from squigglray.models import load_model
 
-    texts = [format_prompt(x.problem) + x.trace for f in list_families() for x in sample(f, 20, 0)]
-    tok = train_tokenizer(texts, vocab_size=512)
-    model = build_model(args.preset, tok, 320, seed=0).to(args.device)
-    fz = freeze(model, tok, {"q": "Question", "a": "Answer"})
+        model, tok = load_model(args.model, dtype=dtype)
+    else:
+        from squigglray.families import list_families, sample
+        from squigglray.families.trace import format_prompt
+        from squigglray.models import build_model, train_tokenizer
+
+        texts = [format_prompt(x.problem) + x.trace for f in list_families() for x in sample(f, 20, 0)]
+        tok = train_tokenizer(texts, vocab_size=512)
+        model = build_model(args.preset, tok, 320, seed=0).to(dtype)
+    fz = freeze(model.to(args.device), tok, {"q": "Question", "a": "Answer"})
     pairs = arithmetic_pairs(args.batch, seed=0)
     cfg = build_config(DcmConfig, {"k": args.k, "batch_size": args.batch,
                                    "optim": {"steps": args.steps, "restarts": 0, "stop_accuracy": 1.0}})
@@ -73,7 +84,8 @@ def main() -> None:
     same = {"seed": all(close(a, b) for a, b in zip(seed, final)),
             "b1": all(close(a.curve[-1], b) for a, b in zip(alone, final))}
     frozen = sum(r.converged for r in batched)
-    print(f"{args.preset} preset (random init), {args.device}, {args.threads} threads, B={args.batch}, K={args.k}, "
+    what = args.model or f"{args.preset} preset (random init)"
+    print(f"{what}, {dtype}, {args.device}, {args.threads} threads, B={args.batch}, K={args.k}, "
           f"{args.steps} steps, joint Q-A ({frozen} examples froze early), median of {args.repeat}")
     names = {"batched": "batched optimizer", "seed": "seed 001's loop", "b1": "this optimizer, B=1"}
     for k, name in names.items():

@@ -150,3 +150,17 @@ def test_model_without_bos_or_pad_token(nano_tokenizer):
     res = optimize(fz, cfg(optim={"steps": 3, "restarts": 0}), PAIRS[:2])
     assert all(len(r.curve) == 3 for r in res)
     assert set(baselines(fz, cfg(), PAIRS[:1])[0]["a"]) == {"random", "single_token", "full_context"}
+
+
+def test_bf16_model_keeps_fp32_slots(solver_store):
+    """precision bf16 (the GPU default) loads a bf16 model; the slots and their AdamW state stay fp32,
+    and the trained model still steers toward an answer."""
+    from squigglray.dcm.optimizer import optimize
+    from squigglray.jobs.dcm import load_frozen
+
+    fz = load_frozen(cfg(model="nano", precision="bf16", device="cpu"), solver_store)
+    assert next(fz.model.parameters()).dtype == torch.bfloat16
+    res = optimize(fz, cfg(k=8, modes=["a"], optim={"steps": 40, "lr": 0.05, "restarts": 0}), PAIRS[:2])
+    for r in res:
+        assert r.slots.dtype == torch.float32 and all(torch.isfinite(torch.tensor(r.curve)))
+        assert r.curve[-1] < 0.5 * r.curve[0], r.curve

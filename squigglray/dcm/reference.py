@@ -16,7 +16,7 @@ from squigglray.dcm.slots import Frozen, slot_prompt
 
 
 def generator_loss(fz: Frozen, target: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    full = torch.cat([prompt, fz.embed[target]])[None]
+    full = torch.cat([prompt.to(fz.embed.dtype), fz.embed[target]])[None]  # fp32 slots, a bf16 model on GPU
     labels = torch.full((1, full.shape[1]), -100, dtype=torch.long, device=fz.device)
     labels[0, prompt.shape[0]:] = target
     return fz.model(inputs_embeds=full, labels=labels).loss
