@@ -53,6 +53,33 @@ def test_batched_matches_the_seed_loop(fz):
         assert mine.curve == pytest.approx(seed[: len(mine.curve)], rel=1e-4, abs=1e-5)
 
 
+def test_paraphrase_variants_add_to_the_loss(fz):
+    """Semantic-equivalence regularization: an example's loss sums its main target and its variants;
+    the reported per-mode loss is the main target's."""
+    from squigglray.dcm.optimizer import init_slots, optimize
+    from squigglray.dcm.slots import row_losses, slot_prompt
+
+    pair = QAPair("v", "What is 2 + 3?", "5", "test", a_variants=("five", "2 + 3 = 5"))
+    c = cfg(modes=["a"], optim={"steps": 1, "restarts": 0})
+    (r,) = optimize(fz, c, [pair])
+    prompt = slot_prompt(fz, "a", init_slots(fz, c, "v", 0))
+    texts = [pair.answer, *pair.a_variants]
+    losses, _ = row_losses(fz, [prompt] * 3, [fz.encode(t, eos=True) for t in texts])
+    assert r.curve[0] == pytest.approx(float(losses.sum()), rel=1e-5)
+    assert r.loss["a"] == pytest.approx(float(losses[0]), rel=1e-5)
+
+
+def test_token_initialization(fz):
+    """init: tokens starts each slot at a (scaled) embedding row; the same seed gives the same slots."""
+    from squigglray.dcm.optimizer import init_slots
+
+    c = cfg(init="tokens", init_scale=0.5)
+    slots = init_slots(fz, c, "p0", 0)
+    rows = fz.embed.float() * 0.5
+    assert all(bool((rows == s).all(1).any()) for s in slots)
+    assert torch.equal(slots, init_slots(fz, c, "p0", 0)) and not torch.equal(slots, init_slots(fz, c, "p0", 1))
+
+
 def test_loss_is_on_the_target_only(fz):
     """Changing the prompt's content changes the loss; appending garbage after the target does not
     change the target positions' loss (right padding is invisible to a causal model)."""
