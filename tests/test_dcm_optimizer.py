@@ -191,3 +191,41 @@ def test_bf16_model_keeps_fp32_slots(solver_store):
     for r in res:
         assert r.slots.dtype == torch.float32 and all(torch.isfinite(torch.tensor(r.curve)))
         assert r.curve[-1] < 0.5 * r.curve[0], r.curve
+
+
+HUB_ARCHITECTURES = {  # the families of the hub models DCM targets, at toy size
+    "Qwen2": dict(num_key_value_heads=1, max_window_layers=2),  # Qwen2.5, DeepSeek-R1-Distill-Qwen
+    "Phi3": dict(num_key_value_heads=2, pad_token_id=None),
+    "Phi": dict(partial_rotary_factor=0.5),  # phi-2: LayerNorm, partial rotary, dense attention
+}
+
+
+@pytest.mark.parametrize("arch", sorted(HUB_ARCHITECTURES))
+def test_hub_architectures_from_a_saved_folder(arch, nano_tokenizer, tmp_path):
+    """A save_pretrained folder of each architecture loads through the job's loader (the hub-id path
+    without the download); batching still changes nothing per example and the loss falls."""
+    import copy
+
+    import transformers
+
+    from squigglray.dcm.optimizer import optimize
+    from squigglray.jobs.dcm import load_frozen
+    from squigglray.paths import ArtifactStore
+
+    tok = copy.deepcopy(nano_tokenizer)
+    if arch == "Qwen2":
+        tok.bos_token = None  # Qwen tokenizers have no BOS
+    config = getattr(transformers, f"{arch}Config")(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=128, **HUB_ARCHITECTURES[arch])
+    torch.manual_seed(0)
+    getattr(transformers, f"{arch}ForCausalLM")(config).save_pretrained(tmp_path / arch)
+    tok.save_pretrained(tmp_path / arch)
+    fz = load_frozen(cfg(model=str(tmp_path / arch), device="cpu"), ArtifactStore(str(tmp_path / "data")))
+    assert type(fz.model).__name__ == f"{arch}ForCausalLM" and (fz.bos_id is None) == (arch == "Qwen2")
+    c = cfg(optim={"steps": 6, "lr": 0.05, "restarts": 0})
+    together = optimize(fz, c, PAIRS[:3])
+    alone = [optimize(fz, c.model_copy(update={"batch_size": 1}), [p])[0] for p in PAIRS[:3]]
+    for a, b in zip(together, alone):
+        assert a.curve == pytest.approx(b.curve, rel=1e-4, abs=1e-5)
+        assert a.curve[-1] < a.curve[0]
