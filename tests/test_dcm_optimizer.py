@@ -180,8 +180,8 @@ def test_model_without_bos_or_pad_token(nano_tokenizer):
 
 
 def test_bf16_model_keeps_fp32_slots(solver_store):
-    """precision bf16 (the GPU default) loads a bf16 model; the slots and their AdamW state stay fp32,
-    and the trained model still steers toward an answer."""
+    """precision bf16 (the GPU default) loads a bf16 model; the slots stay fp32, and the trained
+    model still steers toward an answer."""
     from squigglray.dcm.optimizer import optimize
     from squigglray.jobs.dcm import load_frozen
 

@@ -10,9 +10,9 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     """The smoke job, narrowed where other tests cover the breadth: two seeds (the least that seed
     invariance needs), fewer permutations, two probe families (test_probes_sweep has the rest)."""
     cfg = load_quickstart_config(smoke=True, path=None, overrides=["train.steps=20", "eval.n_per_family=2"])
-    probes = probe_config(cfg)
-    probes = probes.model_copy(update={"families": probes.families[:2]})
-    kw = {"dynamics": DynamicsOptions(seeds=[0, 1], n_perm=50), "probes": probes}
+    probe_cfg = probe_config(cfg)
+    kw = {"dynamics": DynamicsOptions(seeds=[0, 1], n_perm=50),
+          "probes": probe_cfg.model_copy(update={"families": probe_cfg.families[:2]})}
     out = quickstart(cfg, str(tmp_path / "data"), **kw)
     rid = out["run"].provenance.run_id
     run = tmp_path / "data" / "runs" / rid

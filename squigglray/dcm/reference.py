@@ -22,10 +22,10 @@ def generator_loss(fz: Frozen, target: torch.Tensor, prompt: torch.Tensor) -> to
     return fz.model(inputs_embeds=full, labels=labels).loss
 
 
-def optimize_one(fz: Frozen, cfg: DcmConfig, pair: QAPair, restart: int = 0) -> list[float]:
+def optimize_one(fz: Frozen, cfg: DcmConfig, pair: QAPair) -> list[float]:
     """`cfg.optim.steps` steps on one example, no early stop; per step its loss summed over modes."""
     o = cfg.optim
-    c = init_slots(fz, cfg, pair.pair_id, restart).requires_grad_(True)
+    c = init_slots(fz, cfg, pair.pair_id, 0).requires_grad_(True)
     opt = torch.optim.AdamW([c], lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
     targets = {m: torch.tensor(t, device=fz.device) for m, t in targets_for(fz, pair, cfg).main.items()}
     curve = []
