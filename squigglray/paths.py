@@ -67,6 +67,11 @@ class ArtifactStore:
         return f"runs/{run_id}/reports/report.md"
 
     @staticmethod
+    def run_research_log(run_id: str) -> str:
+        """The dynamics analysis's part of the run report, kept apart so later sections can be redone."""
+        return f"runs/{run_id}/reports/research_log.md"
+
+    @staticmethod
     def geometry_state(run_id: str) -> str:
         return f"geometry_state/{run_id}.parquet"
 

@@ -77,7 +77,7 @@ def test_analysis_artifacts_and_reports(experiment):
     report = store.read_text(f"{exp}/report.md")
     for section in ("## Hypotheses", "## Observations", "## Non-claims", "## Limitations", "## Reproduction"):
         assert section in report
-    assert f"--seeds 0,1" in report and store.exists(f"{exp}/config.yaml")
+    assert "--seeds 0,1" in report and store.exists(f"{exp}/config.yaml")
     for png in ("curves", "seed_alignment", "correlation"):
         assert store.read_bytes(f"{exp}/plots/{png}.png")[:8] == b"\x89PNG\r\n\x1a\n"
     assert store.read_json(store.model_pointer("nano"))["run_id"] == out["runs"][0]
@@ -90,6 +90,28 @@ def test_restoring_a_finished_experiment_trains_nothing(experiment):
     again = run_dynamics(out["config"], opts, store.uri)
     assert again["experiment_id"] == out["experiment_id"] and again["runs"] == out["runs"]
     assert {rid: store.read_bytes(store.geometry_state(rid)) for rid in out["runs"].values()} == before
+    # nor analyzes again: the inputs and settings hash to the stored analysis_key
+    assert again["analysis_reused"] and not out["analysis_reused"]
+    assert again["families"].equals(out["families"]) and again["summary"]["analysis_key"] == out["summary"]["analysis_key"]
+
+
+def test_analysis_key_follows_inputs_and_settings(experiment):
+    from squigglray.jobs.dynamics_analysis import analysis_key, stored_analysis
+
+    store, out = experiment
+    cfg, runs, opts = out["config"], out["runs"], out["options"]
+    key = analysis_key(store, cfg, runs, opts)
+    assert key == out["summary"]["analysis_key"]
+    assert stored_analysis(store, out["experiment_id"], runs, key)["summary"]["analysis_key"] == key
+    assert analysis_key(store, cfg, runs, opts.model_copy(update={"n_perm": 60})) != key
+    assert stored_analysis(store, out["experiment_id"], runs, "another key") is None
+    rid = runs[1]
+    scalars = store.read_bytes(store.run_scalars(rid))
+    try:  # a run's data changed (say, an interrupted experiment continued): a new key
+        store.write_bytes(store.run_scalars(rid), scalars + b" ")
+        assert analysis_key(store, cfg, runs, opts) != key
+    finally:
+        store.write_bytes(store.run_scalars(rid), scalars)
 
 
 def test_experiment_id_and_seed_parsing():

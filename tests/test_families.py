@@ -107,7 +107,6 @@ def test_sampled_instances(fid, level):
 
 @pytest.mark.parametrize("fid", FAMILIES)
 def test_code_puts_numbers_on_first_line(fid):
-    fam = get_family(fid)
     inst = sample(fid, 1, 5, "medium")[0]
     ints = [v for v in inst.params.values() if isinstance(v, int)]
     first = inst.code.splitlines()[0]

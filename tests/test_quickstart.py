@@ -54,6 +54,9 @@ def test_smoke_quickstart_trains_evaluates_and_reuses(ray_session, tmp_path):
     assert again["solver"]["table"] == out["solver"]["table"]
     assert again["solver"]["seconds"] == out["solver"]["seconds"]  # read back from solver_eval.json, not sampled again
     assert again["probe_sweep"]["ran"] == 0
+    assert again["experiment"]["analysis_reused"]  # the dynamics analysis is read back too
+    again_md = (run / "reports" / "report.md").read_text()
+    assert again_md.count("## Events") == md.count("## Events") == 1 and "## Solver" in again_md
 
     # held-out rows of another package version (or config) are evaluated again, not reused
     from squigglray.jobs.quickstart import stored_eval

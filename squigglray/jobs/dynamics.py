@@ -128,7 +128,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
     seconds = {"train": time.perf_counter() - t0}
     t1 = time.perf_counter()
-    analysis = analyze_experiment(store, exp_id, cfg, runs, opts)
+    analysis = analyze_experiment(store, exp_id, cfg, runs, opts, reuse=reuse)
     seconds["analysis"] = time.perf_counter() - t1
     publish(store, cfg.model.preset, runs[opts.seeds[0]])  # the first seed's checkpoint serves the solver
     print(f"experiment report: {store.full(store.experiment_dir(exp_id))}/report.md")

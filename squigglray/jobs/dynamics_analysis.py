@@ -2,14 +2,16 @@
 
 Reads runs/<run_id>/scalars.parquet and geometry_state/<run_id>.parquet of every seed and writes
     events_candidates/<run_id>.parquet                 geometry change points + loss change points
-    runs/<run_id>/reports/report.md, plots/*.png       the run's research log
+    runs/<run_id>/reports/research_log.md (and report.md), plots/*.png    the run's research log
     experiments/<EXP_ID>/event_families.parquet        events matched across seeds
     experiments/<EXP_ID>/correlation.parquet, analysis.json, report.md, plots/*.png
-Everything here is deterministic given the runs (seeded permutation tests), so it is cheap to redo.
+Everything here is deterministic given the runs (seeded permutation tests): analysis.json records
+the hash of what it read and how (`analysis_key`), and a rerun with the same key reads it back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -65,8 +67,36 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
 
 
+def analysis_key(store: ArtifactStore, cfg: BaseTrainConfig, runs: dict[int, str], opts) -> str:
+    """The hash of the analysis's inputs (each run's scalars, geometry and config) and settings."""
+    files = {rid: [hashlib.sha256(store.read_bytes(p)).hexdigest()
+                   for p in (store.run_scalars(rid), store.geometry_state(rid), store.run_config(rid))]
+             for rid in runs.values()}
+    return config_hash({"config": cfg.model_dump(mode="json"), "runs": {str(s): r for s, r in runs.items()},
+                        "files": files, "detector": opts.detector, "align": opts.align,
+                        "tolerance": opts.tolerance, "n_perm": opts.n_perm, "version": __version__})
+
+
+def stored_analysis(store: ArtifactStore, exp_id: str, runs: dict[int, str], key: str) -> dict[str, Any] | None:
+    """The analysis written earlier with this key, read back; None if there is none or it is stale."""
+    path = f"{store.experiment_dir(exp_id)}/analysis.json"
+    logs = [store.run_research_log(rid) for rid in runs.values()]
+    if not store.exists(path) or not all(store.exists(p) for p in logs):
+        return None
+    summary = store.read_json(path)
+    if summary.get("analysis_key") != key:
+        return None
+    return {"families": store.read_parquet(f"{store.experiment_dir(exp_id)}/event_families.parquet"),
+            "correlation": summary["correlation"], "invariance_null": summary["invariance_null"],
+            "events": {rid: store.read_parquet(store.events_candidates(rid)) for rid in runs.values()},
+            "summary": summary, "analysis_reused": True}
+
+
 def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, runs: dict[int, str],
-                       opts) -> dict[str, Any]:
+                       opts, reuse: bool = True) -> dict[str, Any]:
+    key = analysis_key(store, cfg, runs, opts)
+    if reuse and (stored := stored_analysis(store, exp_id, runs, key)):
+        return stored
     max_steps = cfg.train.steps
     event_cfg = changepoints.EventConfig(method=opts.detector)
     scalars = {rid: store.read_parquet(store.run_scalars(rid)) for rid in runs.values()}
@@ -115,7 +145,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
     store.write_parquet(f"{exp_dir}/event_families.parquet", families)
     store.write_parquet(f"{exp_dir}/correlation.parquet", correlation.as_table(corr))
     summary = {
-        "experiment_id": exp_id, "runs": {str(s): r for s, r in runs.items()}, "seeds": list(runs),
+        "experiment_id": exp_id, "analysis_key": key, "runs": {str(s): r for s, r in runs.items()}, "seeds": list(runs),
         "config_hash_without_seed": config_hash(cfg.model_dump(mode="json") | {"seed": None}),
         "package_version": __version__, "align": opts.align, "tolerance": opts.tolerance,
         "events_per_run": {rid: int(all_events[rid].num_rows) for rid in runs.values()},
@@ -141,11 +171,12 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         store.write_bytes(f"{rdir}/plots/curves.png", plots.curves_png({seed: scalars[rid]}, f"{rid}: loss and probes"))
         store.write_bytes(f"{rdir}/plots/geometry.png", plots.geometry_trends_png(
             geometry[rid], all_events[rid], TREND_METRICS, rid, f"{rid}: geometry per layer, events marked"))
-        store.write_text(store.run_report(rid), md.run_markdown(
-            rid, seed, run_config[rid], scalars[rid], all_events[rid], jumps[rid], exp_id))
+        log = md.run_markdown(rid, seed, run_config[rid], scalars[rid], all_events[rid], jumps[rid], exp_id)
+        store.write_text(store.run_research_log(rid), log)
+        store.write_text(store.run_report(rid), log)
     store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event))
     return {"families": families, "correlation": corr, "invariance_null": null, "events": all_events,
-            "summary": summary}
+            "summary": summary, "analysis_reused": False}
 
 
 def _finite(obj: Any) -> Any:

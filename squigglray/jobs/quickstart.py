@@ -263,7 +263,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     seconds["analysis"] = experiment["seconds"]["analysis"]
     rid = experiment["runs"][opts.seeds[0]]
     rec = RunRecord.model_validate(store.read_json(f"{store.run_dir(rid)}/run.json"))
-    research_log = store.read_text(store.run_report(rid))
+    research_log = store.read_text(store.run_research_log(rid))
     t1 = time.perf_counter()
     rows = (stored_eval(store, rec) if reused else None) or evaluate(first, store, rid, pool)
     seconds["eval"] = time.perf_counter() - t1
