@@ -91,8 +91,13 @@ def test_restoring_a_finished_experiment_trains_nothing(experiment):
     assert again["experiment_id"] == out["experiment_id"] and again["runs"] == out["runs"]
     assert {rid: store.read_bytes(store.geometry_state(rid)) for rid in out["runs"].values()} == before
     # nor analyzes again: the inputs and settings hash to the stored analysis_key
+    from squigglray.jobs.dynamics_analysis import _finite
+
     assert again["analysis_reused"] and not out["analysis_reused"]
-    assert again["families"].equals(out["families"]) and again["summary"]["analysis_key"] == out["summary"]["analysis_key"]
+    assert again["families"].equals(out["families"]) and again["summary"] == _finite(out["summary"])
+    assert again["invariance_null"] == _finite(out["invariance_null"])
+    assert again["correlation"] == _finite(out["correlation"])
+    assert all(again["events"][rid].equals(out["events"][rid]) for rid in out["runs"].values())
 
 
 def test_analysis_key_follows_inputs_and_settings(experiment):
@@ -103,15 +108,24 @@ def test_analysis_key_follows_inputs_and_settings(experiment):
     key = analysis_key(store, cfg, runs, opts)
     assert key == out["summary"]["analysis_key"]
     assert stored_analysis(store, out["experiment_id"], runs, key)["summary"]["analysis_key"] == key
-    assert analysis_key(store, cfg, runs, opts.model_copy(update={"n_perm": 60})) != key
+    for setting in ({"n_perm": 60}, {"detector": "regression"}, {"align": "step_frac"}, {"tolerance": 0.1}):
+        assert analysis_key(store, cfg, runs, opts.model_copy(update=setting)) != key, setting
+    assert analysis_key(store, cfg.model_copy(update={"name": "other"}), runs, opts) != key
     assert stored_analysis(store, out["experiment_id"], runs, "another key") is None
     rid = runs[1]
-    scalars = store.read_bytes(store.run_scalars(rid))
-    try:  # a run's data changed (say, an interrupted experiment continued): a new key
-        store.write_bytes(store.run_scalars(rid), scalars + b" ")
-        assert analysis_key(store, cfg, runs, opts) != key
+    for path in (store.run_scalars(rid), store.geometry_state(rid), store.run_config(rid)):
+        data = store.read_bytes(path)
+        try:  # a run's data changed (say, an interrupted experiment continued): a new key
+            store.write_bytes(path, data + b" ")
+            assert analysis_key(store, cfg, runs, opts) != key, path
+        finally:
+            store.write_bytes(path, data)
+    log = store.read_text(store.run_research_log(rid))
+    try:  # another experiment sharing this run analyzed it since: its log no longer vouches for this key
+        store.write_text(store.run_research_log(rid), log.replace(key, "0" * len(key)))
+        assert stored_analysis(store, out["experiment_id"], runs, key) is None
     finally:
-        store.write_bytes(store.run_scalars(rid), scalars)
+        store.write_text(store.run_research_log(rid), log)
 
 
 def test_experiment_id_and_seed_parsing():

@@ -22,8 +22,11 @@ def generator_loss(fz: Frozen, target: torch.Tensor, prompt: torch.Tensor) -> to
     return fz.model(inputs_embeds=full, labels=labels).loss
 
 
-def optimize_one(fz: Frozen, cfg: DcmConfig, pair: QAPair) -> list[float]:
-    """`cfg.optim.steps` steps on one example, no early stop; per step its loss summed over modes."""
+def optimize_one(fz: Frozen, cfg: DcmConfig, pair: QAPair) -> tuple[list[float], torch.Tensor]:
+    """`cfg.optim.steps` steps on one example, no early stop: per step its loss summed over modes
+    (before that step's update), and the final slots."""
+    if pair.q_variants or pair.a_variants:
+        raise ValueError(f"pair {pair.pair_id}: seed 001's loop has no paraphrase variants")
     o = cfg.optim
     c = init_slots(fz, cfg, pair.pair_id, 0).requires_grad_(True)
     opt = torch.optim.AdamW([c], lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
@@ -35,4 +38,4 @@ def optimize_one(fz: Frozen, cfg: DcmConfig, pair: QAPair) -> list[float]:
         loss.backward()
         opt.step()
         curve.append(loss.item())
-    return curve
+    return curve, c.detach()

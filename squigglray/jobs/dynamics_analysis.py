@@ -5,8 +5,10 @@ Reads runs/<run_id>/scalars.parquet and geometry_state/<run_id>.parquet of every
     runs/<run_id>/reports/research_log.md (and report.md), plots/*.png    the run's research log
     experiments/<EXP_ID>/event_families.parquet        events matched across seeds
     experiments/<EXP_ID>/correlation.parquet, analysis.json, report.md, plots/*.png
-Everything here is deterministic given the runs (seeded permutation tests): analysis.json records
-the hash of what it read and how (`analysis_key`), and a rerun with the same key reads it back.
+Everything here is deterministic given the runs (seeded permutation tests): analysis.json, written
+last, records the hash of what it read, how, and with which code (`analysis_key`); a rerun with the
+same key reads it back, provided each run's research log carries that key too (runs are shared
+by experiments whose seed lists overlap, and the last analysis of a run writes its log).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,26 +70,42 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
 
 
+def _code_hash() -> str:
+    """The analysis code itself (events, its plots and reports, this module): new code, new analysis."""
+    from squigglray import events
+
+    files = sorted(Path(events.__file__).parent.glob("*.py")) + [Path(plots.__file__), Path(md.__file__),
+                                                                 Path(__file__)]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
 def analysis_key(store: ArtifactStore, cfg: BaseTrainConfig, runs: dict[int, str], opts) -> str:
-    """The hash of the analysis's inputs (each run's scalars, geometry and config) and settings."""
+    """The hash of the analysis's inputs (each run's scalars, geometry and config), settings and code."""
     files = {rid: [hashlib.sha256(store.read_bytes(p)).hexdigest()
                    for p in (store.run_scalars(rid), store.geometry_state(rid), store.run_config(rid))]
              for rid in runs.values()}
     return config_hash({"config": cfg.model_dump(mode="json"), "runs": {str(s): r for s, r in runs.items()},
                         "files": files, "detector": opts.detector, "align": opts.align,
-                        "tolerance": opts.tolerance, "n_perm": opts.n_perm, "version": __version__})
+                        "tolerance": opts.tolerance, "n_perm": opts.n_perm, "version": __version__,
+                        "code": _code_hash()})
+
+
+def _key_line(key: str) -> str:
+    return f"\n<!-- analysis_key {key} -->\n"
 
 
 def stored_analysis(store: ArtifactStore, exp_id: str, runs: dict[int, str], key: str) -> dict[str, Any] | None:
-    """The analysis written earlier with this key, read back; None if there is none or it is stale."""
-    path = f"{store.experiment_dir(exp_id)}/analysis.json"
-    logs = [store.run_research_log(rid) for rid in runs.values()]
-    if not store.exists(path) or not all(store.exists(p) for p in logs):
+    """The analysis written earlier with this key, read back; None if any part is missing or stale."""
+    exp_dir = store.experiment_dir(exp_id)
+    needed = [f"{exp_dir}/analysis.json", f"{exp_dir}/event_families.parquet"]
+    needed += [p for rid in runs.values() for p in (store.run_research_log(rid), store.events_candidates(rid))]
+    if not all(store.exists(p) for p in needed):
         return None
-    summary = store.read_json(path)
-    if summary.get("analysis_key") != key:
+    summary = store.read_json(f"{exp_dir}/analysis.json")
+    if summary.get("analysis_key") != key or not all(
+            store.read_text(store.run_research_log(rid)).endswith(_key_line(key)) for rid in runs.values()):
         return None
-    return {"families": store.read_parquet(f"{store.experiment_dir(exp_id)}/event_families.parquet"),
+    return {"families": store.read_parquet(f"{exp_dir}/event_families.parquet"),
             "correlation": summary["correlation"], "invariance_null": summary["invariance_null"],
             "events": {rid: store.read_parquet(store.events_candidates(rid)) for rid in runs.values()},
             "summary": summary, "analysis_reused": True}
@@ -158,7 +177,6 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "scoring_baseline": baseline["baseline_id"], "detector": opts.detector,
         "family_correlations": [f for f in fam_corr if f["n_with_jump"] or f["n_with_loss_shift"]],
     }
-    store.write_json(f"{exp_dir}/analysis.json", _finite(summary))
 
     seed_of = {rid: s for s, rid in runs.items()}
     by_seed = {seed_of[rid]: tab for rid, tab in scalars.items()}
@@ -172,9 +190,10 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         store.write_bytes(f"{rdir}/plots/geometry.png", plots.geometry_trends_png(
             geometry[rid], all_events[rid], TREND_METRICS, rid, f"{rid}: geometry per layer, events marked"))
         log = md.run_markdown(rid, seed, run_config[rid], scalars[rid], all_events[rid], jumps[rid], exp_id)
-        store.write_text(store.run_research_log(rid), log)
+        store.write_text(store.run_research_log(rid), log.rstrip("\n") + _key_line(key))
         store.write_text(store.run_report(rid), log)
     store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event))
+    store.write_json(f"{exp_dir}/analysis.json", _finite(summary))  # last: its key vouches for all of the above
     return {"families": families, "correlation": corr, "invariance_null": null, "events": all_events,
             "summary": summary, "analysis_reused": False}
 
