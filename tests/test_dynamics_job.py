@@ -72,10 +72,21 @@ def test_analysis_artifacts_and_reports(experiment):
     fams = store.read_parquet(f"{exp}/event_families.parquet")
     assert fams.schema.equals(EVENT_FAMILIES_SCHEMA, check_metadata=False)
     analysis = store.read_json(f"{exp}/analysis.json")
-    assert analysis["seeds"] == [0, 1] and 0 < analysis["invariance_null"]["p_value"] <= 1
+    assert analysis["seeds"] == [0, 1]
+    # H1 counts every single-metric geometry event once: tested, or left out near the schedule
+    events = [e for rid in out["runs"].values() for e in store.read_parquet(store.events_candidates(rid)).to_pylist()]
+    geometry = [e for e in events if e["module"] not in ("scalar", "__composite__")]
+    h1 = analysis["h1"]
+    assert h1["n_events"] + h1["n_excluded"] == len(geometry) and h1["n_excluded"] > 0
+    assert all(set(m) >= {"end of warmup", "cadence change"} for m in analysis["schedules"].values())
+    tested = [t for t in analysis["tests"] if t["p_value"] is not None]
+    assert len(analysis["tests"]) == 6 and all(t["q_value"] >= t["p_value"] for t in tested)
+    assert {f["family_id"] for f in analysis["family_tests"]} == {
+        f["family_id"] for f in fams.to_pylist() if f["structural"]}
     assert {r["source"] for r in analysis["correlation"]} >= {"geometry", "loss", "geometry_beyond_loss"}
     report = store.read_text(f"{exp}/report.md")
-    for section in ("## Hypotheses", "## Observations", "## Non-claims", "## Limitations", "## Reproduction"):
+    for section in ("## Hypotheses", "## Observations", "## Non-claims", "## Limitations", "## Reproduction",
+                    "**H1: ", "**H2: ", "**H3: ", "Calibration (", "Near a schedule change"):
         assert section in report
     assert "--seeds 0,1" in report and store.exists(f"{exp}/config.yaml")
     for png in ("curves", "seed_alignment", "correlation"):
@@ -95,7 +106,7 @@ def test_restoring_a_finished_experiment_trains_nothing(experiment):
 
     assert again["analysis_reused"] and not out["analysis_reused"]
     assert again["families"].equals(out["families"]) and again["summary"] == _finite(out["summary"])
-    assert again["invariance_null"] == _finite(out["invariance_null"])
+    assert again["h1"] == _finite(out["h1"])
     assert again["correlation"] == _finite(out["correlation"])
     assert all(again["events"][rid].equals(out["events"][rid]) for rid in out["runs"].values())
 

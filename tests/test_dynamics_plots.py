@@ -205,10 +205,9 @@ def test_seed_alignment_raster_many_events():
 
 def test_correlation_png():
     rows = [
-        {"source": "geometry", "n_jumps": 12, "hits": 9, "hit_rate": 0.75, "null_mean_hit_rate": 0.3, "p_value": 0.002},
-        {"source": "geometry_composite", "n_jumps": 12, "hits": 4, "hit_rate": 0.33,
-         "null_mean_hit_rate": 0.2, "p_value": 0.21},
-        {"source": "loss", "n_jumps": 0, "hits": 0, "hit_rate": None, "null_mean_hit_rate": None, "p_value": None},
+        {"source": "geometry", "n_jumps": 12, "hits": 9, "pairs": 20, "null_mean_pairs": 8.5, "p_value": 0.002},
+        {"source": "geometry_composite", "n_jumps": 12, "hits": 4, "pairs": 4, "null_mean_pairs": 3.0, "p_value": 0.21},
+        {"source": "loss", "n_jumps": 0, "hits": 0, "pairs": 0, "null_mean_pairs": 0.0, "p_value": None},
     ]
     _check_png(correlation_png(rows, "corr"), 300, 200)
     _check_png(correlation_png(rows[:1], "one"), 300, 200)

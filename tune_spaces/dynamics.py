@@ -12,14 +12,18 @@ import os
 import signal
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from tune_spaces.metrics import SweepMetrics
 
 from squigglray.training.callbacks import TrainerCallback
 
+if TYPE_CHECKING:
+    from squigglray.training import BaseTrainConfig
+
 FAULT_KEY = "_fault_kill_at_step"  # fault drill: SIGKILL the trial once at this step (tests use it)
+JITTER_KEY = "schedule_jitter"  # in the space only when set: the param spaces of existing experiments stay the same
 
 
 class TuneReporter(TrainerCallback):
@@ -61,17 +65,28 @@ class _KillOnce(TrainerCallback):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def trial_config(config: dict[str, Any]) -> BaseTrainConfig:
+    """The BaseTrainConfig a seed trial trains: the shared config made that seed's by
+    `squigglray.jobs.dynamics.seed_config`, the function that names the run ids the experiment returns."""
+    from squigglray.jobs.dynamics import seed_config
+    from squigglray.training import BaseTrainConfig
+
+    return seed_config(BaseTrainConfig.model_validate(config["train"]), int(config["seed"]),
+                       float(config.get(JITTER_KEY, 0.0)))
+
+
 def seed_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads."""
+    """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads,
+    and schedule_jitter when the experiment desynchronizes the seeds' schedules."""
     import torch
     from transformers.utils import logging as hf_logging
 
     from squigglray.paths import ArtifactStore
-    from squigglray.training import BaseTrainConfig, run_id_for, train_base
+    from squigglray.training import run_id_for, train_base
 
     torch.set_num_threads(int(config.get("threads", 1)))
     hf_logging.disable_progress_bar()  # Tune's status table is the progress display of a trial
-    cfg = BaseTrainConfig.model_validate({**config["train"], "seed": int(config["seed"])})
+    cfg = trial_config(config)
     store = ArtifactStore(config["store"])
     rid = run_id_for(cfg)
     reporter = TuneReporter(cfg.train.checkpoint_every, rid)
@@ -88,10 +103,12 @@ def seed_trial(config: dict[str, Any]) -> None:
 
 
 def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
-               fault_kill_at_step: int | None = None) -> dict[str, Any]:
+               fault_kill_at_step: int | None = None, schedule_jitter: float = 0.0) -> dict[str, Any]:
     space = {"train": train_json, "seed": tune.grid_search(list(seeds)), "store": store_uri, "threads": threads}
     if fault_kill_at_step:
         space[FAULT_KEY] = fault_kill_at_step
+    if schedule_jitter:
+        space[JITTER_KEY] = schedule_jitter
     return space
 
 

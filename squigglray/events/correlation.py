@@ -15,20 +15,23 @@ Ingredients, all on the aligned time axis of `invariance.align_steps` (default l
 - **Window**: an event *hits* a jump at aligned time tj when it lies in
   [tj - window_before, tj + window_after]: the event precedes or coincides with the jump.
   Defaults 0.1 / 0.02 in log-step time (at 10k steps: from ~step/2.5 to ~step*1.2).
-- **Statistic**: hits = number of jumps with >= 1 event in their window, summed over runs.
-- **Null**: each run's event times are rotated by an independent uniform offset on the circle
-  [0, 1) (keeps each run's event count and spacing, breaks only the timing relative to the
-  jumps); p = (1 + #null >= observed) / (1 + n_perm). Offsets come from one seeded Generator
-  in sorted run order, so every source sees the same rotations (common random numbers).
+- **Statistic**: pairs = (jump, event) pairs with the event in the jump's window, summed over
+  runs (`hits`, the jumps with at least one event, is reported but saturates with many events).
+- **Null**: each run's events are rotated by one uniform offset on a *quantile clock*: the CDF of
+  the other runs' events (`quantile_clock`), on which events are about uniform. So the null keeps
+  where events concentrate (the detector's window, mid-training bunching) and each run's own
+  clustering, and breaks only the timing relative to the jumps. A rotation on the plain time
+  circle (the old null) spreads events into stretches where none ever happen and rejects for
+  concentrated timing alone (bench/calibration.py). p = (1 + #null >= observed) / (1 + n_perm);
+  offsets come from one seeded Generator in sorted run order, so every source sees the same ones.
 - **Geometry beyond loss**: among jumps with *no* loss event in their window, how many are hit
   by geometry events; null rotates geometry events only (loss events and jumps stay put).
 
 Edge cases: no jumps -> n_jumps 0, hits 0, hit_rate/null_mean_hit_rate None, p_value 1.0;
 no events -> hits 0, hit_rate 0.0, p_value 1.0 (the null ties the observed every time).
 
-Caveat: with many events per run (hundreds of single-metric change points), nearly every
-window contains one and `hits` saturates in both data and null (p -> 1, no power). Pass
-filtered events (e.g. members of structural families, or a score threshold) in that case.
+The report passes the members of structural families away from the schedule, and jumps away from
+it, so schedule-locked events and jumps (curriculum switch) cannot make the link.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ JUMP_COLUMN = "probe_b_answer_acc"
 LOSS_JUMP_COLUMN = "probe_b_loss"
 WINDOW_BEFORE = 0.10  # aligned time an event may precede a jump
 WINDOW_AFTER = 0.02   # aligned time an event may trail a jump (detection / logging lag)
+CLOCK_MIX = 0.05      # share of uniform mixed into the null's quantile clock (keeps it invertible)
 SOURCES = ("geometry", "geometry_composite", "loss",
            "geometry_beyond_loss", "geometry_composite_beyond_loss")
 
@@ -59,6 +63,8 @@ CORRELATION_SCHEMA = pa.schema([
     pa.field("hit_rate", pa.float64()),                # None when n_jumps == 0
     pa.field("null_mean_hits", pa.float64(), nullable=False),
     pa.field("null_mean_hit_rate", pa.float64()),      # None when n_jumps == 0
+    pa.field("pairs", pa.int64(), nullable=False),     # (jump, event) pairs in a window: the statistic
+    pa.field("null_mean_pairs", pa.float64(), nullable=False),
     pa.field("p_value", pa.float64(), nullable=False),
     pa.field("n_perm", pa.int64(), nullable=False),
     pa.field("window_before", pa.float64(), nullable=False),
@@ -183,30 +189,73 @@ class _Run:
     events_t: dict[str, np.ndarray]
 
 
+def quantile_clock(times: np.ndarray, mix: float = CLOCK_MIX, size: int = 1025) -> tuple[np.ndarray, np.ndarray]:
+    """(t grid on [0, 1], u = F(t)): the pooled event times' CDF, mixed with 5% uniform so it is
+    strictly increasing and invertible. On this clock the events are about uniform, so rotating
+    them there keeps where events concentrate (the null's density) and moves only their phase."""
+    grid = np.linspace(0.0, 1.0, size)
+    times = np.sort(np.asarray(times, dtype=np.float64))
+    ecdf = np.searchsorted(times, grid, side="right") / len(times) if len(times) else grid
+    return grid, (1 - mix) * ecdf + mix * grid
+
+
+def rotated(event_t: np.ndarray, shifts: np.ndarray, clock: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(len(shifts), events): each row the run's events rotated by one shift on the quantile clock."""
+    grid, cdf = clock
+    u = np.interp(event_t, grid, cdf)
+    return np.interp((u[None, :] + shifts[:, None]) % 1.0, cdf, grid)
+
+
+def window_pairs_test(jump_t: list[np.ndarray], event_t: list[np.ndarray], before: float = WINDOW_BEFORE,
+                      after: float = WINDOW_AFTER, n_perm: int = 1000, seed: int = 0, clock_mix: float = CLOCK_MIX
+                      ) -> tuple[int, np.ndarray, int, np.ndarray]:
+    """(observed pairs, null pairs, observed hits, null hits) pooled over runs (one array of jump /
+    event times per run). Pairs: (jump, event) pairs with the event in the jump's window, the test
+    statistic; hits: jumps with at least one, for the reader (with dozens of events per run nearly
+    every window holds one, so a hit count saturates and has no power).
+
+    Null: each run's events rotated by one uniform shift on the `quantile_clock` of the other
+    runs' events (a run's clustering kept, its phase relative to its jumps broken). The other
+    runs', not all: under the null they show the same density, and a run's own events sitting at
+    its own jumps would otherwise teach the clock to put them back there. Shifts come from one
+    seeded Generator, drawn for every run, so all sources see the same rotations. ``clock_mix`` = 1
+    is the plain time circle (the uncalibrated null this replaced; kept for bench/calibration.py).
+    """
+    rng = np.random.default_rng(seed)
+    event_t = [np.asarray(e, dtype=np.float64) for e in event_t]
+    pairs, hits = 0, 0
+    null_pairs, null_hits = np.zeros(n_perm, dtype=np.int64), np.zeros(n_perm, dtype=np.int64)
+    for r, (tj, te) in enumerate(zip(jump_t, event_t)):
+        shifts = rng.random(n_perm)
+        if len(tj) == 0 or len(te) == 0:
+            continue
+        others = [e for k, e in enumerate(event_t) if k != r]
+        clock = quantile_clock(np.concatenate(others) if others else te, clock_mix)
+        lo, hi = _windows(np.asarray(tj, dtype=np.float64), before, after)
+        counts = window_counts(te, lo, hi)[0]
+        pairs, hits = pairs + int(np.sum(counts)), hits + int(np.sum(counts > 0))
+        null_counts = window_counts(rotated(te, shifts, clock), lo, hi)
+        null_pairs += np.sum(null_counts, axis=1)
+        null_hits += np.sum(null_counts > 0, axis=1)
+    return pairs, null_pairs, hits, null_hits
+
+
 def _hits_test(runs: list[_Run], source: str, before: float, after: float, n_perm: int,
-               seed: int, exclude: str | None = None) -> tuple[int, int, int, np.ndarray]:
-    """(n_jumps considered, n_events, observed hits, null hits) pooled over runs.
+               seed: int, exclude: str | None = None) -> tuple[int, int, tuple]:
+    """(n_jumps considered, n_events, `window_pairs_test` result) pooled over runs.
 
     With ``exclude``, jumps hit by that (unshifted) source are dropped first.
     """
-    rng = np.random.default_rng(seed)
-    n_jumps = n_events = observed = 0
-    null = np.zeros(n_perm, dtype=np.int64)
+    jump_t = []
     for run in runs:
-        shifts = rng.random(n_perm)  # drawn for every run, so sources share the rotations
-        lo, hi = _windows(run.jump_t, before, after)
-        if exclude is not None:
-            free = window_counts(run.events_t[exclude], lo, hi)[0] == 0
-            lo, hi = lo[free], hi[free]
-        ev = run.events_t[source]
-        n_jumps += len(lo)
-        n_events += len(ev)
-        if len(lo) == 0 or len(ev) == 0:
-            continue
-        observed += int(np.sum(window_counts(ev, lo, hi)[0] > 0))
-        shifted = (ev[None, :] + shifts[:, None]) % 1.0
-        null += np.sum(window_counts(shifted, lo, hi) > 0, axis=1)
-    return n_jumps, n_events, observed, null
+        tj = run.jump_t
+        if exclude is not None and len(tj):
+            lo, hi = _windows(tj, before, after)
+            tj = tj[window_counts(run.events_t[exclude], lo, hi)[0] == 0]
+        jump_t.append(tj)
+    event_t = [run.events_t[source] for run in runs]
+    return (sum(len(j) for j in jump_t), sum(len(e) for e in event_t),
+            window_pairs_test(jump_t, event_t, before, after, n_perm, seed))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -291,14 +340,15 @@ def correlation_table(events_by_run: Mapping[str, pa.Table],
              ("geometry_composite_beyond_loss", "geometry_composite", "loss")]
     rows = []
     for name, source, exclude in specs:
-        n_jumps, n_events, hits, null = _hits_test(runs, source, window_before, window_after,
-                                                   n_perm, seed, exclude)
+        n_jumps, n_events, (pairs, null_pairs, hits, null) = _hits_test(
+            runs, source, window_before, window_after, n_perm, seed, exclude)
         rows.append({
             "source": name, "n_runs": len(runs), "n_jumps": n_jumps, "n_events": n_events,
             "hits": hits, "hit_rate": hits / n_jumps if n_jumps else None,
             "null_mean_hits": float(np.mean(null)),
             "null_mean_hit_rate": float(np.mean(null)) / n_jumps if n_jumps else None,
-            "p_value": (1 + int(np.sum(null >= hits))) / (1 + n_perm) if n_jumps else 1.0,
+            "pairs": pairs, "null_mean_pairs": float(np.mean(null_pairs)),
+            "p_value": (1 + int(np.sum(null_pairs >= pairs))) / (1 + n_perm) if n_jumps else 1.0,
             "n_perm": n_perm, "window_before": window_before, "window_after": window_after,
             "align_mode": mode,
         })

@@ -29,20 +29,39 @@ Three steps, each a small pure function (numpy/pyarrow only, deterministic):
    Every event ends in exactly one family (singletons included); families with support >= 2
    distinct seeds are the *structural candidates*.
 
-3. **Null test** (`invariance_null`): recount structural families after destroying the
-   cross-seed alignment; rotations are uniform offsets on the circle [0, 1).
+3. **Calibrated null** (`site_permutation_test`, the report's H1 test). Statistic: matched
+   events, i.e. single-metric geometry events with an event of the same type from another seed
+   within the tolerance (vectorized, so thousands of null draws are cheap). Null draw: per seed,
+   relabel its sites: the block layers are permuted (a block's matrices and hidden states move
+   together) and the weight matrices are permuted among themselves (``strata='layer_module'``);
+   every event of a site moves with it. So each seed keeps exactly its own event times, its
+   shocks that break many series at once, and its dependent metrics (relative_update with
+   update_norm, stable rank with the norms); only *which site* breaks when is no longer shared.
+   H0: layers and matrices are exchangeable, each seed's events are its own. Events near a
+   schedule change (`exclude`) are left out of statistic and null alike.
 
-   - ``'shift_type'`` (default): an independent rotation per (seed, event type). Keeps each
-     series' own spacing of change points, breaks only the between-seed timing, and since
-     matching never crosses types this is the finest rotation the statistic allows.
-   - ``'shift'``: one rotation per seed, shared by all its types. Valid but weak: whenever two
-     seeds draw offsets within the tolerance of each other, every family of that pair
-     reappears, so p cannot go much below P(some pair of offsets within tolerance)
-     (about 0.1 for 2 seeds, ~0.5 for 4), however well the seeds agree.
-   - ``'random'``: every event's time redrawn uniformly (also breaks within-series spacing).
+   Why this design (bench/calibration.py, 500 simulated experiments per scenario): rotations on
+   the time circle (``invariance_null`` below, the report's old test) redraw a type's time almost
+   uniformly, so any non-uniform timing shared by the seeds (events confined to the detector's
+   window, bunched mid-training, locked to warmup) counts as invariance: they reject in nearly
+   every simulated experiment whose seeds share nothing. Relabelling single sites independently
+   (``strata='site'``) keeps the timing but scatters a block-wide shock over random sites, which
+   understates the null's variance when shocks hit whole blocks (rejects ~11% at 0.05); the
+   layer x module relabelling holds the level in every scenario. What it cannot see: an event
+   that every site shares at once (a whole-model phase change) is shared *timing*, which the
+   null keeps; the desynchronized-schedule control and the loss-progress axis address timing.
 
-   Null matching uses circular distance, so pairs across the wrap point still count
-   (slightly conservative).
+   `family_p_values` gives each family a p-value under the same null (Poisson-binomial, exact
+   and conservative), for Benjamini-Hochberg q-values (`events.multiple`).
+
+4. **Legacy rotation null** (`invariance_null`), kept for the calibration bench's comparison:
+   rotations are uniform offsets on the circle [0, 1).
+
+   - ``'shift_type'``: an independent rotation per (seed, event type).
+   - ``'shift'``: one rotation per seed, shared by all its types.
+   - ``'random'``: every event's time redrawn uniformly.
+
+   Null matching uses circular distance, so pairs across the wrap point still count.
 """
 
 from __future__ import annotations
@@ -333,7 +352,8 @@ def _rotation_units(groups: _Groups, mode: str) -> np.ndarray | None:
 def invariance_null(events: pa.Table, aligned_t, tolerance: float = DEFAULT_TOLERANCE,
                     n_seeds: int | None = None, n_perm: int = 200, mode: str = "shift_type",
                     seed: int = 0) -> dict:
-    """Permutation test: are there more structural families than chance timing would give?
+    """The old rotation test (module doc, 4): miscalibrated under non-uniform timing; not used by
+    the report, kept so bench/calibration.py can show its false-positive rate.
 
     Returns observed count, null mean/std/quantiles, ``p_value`` = (1 + #null >= observed) /
     (1 + n_perm) and ``null_rate`` = #null >= observed / n_perm (how often chance does as well).
@@ -363,3 +383,202 @@ def invariance_null(events: pa.Table, aligned_t, tolerance: float = DEFAULT_TOLE
         "n_perm": int(n_perm), "mode": mode, "tolerance": float(tolerance),
         "n_events": int(events.num_rows), "n_seeds": _n_seeds(events, n_seeds),
     }
+
+
+# --------------------------------------------------------------------------- calibrated null
+
+NOT_GEOMETRY = ("scalar", COMPOSITE)  # loss change points and composites: not in the H1 test
+HIDDEN = "hidden"
+STRATA = ("layer_module", "site")
+
+
+def site_stratum(layer: int, module: str) -> str:
+    """Which sites a site may trade places with in the null: any matrix of any block ('weights'),
+    any block's hidden states ('hidden'); the embedding output (layer -1) has no peer."""
+    if module != HIDDEN:
+        return "weights"
+    return "hidden" if layer >= 0 else "embedding"
+
+
+class _SiteArrays:
+    """Single-metric geometry events as integer arrays, for the vectorized relabelling null.
+
+    Sites live on a grid layers x modules (layer -1 and module 'hidden' included). A null draw
+    permutes, per seed, the block layers (0..L-1, weights and hidden states of a block together)
+    and the weight modules among themselves (``'layer_module'``), or every weight site / hidden
+    block site individually (``'site'``).
+    """
+
+    def __init__(self, events: pa.Table, t: np.ndarray, strata: str):
+        module = events.column("module").to_pylist()
+        keep = np.asarray([m not in NOT_GEOMETRY for m in module], dtype=bool)
+        cols = {c: [v for v, k in zip(events.column(c).to_pylist(), keep) if k]
+                for c in ("seed", "metric", "layer", "module", "kind", "magnitude")}
+        self.t, self.strata = t[keep], strata
+        seeds = sorted(set(cols["seed"]))
+        self.n_seeds = len(seeds)
+        self.seed_index = np.searchsorted(seeds, cols["seed"]).astype(np.int64)
+        self.layers = sorted(set(cols["layer"]))
+        self.modules = sorted(set(cols["module"]))
+        self.layer_index = np.searchsorted(self.layers, cols["layer"]).astype(np.int64)
+        self.module_index = np.asarray([self.modules.index(m) for m in cols["module"]], dtype=np.int64)
+        series = [(m, k, -1 if g < 0 else 1) for m, k, g in zip(cols["metric"], cols["kind"], cols["magnitude"])]
+        keys = sorted(set(series))
+        self.series = np.asarray([keys.index(x) for x in series], dtype=np.int64)
+        self.n_sites = len(self.layers) * len(self.modules)
+        self.site = self.layer_index * len(self.modules) + self.module_index
+
+    def type_id(self, site: np.ndarray) -> np.ndarray:
+        return self.series * self.n_sites + site
+
+    def relabelled_sites(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n null draws, (n, events): every event of a site moves along with it, so a shock that
+        broke several series (or several matrices of one block) stays one shock."""
+        nl, nm = len(self.layers), len(self.modules)
+        if self.strata == "layer_module":
+            blocks = np.asarray([i for i, la in enumerate(self.layers) if la >= 0], dtype=np.int64)
+            weights = np.asarray([i for i, m in enumerate(self.modules) if m != HIDDEN], dtype=np.int64)
+            lmap = _permuted(rng, n, self.n_seeds, nl, blocks)
+            mmap = _permuted(rng, n, self.n_seeds, nm, weights)
+            return lmap[:, self.seed_index, self.layer_index] * nm + mmap[:, self.seed_index, self.module_index]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for li, la in enumerate(self.layers):
+            for mi, mo in enumerate(self.modules):
+                groups[site_stratum(la, mo)].append(li * nm + mi)
+        smap = np.tile(np.arange(self.n_sites), (n, self.n_seeds, 1))
+        for members in groups.values():
+            members = np.asarray(members, dtype=np.int64)
+            smap[:, :, members] = rng.permuted(np.broadcast_to(members, (n, self.n_seeds, len(members))), axis=2)
+        return smap[:, self.seed_index, self.site]
+
+
+def _permuted(rng: np.random.Generator, n: int, n_seeds: int, size: int, movable: np.ndarray) -> np.ndarray:
+    """(n, n_seeds, size) index maps: identity except ``movable``, shuffled among themselves."""
+    out = np.tile(np.arange(size), (n, n_seeds, 1))
+    if len(movable) > 1:
+        out[:, :, movable] = rng.permuted(np.broadcast_to(movable, (n, n_seeds, len(movable))), axis=2)
+    return out
+
+
+def matched_events(type_id: np.ndarray, seed_index: np.ndarray, t: np.ndarray, tolerance: float,
+                   n_seeds: int) -> np.ndarray:
+    """Events with an event of the same type from another seed within `tolerance` (the H1 statistic),
+    for each row of ``type_id`` (shape (draws, events); 1-D counts as one draw).
+
+    Vectorized with two sorted keys (draw + type + time, and draw + type + seed + time): counts in
+    [t - tol, t + tol] over all seeds minus those of the event's own seed.
+    """
+    type_id = np.atleast_2d(type_id)
+    n_draws, n = type_id.shape
+    if n == 0:
+        return np.zeros(n_draws, dtype=np.int64)
+    lim = tolerance + _SPREAD_EPS
+    span = 4.0 * (int(type_id.max()) + 1) * n_seeds  # t in [0, 1], tolerance < 1: blocks never overlap
+    draw = np.arange(n_draws, dtype=np.float64)[:, None] * span
+    k_all = (draw + type_id * 4.0 + t).ravel()
+    k_own = (draw + (type_id * n_seeds + seed_index) * 4.0 + t).ravel()
+    s_all, s_own = np.sort(k_all), np.sort(k_own)
+    n_all = np.searchsorted(s_all, k_all + lim, "right") - np.searchsorted(s_all, k_all - lim, "left")
+    n_own = np.searchsorted(s_own, k_own + lim, "right") - np.searchsorted(s_own, k_own - lim, "left")
+    return np.sum((n_all > n_own).reshape(n_draws, n), axis=1)
+
+
+def site_permutation_test(events: pa.Table, aligned_t, tolerance: float = DEFAULT_TOLERANCE,
+                          n_perm: int = 500, seed: int = 0, exclude=None, strata: str = "layer_module") -> dict:
+    """H1's calibrated test (module doc, "Calibrated null"): do the same sites break at the same
+    aligned time across seeds more often than each seed's own timing, relabelled, gives?
+
+    ``exclude``: boolean mask over the rows of ``events`` (e.g. events near a schedule change),
+    left out of the statistic and the null alike. Loss and composite rows are never in it.
+    Returns observed (matched events), null mean/std/quantiles, p_value, excess ratio, counts.
+    """
+    if n_perm < 1:
+        raise ValueError("n_perm must be >= 1")
+    if strata not in STRATA:
+        raise ValueError(f"unknown strata {strata!r}; expected one of {STRATA}")
+    t = _check_aligned(events, aligned_t)
+    n_excluded = 0
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        if exclude.shape != (events.num_rows,):
+            raise ValueError(f"exclude has shape {exclude.shape}, expected ({events.num_rows},)")
+        geometry = np.asarray([m not in NOT_GEOMETRY for m in events.column("module").to_pylist()], dtype=bool)
+        n_excluded = int(np.sum(exclude & geometry))
+        events, t = events.filter(pa.array(~exclude)), t[~exclude]
+    a = _SiteArrays(events, t, strata)
+    observed = int(matched_events(a.type_id(a.site), a.seed_index, a.t, tolerance, a.n_seeds)[0])
+    rng = np.random.default_rng(seed)
+    null = np.concatenate([matched_events(a.type_id(a.relabelled_sites(rng, min(100, n_perm - done))), a.seed_index,
+                                          a.t, tolerance, a.n_seeds) for done in range(0, n_perm, 100)])
+    n_ge = int(np.sum(null >= observed))
+    mean = float(np.mean(null))
+    return {
+        "test": "site_permutation", "statistic": "matched_events", "observed": int(observed),
+        "null_mean": mean, "null_std": float(np.std(null)),
+        "null_quantiles": {str(q): float(np.quantile(null, q)) for q in NULL_QUANTILES},
+        "p_value": (1 + n_ge) / (1 + n_perm), "excess": observed / mean if mean > 0 else None,
+        "n_perm": int(n_perm), "tolerance": float(tolerance), "strata": strata,
+        "n_events": int(len(a.t)), "n_seeds": a.n_seeds, "n_sites": a.n_sites,
+        "n_excluded": n_excluded,
+    }
+
+
+def _poisson_binomial_tail(probs: list[float], k: int) -> float:
+    """P(at least k successes) of independent trials with the given probabilities."""
+    dist = np.zeros(len(probs) + 1)
+    dist[0] = 1.0
+    for p in probs:
+        dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+        dist[0] *= 1 - p
+    return float(np.clip(dist[k:].sum(), 0.0, 1.0))
+
+
+def family_p_values(families: pa.Table, events: pa.Table, aligned_t, tolerance: float = DEFAULT_TOLERANCE,
+                    exclude=None) -> dict[str, float | None]:
+    """Per family: the chance that its anchor finds at least support - 1 partners under the site null.
+
+    For family f (anchor: its highest-score member, in seed a, at time t), each other seed s would
+    under either null see the anchor's series at a random site of the anchor's `site_stratum`
+    (a uniform draw in both designs): it matches with
+    probability q_s = share of those sites where seed s has an event of that series within
+    ``tolerance`` of t. p_f = P(#matches >= support - 1), a Poisson-binomial tail over the seeds;
+    conservative (a family also needs its spread <= tolerance). Singletons get 1.0; families of
+    loss/composite rows or with an excluded member get None (not tested).
+    """
+    t = _check_aligned(events, aligned_t)
+    excluded = (set(np.asarray(events.column("event_id").to_pylist(), dtype=object)[np.asarray(exclude, bool)])
+                if exclude is not None else set())
+    row_of = {e: i for i, e in enumerate(events.column("event_id").to_pylist())}
+    cols = {c: events.column(c).to_pylist() for c in ("seed", "metric", "layer", "module", "kind", "magnitude",
+                                                       "score")}
+    times: dict[tuple, list[float]] = defaultdict(list)  # (seed, metric, kind, sign, site) -> times
+    for i in range(events.num_rows):
+        if cols["module"][i] in NOT_GEOMETRY or events.column("event_id")[i].as_py() in excluded:
+            continue
+        sign = -1 if cols["magnitude"][i] < 0 else 1
+        times[(cols["seed"][i], cols["metric"][i], cols["kind"][i], sign,
+               (int(cols["layer"][i]), cols["module"][i]))].append(float(t[i]))
+    sites = [(la, mo) for la in sorted({k[4][0] for k in times}) for mo in sorted({k[4][1] for k in times})]
+    seeds = sorted(set(cols["seed"]))
+    out: dict[str, float | None] = {}
+    for fam in families.to_pylist():
+        ids = json.loads(fam["event_ids"])
+        if fam["module"] in NOT_GEOMETRY or any(e in excluded for e in ids):
+            out[fam["family_id"]] = None
+            continue
+        if fam["support"] < 2:
+            out[fam["family_id"]] = 1.0
+            continue
+        anchor = max((row_of[e] for e in ids), key=lambda i: (cols["score"][i], -i))
+        stratum = site_stratum(fam["layer"], fam["module"])
+        peers = [s for s in sites if site_stratum(*s) == stratum]
+        key = (fam["metric"], fam["kind"], fam["sign"])
+        qs = []
+        for s in seeds:
+            if s == cols["seed"][anchor]:
+                continue
+            hit = sum(any(abs(x - t[anchor]) <= tolerance + _SPREAD_EPS for x in times.get((s, *key, site), ()))
+                      for site in peers)
+            qs.append(hit / len(peers))
+        out[fam["family_id"]] = _poisson_binomial_tail(qs, fam["support"] - 1)
+    return out

@@ -26,10 +26,12 @@ from squigglray.config import ConfigError, build_config, config_hash, load_confi
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
 from squigglray.training import BaseTrainConfig, run_id_for
+from squigglray.training.schedule import jittered_config
 
 
 class DynamicsOptions(BaseModel):
-    """Experiment-level settings; they never change a run's config hash or run id."""
+    """Experiment-level settings; they never change a run's config hash or run id, except
+    schedule_jitter, which changes what each seed trains (seed_config)."""
 
     model_config = ConfigDict(extra="forbid")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -47,6 +49,10 @@ class DynamicsOptions(BaseModel):
     align: str = Field("log_step", pattern="^(log_step|step_frac|loss)$")
     tolerance: float = Field(0.05, gt=0, lt=1, description="seed-matching tolerance in aligned time")
     n_perm: int = Field(500, ge=10)
+    schedule_jitter: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="0 = all seeds share the schedule; f > 0 moves each seed's warmup end and curriculum switches "
+                    "by a seeded factor in [1 - f, 1 + f], so events that follow the schedule move with it")
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "DynamicsOptions":
@@ -67,15 +73,19 @@ class DynamicsOptions(BaseModel):
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
 
 
-def seed_config(cfg: BaseTrainConfig, seed: int) -> BaseTrainConfig:
-    return cfg.model_copy(update={"seed": seed})
+def seed_config(cfg: BaseTrainConfig, seed: int, schedule_jitter: float = 0.0) -> BaseTrainConfig:
+    """The config one seed trains: `cfg` with that seed and, under the desynchronized-schedule
+    control (DynamicsOptions.schedule_jitter), its own warmup end and curriculum switches. The Tune
+    trial builds its config here too, so the run id returned for a seed is the run it trained."""
+    return jittered_config(cfg.model_copy(update={"seed": seed}), seed, schedule_jitter)
 
 
-def experiment_id(cfg: BaseTrainConfig, seeds: list[int], slice_hash: str) -> str:
+def experiment_id(cfg: BaseTrainConfig, seeds: list[int], slice_hash: str, schedule_jitter: float = 0.0) -> str:
     """Named for the config without its seed, the seed list and the training data: a change to a
-    family's code changes the data but not the config, and must not find the old experiment."""
-    h = config_hash({"train": cfg.model_dump(mode="json") | {"seed": None}, "seeds": sorted(seeds),
-                     "slice": slice_hash})
+    family's code changes the data but not the config, and must not find the old experiment. The
+    schedule jitter is named only when set, so the ids of experiments without it stay the same."""
+    key = {"train": cfg.model_dump(mode="json") | {"seed": None}, "seeds": sorted(seeds), "slice": slice_hash}
+    h = config_hash(key | ({"schedule_jitter": schedule_jitter} if schedule_jitter else {}))
     return f"dyn-{cfg.name}-{cfg.model.preset}-{h[:10]}"
 
 
@@ -94,7 +104,8 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     if not reuse and store.is_local:
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
     store_uri = store.location
-    space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step)
+    space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step,
+                       opts.schedule_jitter)
     grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id,
                            max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
     failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]
@@ -102,7 +113,7 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
         raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
                            + "; ".join(f"seed {s}: {e}" for s, e in failed)
                            + ". Fix the cause and run the same command again to continue from the checkpoints.")
-    return {s: run_id_for(seed_config(cfg, s)) for s in opts.seeds}
+    return {s: run_id_for(seed_config(cfg, s, opts.schedule_jitter)) for s in opts.seeds}
 
 
 def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data_dir: str | None = None,
@@ -123,7 +134,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     ensure_ray()
     opts = opts.resolved(cluster_cpus())
     check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
-    exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash)
+    exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash, opts.schedule_jitter)
     t0 = time.perf_counter()
     runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
     seconds = {"train": time.perf_counter() - t0}
@@ -157,13 +168,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus-per-trial", type=float, default=0.0)
     ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
     ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
+    ap.add_argument("--schedule-jitter", type=float, default=0.0,
+                    help=DynamicsOptions.model_fields["schedule_jitter"].description)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-reuse", action="store_true", help="start the experiment afresh")
     a = ap.parse_args(argv)
     cfg = load_config(BaseTrainConfig, a.config or packaged_config("smoke" if a.smoke else "quickstart"), a.overrides)
     opts = build_config(DynamicsOptions, {"seeds": parse_seeds(a.seeds), "cpus_per_trial": a.cpus_per_trial,
                                           "gpus_per_trial": a.gpus_per_trial, "memory_class": a.memory_class,
-                                          "accelerator_type": a.accelerator_type})
+                                          "accelerator_type": a.accelerator_type,
+                                          "schedule_jitter": a.schedule_jitter})
     run_dynamics(cfg, opts, a.data_dir, reuse=not a.no_reuse)
 
 

@@ -25,12 +25,13 @@ import yaml
 
 from squigglray import __version__
 from squigglray.config import config_hash
-from squigglray.events import changepoints, correlation, invariance
+from squigglray.events import beyond_loss, changepoints, correlation, invariance, multiple, simulate
 from squigglray.events.schema import EVENTS_SCHEMA
 from squigglray.paths import ArtifactStore
 from squigglray.report import dynamics_plots as plots
 from squigglray.report import dynamics_report as md
 from squigglray.training import BaseTrainConfig
+from squigglray.training.schedule import schedule_marks
 
 TREND_METRICS = ["frobenius_norm", "relative_update", "gradient_norm", "gradient_cosine", "stable_rank_fro_spec",
                  "effective_rank_entropy", "activation_anisotropy", "representation_drift"]
@@ -44,25 +45,45 @@ def loss_events(scalars: pa.Table, prov: dict[str, Any], max_steps: int, config,
                                              max_steps=max_steps, provenance=prov, config=config, baseline=baseline)
 
 
-def schedule_steps(cfg: BaseTrainConfig) -> dict[str, int]:
-    """Steps where the optimizer's schedule itself changes: events there may be the schedule, not learning."""
-    out = {"end of warmup": cfg.train.warmup_steps} if cfg.train.warmup_steps else {}
-    acc = 0.0
-    for phase, nxt in zip(cfg.curriculum, cfg.curriculum[1:]):
-        acc += phase.fraction
-        out[f"curriculum {phase.name} -> {nxt.name}"] = round(acc * cfg.train.steps)
+def run_schedules(cfg: BaseTrainConfig, runs: dict[int, str], jitter: float) -> dict[str, dict[str, int]]:
+    """Per run, the steps where its schedule changes (each seed's own under the desynchronized control)."""
+    from squigglray.jobs.dynamics import seed_config  # jobs.dynamics imports this module lazily too
+
+    return {rid: schedule_marks(seed_config(cfg, seed, jitter)) for seed, rid in runs.items()}
+
+
+def near_schedule_mask(run_ids, t: np.ndarray, marks_t: dict[str, np.ndarray], tolerance: float) -> np.ndarray:
+    """Rows whose aligned time lies within `tolerance` of a schedule change of their own run."""
+    out = np.zeros(len(t), dtype=bool)
+    for i, (rid, ti) in enumerate(zip(run_ids, t)):
+        m = marks_t.get(rid)
+        out[i] = m is not None and len(m) > 0 and bool(np.min(np.abs(m - ti)) <= tolerance)
     return out
 
 
-def near_schedule(families: pa.Table, cfg: BaseTrainConfig, scalars_by_run, mode: str, tolerance: float) -> list[str]:
-    """Structural families whose aligned centre lies within `tolerance` of a schedule change (any run's clock)."""
-    marks = schedule_steps(cfg)
-    if not marks:
-        return []
-    times = np.concatenate([invariance.align_steps(list(marks.values()), mode, max_steps=cfg.train.steps, scalars=t)
-                            for t in scalars_by_run.values()])
-    return [f["family_id"] for f in families.to_pylist()
-            if f["structural"] and np.min(np.abs(times - f["t_center"])) <= tolerance]
+def marks_in_time(schedules: dict[str, dict[str, int]], mode: str, max_steps: int, scalars_by_run) -> dict[str, np.ndarray]:
+    return {rid: invariance.align_steps(list(m.values()), mode, max_steps=max_steps, scalars=scalars_by_run[rid])
+            for rid, m in schedules.items()}
+
+
+def seed_invariance(events: pa.Table, scalars, max_steps: int, schedules, mode: str, tolerance: float,
+                    n_perm: int) -> dict[str, Any]:
+    """H1 on one time axis: families, the site-relabelling test without schedule-near events, and
+    each family's p-value (None for families near a schedule change: reported apart)."""
+    t = invariance.align(events, scalars, {rid: max_steps for rid in scalars}, mode=mode)
+    near = near_schedule_mask(events.column("run_id").to_pylist(), t,
+                              marks_in_time(schedules, mode, max_steps, scalars), tolerance)
+    families = invariance.event_families(events, t, tolerance, n_seeds=len(scalars))
+    test = invariance.site_permutation_test(events, t, tolerance, n_perm=n_perm, exclude=near)
+    fam_p = invariance.family_p_values(families, events, t, tolerance, exclude=near)
+    return {"t": t, "near": near, "families": families, "test": test | {"align": mode}, "family_p": fam_p}
+
+
+def family_rows(families: pa.Table, fam_p: dict[str, float | None], near_ids: set[str]) -> list[dict[str, Any]]:
+    """Structural families with p, BH q (over every tested family, singletons included) and schedule flag."""
+    q = multiple.bh_by_key(fam_p)
+    return [{"family_id": f["family_id"], "p_value": fam_p.get(f["family_id"]), "q_value": q.get(f["family_id"]),
+             "near_schedule": f["family_id"] in near_ids} for f in families.to_pylist() if f["structural"]]
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -106,7 +127,7 @@ def stored_analysis(store: ArtifactStore, exp_id: str, runs: dict[int, str], key
             store.read_text(store.run_research_log(rid)).endswith(_key_line(key)) for rid in runs.values()):
         return None
     return {"families": store.read_parquet(f"{exp_dir}/event_families.parquet"),
-            "correlation": summary["correlation"], "invariance_null": summary["invariance_null"],
+            "correlation": summary["correlation"], "h1": summary["h1"],
             "events": {rid: store.read_parquet(store.events_candidates(rid)) for rid in runs.values()},
             "summary": summary, "analysis_reused": True}
 
@@ -137,27 +158,51 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
 
     events = _concat(list(all_events.values()))
     max_by_run = {rid: max_steps for rid in runs.values()}
-    t = invariance.align(events, scalars, max_by_run, mode=opts.align)
-    families = invariance.event_families(events, t, opts.tolerance, n_seeds=len(runs))
-    null = invariance.invariance_null(events, t, opts.tolerance, n_seeds=len(runs), n_perm=opts.n_perm)
+    schedules = run_schedules(cfg, runs, getattr(opts, "schedule_jitter", 0.0))
+    h1 = seed_invariance(events, scalars, max_steps, schedules, opts.align, opts.tolerance, opts.n_perm)
+    # the same on the learning-progress axis: seeds compared where they stand in their loss drop
+    h1_loss = seed_invariance(events, scalars, max_steps, schedules, "loss", opts.tolerance, opts.n_perm)
+    t, families = h1["t"], h1["families"]
     structural = invariance.structural_candidates(families)
-    structural_ids = {e for ids in structural.column("event_ids").to_pylist() for e in json.loads(ids)}
+    near_ids = {e for e, n in zip(events.column("event_id").to_pylist(), h1["near"]) if n}
+    near_families = {f["family_id"] for f in structural.to_pylist() if set(json.loads(f["event_ids"])) & near_ids}
+    learning_ids = {e for f in structural.to_pylist() if f["family_id"] not in near_families
+                    for e in json.loads(f["event_ids"])}
 
-    def structural_only(table: pa.Table) -> pa.Table:
-        keep = [e in structural_ids for e in table.column("event_id").to_pylist()]
+    def learning_only(table: pa.Table) -> pa.Table:
+        keep = [e in learning_ids for e in table.column("event_id").to_pylist()]
         return table.filter(pa.array(keep, type=pa.bool_()))
 
-    # Hundreds of single-metric events saturate any window; the correlation uses the structural ones.
-    geo_for_corr = {rid: structural_only(geo_events[rid]) for rid in runs.values()}
-    corr = correlation.correlation_table(geo_for_corr, loss_ev, scalars, max_by_run, n_perm=opts.n_perm * 2,
-                                         mode=opts.align)
-    per_event = correlation.event_correlations(geo_for_corr, loss_ev, scalars, max_by_run, mode=opts.align)
+    # H2 uses the structural events away from the schedule, and jumps away from it too
+    marks_t = marks_in_time(schedules, opts.align, max_steps, scalars)
+
+    def away(jumps_by_run):
+        return {rid: [j for j, n in zip(js, near_schedule_mask([rid] * len(js), invariance.align_steps(
+                    [j.step for j in js], opts.align, max_steps=max_steps, scalars=scalars[rid]), marks_t,
+                    opts.tolerance)) if not n] for rid, js in jumps_by_run.items()}
+
     jumps = {rid: correlation.probe_b_jumps(scalars[rid], run_id=rid) for rid in runs.values()}
     # the same test against in-distribution (probe A) jumps: where the training task itself is learned
     jumps_a = {rid: correlation.probe_jumps(scalars[rid], "probe_a_answer_acc", run_id=rid) for rid in runs.values()}
-    corr_a = correlation.correlation_table(geo_for_corr, loss_ev, scalars, max_by_run, n_perm=opts.n_perm * 2,
-                                           mode=opts.align, jumps_by_run=jumps_a)
+    geo_for_corr = {rid: learning_only(geo_events[rid]) for rid in runs.values()}
+    corr_args = dict(n_perm=opts.n_perm * 2, mode=opts.align)
+    corr = correlation.correlation_table(geo_for_corr, loss_ev, scalars, max_by_run, jumps_by_run=away(jumps), **corr_args)
+    corr_a = correlation.correlation_table(geo_for_corr, loss_ev, scalars, max_by_run, jumps_by_run=away(jumps_a),
+                                           **corr_args)
+    per_event = correlation.event_correlations(geo_for_corr, loss_ev, scalars, max_by_run, mode=opts.align)
     fam_corr = correlation.family_correlations(families, per_event)
+    # H3: does geometry predict probe accuracy increments beyond loss, on a held-out seed?
+    h3 = {}
+    for probe, column in (("B", "probe_b_answer_acc"), ("A", "probe_a_answer_acc")):
+        rows = [beyond_loss.interval_rows(scalars[rid], geometry[rid], list(schedules[rid].values()), max_steps,
+                                          column, metrics=TREND_METRICS) for rid in runs.values()]
+        h3[probe] = beyond_loss.beyond_loss_test(rows, n_perm=opts.n_perm, seed=0)
+    tests = {"H1 seed invariance (log step)": h1["test"]["p_value"],
+             "H1 seed invariance (loss progress)": h1_loss["test"]["p_value"],
+             "H2 events before probe-B jumps": corr[0]["p_value"] if corr[0]["n_jumps"] else None,
+             "H2 events before probe-A jumps": corr_a[0]["p_value"] if corr_a[0]["n_jumps"] else None,
+             "H3 beyond loss (probe B)": h3["B"]["p_value"], "H3 beyond loss (probe A)": h3["A"]["p_value"]}
+    q_tests = multiple.bh_by_key(tests)
 
     exp_dir = store.experiment_dir(exp_id)
     store.write_text(f"{exp_dir}/config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -167,13 +212,17 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "experiment_id": exp_id, "analysis_key": key, "runs": {str(s): r for s, r in runs.items()}, "seeds": list(runs),
         "config_hash_without_seed": config_hash(cfg.model_dump(mode="json") | {"seed": None}),
         "package_version": __version__, "align": opts.align, "tolerance": opts.tolerance,
+        "schedule_jitter": getattr(opts, "schedule_jitter", 0.0),
         "events_per_run": {rid: int(all_events[rid].num_rows) for rid in runs.values()},
         "families": int(families.num_rows), "structural_families": int(structural.num_rows),
-        "invariance_null": null, "correlation": corr, "correlation_probe_a": corr_a,
+        "h1": h1["test"], "h1_loss": h1_loss["test"], "h3": h3,
+        "tests": [{"test": k, "p_value": p, "q_value": q_tests[k]} for k, p in tests.items()],
+        "family_tests": family_rows(families, h1["family_p"], near_families),
+        "family_tests_loss": family_rows(h1_loss["families"], h1_loss["family_p"], set()),
+        "correlation": corr, "correlation_probe_a": corr_a,
         "probe_b_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps.items()},
         "probe_a_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps_a.items()},
-        "schedule_steps": schedule_steps(cfg),
-        "near_schedule": near_schedule(families, cfg, scalars, opts.align, opts.tolerance),
+        "schedules": schedules, "near_schedule": sorted(near_families),
         "scoring_baseline": baseline["baseline_id"], "detector": opts.detector,
         "family_correlations": [f for f in fam_corr if f["n_with_jump"] or f["n_with_loss_shift"]],
     }
@@ -192,9 +241,10 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         log = md.run_markdown(rid, seed, run_config[rid], scalars[rid], all_events[rid], jumps[rid], exp_id)
         store.write_text(store.run_research_log(rid), log.rstrip("\n") + _key_line(key))
         store.write_text(store.run_report(rid), log)
-    store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event))
+    store.write_text(f"{exp_dir}/report.md", md.experiment_markdown(summary, cfg, families, per_event,
+                                                                               simulate.recorded_calibration()))
     store.write_json(f"{exp_dir}/analysis.json", _finite(summary))  # last: its key vouches for all of the above
-    return {"families": families, "correlation": corr, "invariance_null": null, "events": all_events,
+    return {"families": families, "correlation": corr, "h1": h1["test"], "events": all_events,
             "summary": summary, "analysis_reused": False}
 
 

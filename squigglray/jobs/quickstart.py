@@ -255,7 +255,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     opts = dynamics or DynamicsOptions()
     pool = build_pool(cfg, store)  # once: its problems are kept out of evaluation
     cfg = with_checkpoints(cfg, opts)
-    first = seed_config(cfg, opts.seeds[0])
+    first = seed_config(cfg, opts.seeds[0], opts.schedule_jitter)
     reused = reuse and find_reusable(first, store, pool.slice_hash) is not None
     t0 = time.perf_counter()
     experiment = run_dynamics(cfg, opts, data_dir, reuse=reuse, slice_hash=pool.slice_hash)

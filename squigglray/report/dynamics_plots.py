@@ -506,11 +506,12 @@ def seed_alignment_raster_png(events: pa.Table | None, aligned_t: np.ndarray | N
 # ----------------------------------------------------------------------------- 4. correlation
 
 def correlation_png(rows: Sequence[Mapping[str, Any]], title: str = "events vs probe jumps") -> bytes:
-    """Grouped bars per event source ('geometry', 'geometry_composite', 'loss', ...): observed
-    hit_rate next to null_mean_hit_rate (hatched), the p-value and hits/n_jumps annotated above.
+    """Grouped bars per event source ('geometry', 'geometry_composite', 'loss', ...): the test's
+    statistic per jump, events in a jump's window (pairs / n_jumps), next to the null's mean
+    (hatched), the p-value and hits/n_jumps annotated above.
 
-    `rows`: dicts with keys source, n_jumps, hits, hit_rate, null_mean_hit_rate, p_value; a None
-    hit_rate / null rate / p-value is shown as 'n/a' with no bar. Empty rows: a panel with a note.
+    `rows`: dicts with keys source, n_jumps, hits, pairs, null_mean_pairs, p_value; no jumps or a
+    None p-value is shown as 'n/a' with no bar. Empty rows: a panel with a note.
     """
     rows = list(rows)
     if not rows:
@@ -524,14 +525,15 @@ def correlation_png(rows: Sequence[Mapping[str, Any]], title: str = "events vs p
         return f
 
     sources = [str(r.get("source", "?")) for r in rows]
-    obs = np.array([num(r.get("hit_rate")) for r in rows])
-    null = np.array([num(r.get("null_mean_hit_rate")) for r in rows])
+    per_jump = [num(r.get("n_jumps")) or float("nan") for r in rows]
+    obs = np.array([num(r.get("pairs")) / n for r, n in zip(rows, per_jump)])
+    null = np.array([num(r.get("null_mean_pairs")) / n for r, n in zip(rows, per_jump)])
     idx = np.arange(len(rows))
     w = 0.38
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2.0), 4.0), dpi=_DPI)
-    ax.bar(idx[np.isfinite(obs)] - w / 2, obs[np.isfinite(obs)], w, color="tab:blue", label="hit rate")
+    ax.bar(idx[np.isfinite(obs)] - w / 2, obs[np.isfinite(obs)], w, color="tab:blue", label="observed")
     ax.bar(idx[np.isfinite(null)] + w / 2, null[np.isfinite(null)], w, color="lightgrey", hatch="//",
-           edgecolor="grey", label="null mean hit rate")
+           edgecolor="grey", label="null mean")
     for i, r in enumerate(rows):
         p = num(r.get("p_value"))
         ptxt = "p=n/a" if not math.isfinite(p) else (f"p={p:.2g}" if p >= 1e-3 else "p<1e-3")
@@ -539,15 +541,15 @@ def correlation_png(rows: Sequence[Mapping[str, Any]], title: str = "events vs p
         top = np.nanmax([obs[i], null[i], 0.0])
         txt = ptxt + f"\n{hits if hits is not None else '?'}/{nj if nj is not None else '?'} jumps"
         if not math.isfinite(obs[i]):
-            txt = "hit rate n/a\n" + txt
+            txt = "n/a\n" + txt
         ax.text(i, top + 0.02, txt, ha="center", va="bottom", fontsize=7,
                 fontweight="bold" if math.isfinite(p) and p < 0.05 else "normal")
     ymax = np.nanmax(np.concatenate([obs, null, [0.0]]))
-    ax.set_ylim(0, ymax + 0.25 if ymax <= 1 else ymax * 1.3)
+    ax.set_ylim(0, ymax * 1.3 + 0.25)
     ax.set_xticks(idx)
     ax.set_xticklabels(sources, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center",
                        fontsize=8)
-    ax.set(ylabel="fraction of probe jumps hit", title=title)
+    ax.set(ylabel="events in a jump's window, per jump", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()

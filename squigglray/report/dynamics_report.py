@@ -40,91 +40,154 @@ def _where(layer: int, module: str) -> str:
     return f"{'emb' if layer == -1 else f'L{layer}'} {module}"
 
 
-def family_table(families: pa.Table, per_event: list[dict], limit: int = 12) -> list[str]:
-    """Structural families, most supported and largest first, with whether they meet a probe-B jump."""
+def family_table(families: pa.Table, per_event: list[dict], tests: list[dict], limit: int = 12) -> list[str]:
+    """Structural families, smallest q first (schedule-near ones last), with whether they meet a probe-B jump."""
     linked = {e["event_id"]: e for e in per_event}
+    by_id = {t["family_id"]: t for t in tests}
     rows = [f for f in families.to_pylist() if f["structural"]]
-    rows.sort(key=lambda f: (-f["support"], -abs(f["mean_magnitude"]), f["family_id"]))
+    none = {"q_value": None, "near_schedule": False}
+
+    def q_of(f):
+        q = by_id.get(f["family_id"], none)["q_value"]
+        return 2.0 if q is None else q
+
+    rows.sort(key=lambda f: (by_id.get(f["family_id"], none)["near_schedule"], q_of(f), -f["support"], f["family_id"]))
     if not rows:
         return ["No event family reached two seeds."]
-    out = ["| metric | where | kind | sign | seeds | step (mean) | aligned t | mean magnitude | before a probe-B jump |",
+    out = ["| metric | where | kind | sign | seeds | step (mean) | aligned t | q (BH) | before a probe-B jump |",
            "|---|---|---|---:|---|---:|---:|---:|---|"]
     for f in rows[:limit]:
         members = [linked[e] for e in json.loads(f["event_ids"]) if e in linked]
         jump = sum(m["with_jump"] for m in members)
+        test = by_id.get(f["family_id"], none)
+        q = "near schedule" if test["near_schedule"] else _p(test["q_value"])
         out.append(f"| {f['metric']} | {_where(f['layer'], f['module'])} | {f['kind']} | {f['sign']:+d} | "
                    f"{', '.join(map(str, json.loads(f['seeds'])))} | {f['step_center']:.0f} | {f['t_center']:.3f} | "
-                   f"{f['mean_magnitude']:+.2f} | {f'{jump}/{len(members)} runs' if members else '-'} |")
+                   f"{q} | {f'{jump}/{len(members)} runs' if members else '-'} |")
     if len(rows) > limit:
         out.append(f"\n({len(rows) - limit} more in event_families.parquet.)")
     return out
 
 
 def correlation_lines(corr: list[dict], probe: str = "B") -> list[str]:
-    out = [f"| events | probe-{probe} jumps | events | hits | hit rate | null hit rate | p |",
+    out = [f"| events | probe-{probe} jumps | events | hits | pairs | null pairs | p |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in corr:
-        out.append(f"| {r['source']} | {r['n_jumps']} | {r['n_events']} | {r['hits']} | {_rate(r['hit_rate'])} | "
-                   f"{_rate(r['null_mean_hit_rate'])} | {_p(r['p_value'])} |")
+        out.append(f"| {r['source']} | {r['n_jumps']} | {r['n_events']} | {r['hits']} | {r['pairs']} | "
+                   f"{r['null_mean_pairs']:.1f} | {_p(r['p_value'])} |")
     return out
 
 
-def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_event: list[dict]) -> str:
-    null = summary["invariance_null"]
+CALIBRATION_KEYS = {"H1": "seed_invariance", "H2": "probe_jumps", "H3": "beyond_loss"}
+
+
+def calibration_line(hyp: str, calibration: dict[str, Any] | None) -> str:
+    """The test's false-positive rates and power on simulated experiments (bench/calibration.py)."""
+    entry = (calibration or {}).get("tests", {}).get(CALIBRATION_KEYS[hyp])
+    if not entry:
+        return "  - Calibration: none on record (run `python bench/calibration.py`)."
+    fpr = ", ".join(f"{sc} {r['rate']:.3f}" for sc, r in entry["false_positive_rate"].items())
+    power = entry["power"]
+    n = next(iter(entry["false_positive_rate"].values()))["n"]
+    return (f"  - Calibration ({n} simulated experiments per scenario, alpha {calibration['alpha']}): "
+            f"false-positive rate {fpr}; power {power['rate']:.2f} at {power['effect']}.")
+
+
+def _q(tests: list[dict], name: str) -> str:
+    return next((_p(t["q_value"]) for t in tests if t["test"] == name), "n/a")
+
+
+def _families_line(rows: list[dict], near: bool, limit: int = 6) -> str:
+    picked = sorted((r for r in rows if r["near_schedule"] == near and r["q_value"] is not None),
+                    key=lambda r: (r["q_value"], r["family_id"]))
+    sig = [r for r in picked if r["q_value"] <= 0.1]
+    head = ", ".join(f"`{r['family_id']}` (q {_p(r['q_value'])})" for r in sig[:limit])
+    return f"{len(sig)} with q <= 0.1" + (f": {head}" if head else "")
+
+
+def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_event: list[dict],
+                        calibration: dict[str, Any] | None = None) -> str:
+    h1, h1_loss, h3 = summary["h1"], summary["h1_loss"], summary["h3"]
+    tests = summary["tests"]
     corr = {r["source"]: r for r in summary["correlation"]}
     runs = summary["runs"]
     n_jumps = sum(len(j) for j in summary["probe_b_jumps"].values())
     geo, loss, beyond = corr["geometry"], corr["loss"], corr["geometry_beyond_loss"]
     struct = summary["structural_families"]
     by_metric = Counter(f["metric"] for f in families.to_pylist() if f["structural"])
+    fam_rows = summary["family_tests"]
     linked = [f for f in summary["family_correlations"] if f["structural"] and f["n_with_jump"]]
     seeds = ",".join(map(str, summary["seeds"]))
+    marks = sorted({(k, v) for m in summary["schedules"].values() for k, v in m.items()}, key=lambda kv: kv[1])
+    jitter = summary.get("schedule_jitter", 0.0)
     lines = [
         f"# Dynamics experiment `{summary['experiment_id']}`", "",
         f"{len(runs)} seeds ({seeds}) of one config: the `{cfg.model.preset}` Llama-style model trained from scratch "
-        f"for {cfg.train.steps} steps on the synthetic families, geometry captured and probes A/B evaluated at "
-        "the logging cadence "
+        f"for {cfg.train.steps} steps on {'the slice ' + repr(cfg.data.slice) if cfg.data.slice else 'the synthetic families'}, "
+        "geometry captured and probes A/B evaluated at the logging cadence "
         f"(log-spaced until step {cfg.train.log_dense_until}, then every {cfg.train.log_every}). squigglray "
-        f"{summary['package_version']}.", "",
+        f"{summary['package_version']}."
+        + (f" Desynchronized-schedule control: each seed's warmup end and curriculum switches moved by up to "
+           f"+-{jitter:.0%}." if jitter else ""), "",
         "| seed | run | events (geometry + loss) | probe-A jumps | probe-B jumps |", "|---:|---|---:|---:|---:|",
         *[f"| {s} | `{r}` | {summary['events_per_run'][r]} | {len(summary['probe_a_jumps'][r])} | "
           f"{len(summary['probe_b_jumps'][r])} |" for s, r in runs.items()],
         "",
         "## Hypotheses", "",
-        "- **H1 (seed invariance).** Geometric change points recur across seeds at matching aligned times "
-        "more often than chance timing gives.",
-        "- **H2 (capability link).** Events shared by seeds (structural families) precede or coincide with "
-        "probe-B (holdout) accuracy jumps more often than chance.",
-        "- **H3 (beyond loss).** Those events also mark probe-B jumps that the loss curve's own change points "
-        "do not mark.", "",
+        "- **H1 (seed invariance).** The same site (matrix of a block, or hidden layer) changes regime at a matching "
+        "aligned time across seeds more often than each seed's own event timing, with its sites relabelled, gives.",
+        "- **H2 (capability link).** Events of structural families away from the schedule precede or coincide with "
+        "probe jumps more often than the same events at another phase of their own timing density.",
+        "- **H3 (beyond loss).** Geometry predicts probe answer-accuracy increments on a held-out seed better than "
+        "the loss, the schedule and time already do.", "",
+        "Every verdict below is at alpha = 0.05 on the test's p; q is its Benjamini-Hochberg q-value over the "
+        f"{sum(t['p_value'] is not None for t in tests)} tests of this report. Events and jumps within "
+        f"{summary['tolerance']} aligned time of a schedule change ("
+        + (", ".join(f"{k} at step {v}" for k, v in marks) or "none")
+        + ") are left out of every test.", "",
         "## Observations", "",
-        f"- **H1: {_verdict(null['p_value'], null['n_events'])}.** {null['n_events']} events form "
-        f"{summary['families']} families, {struct} of them structural (support >= 2 seeds, tolerance "
-        f"{summary['tolerance']} in {summary['align']} time). Rotating each seed's event types at random gives "
-        f"{null['null_mean']:.1f} structural families on average (95% quantile "
-        f"{null['null_quantiles']['0.95']:.0f}); p = {_p(null['p_value'])} over {null['n_perm']} rotations.",
-        "- Structural families by metric: "
+        f"- **H1: {_verdict(h1['p_value'], h1['n_events'])}** ({summary['align']} time). {h1['observed']} of "
+        f"{h1['n_events']} geometry events away from the schedule have a same-site, same-series partner in another "
+        f"seed within {summary['tolerance']}; relabelling each seed's layers and matrices gives {h1['null_mean']:.1f} "
+        f"(95% quantile {h1['null_quantiles']['0.95']:.0f}); p = {_p(h1['p_value'])}, "
+        f"q = {_q(tests, 'H1 seed invariance (log step)')}, over {h1['n_perm']} relabellings.",
+        f"  - On the loss-progress axis: {h1_loss['observed']} matched against {h1_loss['null_mean']:.1f}, "
+        f"p = {_p(h1_loss['p_value'])}, q = {_q(tests, 'H1 seed invariance (loss progress)')} "
+        f"({_verdict(h1_loss['p_value'], h1_loss['n_events'])}).",
+        calibration_line("H1", calibration),
+        f"- {struct} structural families (support >= 2 seeds); by metric: "
         + (", ".join(f"{m} {n}" for m, n in by_metric.most_common()) or "none") + ".",
-        f"- **H2: {_verdict(geo['p_value'], geo['n_jumps'])}.** {n_jumps} probe-B jumps in all runs; "
-        f"{geo['hits']} of {geo['n_jumps']} follow a structural geometry event within the window "
-        f"(hit rate {_rate(geo['hit_rate'])} against {_rate(geo['null_mean_hit_rate'])} under rotation, "
-        f"p = {_p(geo['p_value'])}).",
-        f"- **H3: {_verdict(beyond['p_value'], beyond['n_jumps'])}.** The loss-only control hits "
-        f"{loss['hits']} of {loss['n_jumps']} jumps (p = {_p(loss['p_value'])}). Of the {beyond['n_jumps']} jumps "
-        f"no loss change point marks, geometry events mark {beyond['hits']} (p = {_p(beyond['p_value'])}).",
-        f"- {len(summary['near_schedule'])} of the {struct} structural families sit within the tolerance of a "
-        "schedule change (" + (", ".join(f"{k} at step {v}" for k, v in summary["schedule_steps"].items()) or "none")
-        + "): those may mark the optimizer's schedule rather than learning.",
+        f"  - Away from the schedule, {_families_line(fam_rows, False)}.",
+        f"  - Near a schedule change (reported apart, not tested): {sum(r['near_schedule'] for r in fam_rows)} "
+        "families; these may mark the optimizer's schedule rather than learning.",
+        f"  - On the loss-progress axis, {_families_line(summary['family_tests_loss'], False)}"
+        + (": under the desynchronized schedule these stay aligned in learning progress while the schedule does not."
+           if jitter else "."),
+        f"- **H2: {_verdict(geo['p_value'], geo['n_jumps'])}.** {n_jumps} probe-B jumps in all runs, "
+        f"{geo['n_jumps']} away from the schedule; {geo['n_events']} events of structural families away from the "
+        f"schedule; {geo['hits']} jumps have one in their window (hit rate {_rate(geo['hit_rate'])}); "
+        f"p = {_p(geo['p_value'])}, q = {_q(tests, 'H2 events before probe-B jumps')}.",
+        calibration_line("H2", calibration),
+        f"- **H3: {_verdict(h3['B']['p_value'], h3['B']['n_rows'])}.** Leave-one-seed-out, geometry "
+        + (f"changes the error of the loss-only prediction of probe-B accuracy increments by {-h3['B']['gain']:+.1%} "
+           f"(null mean {-h3['B']['null_mean']:+.1%}; negative is better), p = {_p(h3['B']['p_value'])}, "
+           f"q = {_q(tests, 'H3 beyond loss (probe B)')}; probe A: {-h3['A']['gain']:+.1%}, "
+           f"p = {_p(h3['A']['p_value'])}." if h3["B"]["p_value"] is not None else "could not be tested (too few "
+           "probe intervals or runs).")
+        + f" The window-count control: loss change points mark {loss['hits']} of {loss['n_jumps']} jumps; of the "
+        f"{beyond['n_jumps']} they miss, geometry events mark {beyond['hits']} (p = {_p(beyond['p_value'])}).",
+        calibration_line("H3", calibration),
         f"- Structural families that meet a probe-B jump in at least one run: {len(linked)}"
         + (f" (e.g. `{linked[0]['family_id']}`, seeds {linked[0]['seeds_with_jump']})." if linked else "."), "",
-        "### Structural event families", "", *family_table(families, per_event), "",
+        "### Structural event families", "", *family_table(families, per_event, fam_rows), "",
         "### Events before probe-B jumps (permutation tests)", "", *correlation_lines(summary["correlation"]), "",
         "The same test against probe-A (in-distribution) answer-accuracy jumps "
         f"({sum(len(j) for j in summary['probe_a_jumps'].values())} jumps), where the training task itself is learned:",
         "", *correlation_lines(summary["correlation_probe_a"], "A"), "",
-        "`hits`: jumps with at least one event in [t - 0.10, t + 0.02] of aligned time before/after the jump. "
-        "The null rotates each run's events on the time circle (same rotations for every row). `beyond_loss` "
-        "rows count only jumps that no loss change point marks.", "",
+        "`pairs` counts (jump, event) pairs with the event in [t - 0.10, t + 0.02] of aligned time; `hits` the jumps "
+        "with at least one. The null rotates each run's events on the quantile clock of all runs' events (where "
+        "events concentrate is kept, their phase is not). `beyond_loss` rows count only jumps that no loss change "
+        "point marks.", "",
         "## Figures", "",
         "![loss and probes](plots/curves.png)", "",
         "Loss (log-log), probe A/B loss and answer accuracy, gradient norm; one colour per seed.", "",
@@ -139,17 +202,20 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         "- Answer accuracy on the probes is exact greedy reproduction of the reference solution "
         "(a lower bound of solving), not the accuracy of free generation.", "",
         "## Limitations", "",
-        f"- {len(runs)} seeds and a {cfg.model.preset} model: little statistical power; p-values are not corrected "
-        "for the several tests in this report.",
+        f"- {len(runs)} seeds and a {cfg.model.preset} model: little statistical power. The tests are calibrated on "
+        "simulated experiments, not on real null runs; H1's null treats layers and matrices as exchangeable, so a "
+        "shared event that hits every site at once (a phase change of the whole model) counts as shared timing, "
+        "not as site-level invariance.",
         "- Change points are found on log-step resampled, z-scored series at the capture cadence; events between "
         "two captures are located only to that interval.",
         "- Probe-B jumps are increments between two evaluations; with a coarse cadence a jump spans many steps.",
-        "- The training data are synthetic families, not OpenMathReasoning.",
-        "- Learning-rate warmup and curriculum phase changes happen at the same step in every seed, so they "
-        "produce seed-aligned events by construction; the report counts the families near them.", "",
+        "- Learning-rate warmup, curriculum switches and the cadence change happen at the same step in every seed "
+        "(unless the desynchronized control is on), so they produce seed-aligned events by construction: events "
+        "near them are left out of the tests and their families reported apart.", "",
         "## Reproduction", "",
         "```bash",
-        f"squigglray dynamics --config experiments/{summary['experiment_id']}/config.yaml --seeds {seeds}",
+        f"squigglray dynamics --config experiments/{summary['experiment_id']}/config.yaml --seeds {seeds}"
+        + (f" --schedule-jitter {jitter}" if jitter else ""),
         "```", "",
         f"Config hash without the seed `{summary['config_hash_without_seed'][:16]}`; per-seed config hashes are in "
         "each `runs/<run_id>/config.json`; the experiment id hashes the config, the seeds and the training slice. "
