@@ -1,16 +1,21 @@
-"""Geometry capture: rows per capture step, metric presence, Parquet round-trip, hashing, determinism."""
+"""Geometry capture: rows per capture step, metric presence, Parquet round-trip, hashing, determinism,
+lag-1 metrics that the capture cadence cannot move, resume at any step."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from squigglray.geometry import GEOMETRY_SCHEMA, METRICS, GeometryCapture, batch_hash, watched_weights
 from squigglray.geometry.capture import DEFAULT_MODULES, HIDDEN_MODULE
+from squigglray.geometry.metrics import gradient_cosine, relative_update, representation_drift, update_norm
 from squigglray.models.presets import build_model
-from squigglray.training.callbacks import TrainerCallback
+from squigglray.training.cadence import log_steps
+from squigglray.training.callbacks import TrainerCallback, TrainState
 from squigglray.training.config import TrainSection
 from squigglray.training.trainer import Trainer
 
@@ -141,3 +146,191 @@ def test_different_seed_differs(run, nano_tokenizer):
     a = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in cb.rows()}
     b = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in other.rows()}
     assert a.keys() == b.keys() and a != b
+
+
+# -- lag 1: the cadence must not show in the lagged metrics -----------------------------------------
+# A synthetic "training" whose per-step change is constant: the watched matrix turns by the same small
+# rotation every optimizer step (||W_t - W_{t-1}|| and ||W_t|| constant, so update_norm and
+# relative_update are exactly flat), and the gradient turns by the same angle every step, plus small
+# noise. Captured at the real cadence, whose gap between captures grows from 1 to 20 steps.
+
+CADENCE = log_steps(400, 64, 20)
+LAGGED = ("update_norm", "relative_update", "gradient_cosine", "representation_drift")
+MODULE = "mlp.up_proj"
+D, VOCAB, OMEGA = 16, 32, 0.05
+
+
+class _Tiny(torch.nn.Module):
+    """An embedding and one block with one watched matrix, answering the capture's forward as HF does."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, D)
+        self.layers = torch.nn.ModuleList([torch.nn.ModuleDict(
+            {"mlp": torch.nn.ModuleDict({"up_proj": torch.nn.Linear(D, D, bias=False)})})])
+        self.forwards = 0
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, use_cache=False):
+        self.forwards += 1
+        h0 = self.embed(input_ids)
+        return SimpleNamespace(hidden_states=(h0, torch.tanh(self.layers[0]["mlp"]["up_proj"](h0))))
+
+
+class _Trajectory:
+    """W_t = W_0 exp(t A) (A skew-symmetric: a fixed rotation per step) and
+    g_t = cos(OMEGA t) G_1 + sin(OMEGA t) G_2 + noise_t (G_1, G_2 orthonormal)."""
+
+    def __init__(self, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.W0 = torch.randn(D, D, generator=gen, dtype=torch.float64) / math.sqrt(D)
+        A = torch.randn(D, D, generator=gen, dtype=torch.float64)
+        self.A = 0.002 * (A - A.T)
+        self.G = torch.linalg.qr(torch.randn(D * D, 2, generator=gen, dtype=torch.float64)).Q.T
+        self.model = _Tiny()
+        with torch.no_grad():
+            self.model.embed.weight.copy_(torch.randn(VOCAB, D, generator=gen))
+        self.batch = {"input_ids": torch.randint(0, VOCAB, (3, SEQ), generator=gen),
+                      "attention_mask": torch.ones(3, SEQ, dtype=torch.int64)}
+        self.batch["attention_mask"][0, SEQ - 5:] = 0
+        self.set_weight(0)
+
+    @property
+    def W(self) -> torch.nn.Parameter:
+        return self.model.layers[0]["mlp"]["up_proj"].weight
+
+    def weight(self, t: int) -> torch.Tensor:
+        return (self.W0 @ torch.linalg.matrix_exp(t * self.A)).float()
+
+    def grad(self, t: int) -> torch.Tensor:
+        noise = torch.randn(D * D, generator=torch.Generator().manual_seed(10_000 + t), dtype=torch.float64)
+        g = math.cos(OMEGA * t) * self.G[0] + math.sin(OMEGA * t) * self.G[1] + 1e-3 * noise
+        return g.reshape(D, D).float()
+
+    def set_weight(self, t: int) -> None:
+        with torch.no_grad():
+            self.W.copy_(self.weight(t))
+
+    def hidden(self, t: int) -> torch.Tensor:
+        """Block 0's masked hidden states with the weights after step t (what the capture compares)."""
+        self.set_weight(t)
+        with torch.no_grad():
+            h = self.model(**self.batch).hidden_states[1]
+        return h[self.batch["attention_mask"].bool()]
+
+    def capture(self, steps=CADENCE) -> GeometryCapture:
+        return GeometryCapture(steps, self.batch, PROV, modules=(MODULE,))
+
+    def drive(self, cb: GeometryCapture, steps: Iterable[int], after_step=None) -> None:
+        """Steps as the Trainer runs them: backward (gradient set), hook, optimizer step, hook."""
+        for t in steps:
+            state = TrainState(step=t, max_steps=max(CADENCE))
+            self.W.grad = self.grad(t)
+            cb.on_after_backward(state, self.model)
+            self.set_weight(t)
+            self.W.grad = None
+            cb.on_step_end(state, self.model, {})
+            if after_step:
+                after_step(t)
+
+
+def _series(cb: GeometryCapture, metric: str, module: str = MODULE) -> dict[int, float]:
+    return {r["step"]: r["value"] for r in cb.rows() if (r["metric"], r["module"], r["layer"]) == (metric, module, 0)}
+
+
+def _spread(values: dict[int, float]) -> float:
+    return max(values.values()) / min(values.values())
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    traj = _Trajectory()
+    cb = traj.capture()
+    traj.drive(cb, range(1, max(CADENCE) + 1))
+    return traj, cb
+
+
+def test_lagged_metrics_do_not_follow_the_cadence(synthetic):
+    traj, cb = synthetic
+    assert CADENCE[:4] == [1, 2, 3, 4] and CADENCE[-2:] == [380, 400] and 64 in CADENCE
+    around_64 = [s for s in CADENCE if 30 <= s <= 100]  # 37, 49, 64, 80, 100: gaps 9, 12, 15, 16, 20
+    gaps = {s: s - p for p, s in zip(CADENCE, CADENCE[1:])}
+    # what the old definition (since the previous capture) gives on this trajectory: ~20x across the run
+    old = {s: update_norm(traj.weight(s), traj.weight(s - gap)) for s, gap in gaps.items()}
+    assert _spread(old) > 15 and _spread({s: old[s] for s in around_64}) > 1.5
+    for metric in ("update_norm", "relative_update"):
+        lag = _series(cb, metric)
+        assert sorted(lag) == CADENCE[1:]  # absent at step 1 only
+        assert _spread(lag) < 1 + 1e-3, metric
+        assert _spread({s: lag[s] for s in around_64}) < 1 + 1e-3, metric
+    cos = _series(cb, "gradient_cosine")
+    assert all(v == pytest.approx(math.cos(OMEGA), abs=2e-3) for v in cos.values())
+    old_cos = [gradient_cosine(traj.grad(s), traj.grad(s - gap)) for s, gap in gaps.items()]
+    assert min(old_cos) < math.cos(OMEGA * 19)
+    drift = _series(cb, "representation_drift", HIDDEN_MODULE)
+    old_drift = {s: representation_drift(traj.hidden(s), traj.hidden(s - gap)) for s, gap in gaps.items()}
+    assert _spread(drift) < 3 and _spread(old_drift) > 100  # the lag-1 drift wanders a little; the old ~ gap^2
+    assert _spread({s: drift[s] for s in around_64}) < 1.5 < _spread({s: old_drift[s] for s in around_64})
+
+
+def test_lagged_metrics_are_hand_computed_lag_1(synthetic):
+    traj, cb = synthetic
+    rows = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in cb.rows()}
+    assert {s for s, *_ in rows} == set(CADENCE)  # nothing at the pre-capture steps themselves
+    assert not {m for s, _, _, m in rows if s == 1} & set(LAGGED)  # step 1: no step 0 to compare with
+    for s in (2, 3, 49, 64, 80, 400):
+        W, W_prev = traj.weight(s), traj.weight(s - 1)
+        assert rows[s, 0, MODULE, "update_norm"] == pytest.approx(float((W.double() - W_prev.double()).norm()),
+                                                                  rel=1e-9)
+        assert rows[s, 0, MODULE, "relative_update"] == pytest.approx(relative_update(W, W_prev), rel=1e-9)
+        assert rows[s, 0, MODULE, "gradient_cosine"] == pytest.approx(
+            gradient_cosine(traj.grad(s), traj.grad(s - 1)), rel=1e-9)
+        assert rows[s, 0, HIDDEN_MODULE, "representation_drift"] == pytest.approx(
+            representation_drift(traj.hidden(s), traj.hidden(s - 1)), rel=1e-6, abs=1e-12)
+
+
+def test_forward_and_copies_only_where_needed():
+    """One forward at each capture or pre-capture step (shared when a step is both), none elsewhere; the
+    copies of step s-1 are dropped once step s used them."""
+    traj = _Trajectory()
+    cb = traj.capture()
+    pre = {s - 1 for s in CADENCE if s >= 2}
+    seen = {}
+
+    def check(t):
+        seen[t] = traj.model.forwards
+        lag = cb.state_dict()["lag"]
+        if t in pre:
+            assert lag["step"] == t and set(lag["grad"]) == set(lag["weight"]) == {f"layers.0.{MODULE}.weight"}
+            assert set(lag["hidden"]) == {-1, 0}
+        else:
+            assert lag is None
+
+    traj.drive(cb, range(1, 121), check)
+    forwards = {t: seen[t] - seen.get(t - 1, 0) for t in seen}
+    assert {t for t, n in forwards.items() if n} == {s for s in set(CADENCE) | pre if s <= 120}
+    assert set(forwards.values()) == {0, 1}
+
+
+@pytest.mark.parametrize("at", [4, 6, 50, 63, 64])  # capture and pre-capture, pre, neither, pre, capture
+def test_resume_at_any_step_writes_the_same_rows(at, tmp_path):
+    steps = log_steps(120, 64, 20)
+    traj = _Trajectory()
+    full = traj.capture(steps)
+    traj.drive(full, range(1, 121))
+    traj = _Trajectory()
+    first = traj.capture(steps)
+    traj.drive(first, range(1, at + 1))
+    torch.save(first.state_dict(), tmp_path / "geo.pt")
+    resumed = traj.capture(steps)
+    resumed.load_state_dict(torch.load(tmp_path / "geo.pt", weights_only=False))
+    traj.drive(resumed, range(at + 1, 121))
+    assert resumed.rows() == full.rows()
+
+
+def test_a_checkpoint_from_before_lag_1_is_refused():
+    traj = _Trajectory()
+    cb = traj.capture()
+    old = {"rows": [], "prev_grad": {}, "prev_weight": {}, "prev_hidden": {},
+           "capture_batch_hash": cb.capture_batch_hash}
+    with pytest.raises(ValueError, match="lag 1"):
+        cb.load_state_dict(old)

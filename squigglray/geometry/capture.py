@@ -21,18 +21,29 @@ capture_batch_hash     string     sha256 of the fixed capture batch (`batch_hash
 
 Per watched weight W (2-D `.weight` of the blocks' attention q/k/v/o and MLP gate/up/down):
 - at `on_after_backward` (raw gradients, before clipping): `gradient_norm`; `gradient_cosine`
-  against the gradient of the previous capture (absent at the first capture);
+  against the raw gradient of the previous optimizer step;
 - at `on_step_end` (after the optimizer step): `frobenius_norm`, `spectral_norm`,
-  `stable_rank_fro_spec`; `update_norm` and `relative_update` against the weights of the previous
-  capture (absent at the first capture).
+  `stable_rank_fro_spec`; `update_norm` and `relative_update` against the weights after the
+  previous optimizer step.
 Per hidden state of the fixed capture batch (eval mode, no grad, attention-masked tokens only,
 flattened to tokens x hidden): `effective_rank_entropy`, `activation_anisotropy`;
-`representation_drift` against the previous capture (absent at the first capture). Hidden-state
+`representation_drift` against the hidden states after the previous optimizer step. Hidden-state
 layer numbering: `hidden_states[0]` (embedding output) is layer -1, `hidden_states[i + 1]` (output
 of block i; in HF Llama the last one is after the final norm) is layer i.
 
-Cost: nothing happens at non-capture steps; at capture steps the callback keeps CPU float32 copies of
-the watched weights, their gradients and the per-layer capture activations (previous capture only).
+Lag 1: the lagged metrics (`gradient_cosine`, `update_norm`, `relative_update`,
+`representation_drift`) at capture step s compare step s with step s-1, never with the previous
+capture. The cadence is dense early (every step) and sparse later (every 20 steps); measured since
+the previous capture they would follow the gap alone (`update_norm` ~20x from the first captures
+to the every-20-steps tail), and the change-point detector would report the cadence as an event
+that every seed shares. Measured since the previous step they are per-step quantities that the cadence only
+samples, so it makes no events. They are absent at a capture at step 1 (there is no step 0).
+
+Cost: nothing happens at steps that are neither a capture step s nor a pre-capture step s-1. A
+pre-capture step keeps CPU float32 copies of the watched weights, their gradients and the
+per-layer capture activations (one eval-mode forward of the capture batch, shared with the capture
+when s-1 is one too); step s uses them and drops them. Where the cadence is sparse each capture thus
+costs one more forward and one more set of copies, but no more SVDs.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -114,6 +126,17 @@ def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float32, copy=True)
 
 
+@dataclass
+class _StepCopy:
+    """CPU float32 copies from one optimizer step, for the lag-1 metrics of the step after it: the
+    raw gradients, the weights after its optimizer step and the capture batch's hidden states then."""
+
+    step: int
+    grad: dict[str, torch.Tensor] = field(default_factory=dict)
+    weight: dict[str, torch.Tensor] = field(default_factory=dict)
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
 class GeometryCapture(TrainerCallback):
     """Collects geometry rows at `capture_steps` (see the module docstring for schema and metrics).
 
@@ -125,6 +148,7 @@ class GeometryCapture(TrainerCallback):
                  provenance: Mapping[str, Any] | Any, modules: Sequence[str] = DEFAULT_MODULES,
                  capture_hash: str | None = None):
         self.capture_steps = frozenset(int(s) for s in capture_steps)
+        self.pre_capture_steps = frozenset(s - 1 for s in self.capture_steps if s >= 2)
         self.input_ids = torch.as_tensor(capture_batch["input_ids"]).detach().clone()
         self.attention_mask = torch.as_tensor(capture_batch["attention_mask"]).detach().clone()
         self.capture_batch_hash = capture_hash or batch_hash(self.input_ids, self.attention_mask)
@@ -137,9 +161,8 @@ class GeometryCapture(TrainerCallback):
         self.provenance["seed"] = int(self.provenance["seed"])
         self.modules = tuple(modules)
         self._watch: dict[str, tuple[int, str]] | None = None
-        self._prev_grad: dict[str, torch.Tensor] = {}
-        self._prev_weight: dict[str, torch.Tensor] = {}
-        self._prev_hidden: dict[int, torch.Tensor] = {}
+        self._prev: _StepCopy | None = None  # copies from the last step, held only after a pre-capture step
+        self._now: _StepCopy | None = None  # copies of this pre-capture step, filled by its two hooks
         self._rows: list[dict[str, Any]] = []
 
     # -- helpers -------------------------------------------------------------------------------
@@ -172,37 +195,66 @@ class GeometryCapture(TrainerCallback):
         })
 
     # -- hooks ---------------------------------------------------------------------------------
+    def _roles(self, step: int) -> tuple[bool, bool]:
+        """(capture at `step`, keep copies of `step` for the capture at step + 1)."""
+        return step in self.capture_steps, step in self.pre_capture_steps
+
+    def _lagged(self, step: int) -> _StepCopy:
+        """The copies from step - 1; empty when there are none (a capture at step 1)."""
+        prev = self._prev
+        return prev if prev is not None and prev.step == step - 1 else _StepCopy(step - 1)
+
     def on_after_backward(self, state: TrainState, model: torch.nn.Module) -> None:
-        if state.step not in self.capture_steps:
+        step = state.step
+        capture, keep = self._roles(step)
+        if not (capture or keep):
             return
+        prev = self._lagged(step).grad
+        self._now = _StepCopy(step) if keep else None
         for name, layer, module, g in self.grad_items(model):
             if g is None:
                 continue
             g = g.detach()
-            self._add(state.step, layer, module, "gradient_norm", gradient_norm(g))
-            if name in self._prev_grad:
-                prev = self._prev_grad[name].to(g.device)
-                self._add(state.step, layer, module, "gradient_cosine", gradient_cosine(g, prev))
-            self._prev_grad[name] = _cpu_copy(g)
+            if capture:
+                self._add(step, layer, module, "gradient_norm", gradient_norm(g))
+                if name in prev:
+                    self._add(step, layer, module, "gradient_cosine", gradient_cosine(g, prev[name].to(g.device)))
+            if keep:
+                self._now.grad[name] = _cpu_copy(g)
 
     def on_step_end(self, state: TrainState, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
-        if state.step not in self.capture_steps:
-            return
         step = state.step
+        capture, keep = self._roles(step)
+        if not (capture or keep):
+            return
+        prev = self._lagged(step)
+        now = self._now if self._now is not None and self._now.step == step else _StepCopy(step)
         with torch.no_grad():
             for name, layer, module, W in self.weight_items(model):
-                self._add(step, layer, module, "frobenius_norm", frobenius_norm(W))
-                if name in self._prev_weight:
-                    prev = self._prev_weight[name].to(W.device)
-                    self._add(step, layer, module, "update_norm", update_norm(W, prev))
-                    self._add(step, layer, module, "relative_update", relative_update(W, prev))
-                top, stable = spectral_stats(W)
-                self._add(step, layer, module, "spectral_norm", top)
-                self._add(step, layer, module, "stable_rank_fro_spec", stable)
-                self._prev_weight[name] = _cpu_copy(W)
-            self._capture_hidden(step, model)
+                if capture:
+                    self._weight_rows(step, layer, module, W, prev.weight.get(name))
+                if keep:
+                    now.weight[name] = _cpu_copy(W)
+            for layer, X in self._hidden_states(model):
+                if capture:
+                    self._hidden_rows(step, layer, X, prev.hidden.get(layer))
+                if keep:
+                    now.hidden[layer] = _cpu_copy(X)
+        self._prev, self._now = (now if keep else None), None  # step - 1's copies are used up
 
-    def _capture_hidden(self, step: int, model: torch.nn.Module) -> None:
+    def _weight_rows(self, step: int, layer: int, module: str, W: torch.Tensor, prev: torch.Tensor | None) -> None:
+        self._add(step, layer, module, "frobenius_norm", frobenius_norm(W))
+        if prev is not None:
+            prev = prev.to(W.device)
+            self._add(step, layer, module, "update_norm", update_norm(W, prev))
+            self._add(step, layer, module, "relative_update", relative_update(W, prev))
+        top, stable = spectral_stats(W)
+        self._add(step, layer, module, "spectral_norm", top)
+        self._add(step, layer, module, "stable_rank_fro_spec", stable)
+
+    def _hidden_states(self, model: torch.nn.Module) -> list[tuple[int, torch.Tensor]]:
+        """(layer, attention-masked tokens x hidden) of the capture batch, from an eval-mode forward
+        (the model's mode is restored); layer numbering as in the module docstring."""
         was_training = model.training
         device = next(model.parameters()).device
         model.eval()
@@ -212,29 +264,35 @@ class GeometryCapture(TrainerCallback):
         finally:
             model.train(was_training)
         mask = self.attention_mask.to(device).bool()
-        for i, h in enumerate(out.hidden_states):
-            layer = i - 1
-            X = h[mask].reshape(-1, h.shape[-1])
-            self._add(step, layer, HIDDEN_MODULE, "effective_rank_entropy", effective_rank_entropy(X))
-            self._add(step, layer, HIDDEN_MODULE, "activation_anisotropy", activation_anisotropy(X))
-            if layer in self._prev_hidden:
-                prev = self._prev_hidden[layer].to(X.device)
-                self._add(step, layer, HIDDEN_MODULE, "representation_drift", representation_drift(X, prev))
-            self._prev_hidden[layer] = _cpu_copy(X)
+        return [(i - 1, h[mask].reshape(-1, h.shape[-1])) for i, h in enumerate(out.hidden_states)]
+
+    def _hidden_rows(self, step: int, layer: int, X: torch.Tensor, prev: torch.Tensor | None) -> None:
+        self._add(step, layer, HIDDEN_MODULE, "effective_rank_entropy", effective_rank_entropy(X))
+        self._add(step, layer, HIDDEN_MODULE, "activation_anisotropy", activation_anisotropy(X))
+        if prev is not None:
+            self._add(step, layer, HIDDEN_MODULE, "representation_drift", representation_drift(X, prev.to(X.device)))
 
     # -- resume --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Rows so far and the previous capture, so a resumed run writes the same rows, none twice."""
-        return {"rows": self.rows(), "prev_grad": dict(self._prev_grad), "prev_weight": dict(self._prev_weight),
-                "prev_hidden": dict(self._prev_hidden), "capture_batch_hash": self.capture_batch_hash}
+        """Rows so far and the copies of the last step when the next one captures (a checkpoint is
+        taken between steps), so a resumed run writes the same rows, none twice."""
+        p = self._prev
+        lag = None if p is None else {"step": p.step, "grad": dict(p.grad), "weight": dict(p.weight),
+                                      "hidden": dict(p.hidden)}
+        return {"rows": self.rows(), "lag": lag, "capture_batch_hash": self.capture_batch_hash}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         if saved["capture_batch_hash"] != self.capture_batch_hash:
             raise ValueError("checkpoint was captured on another capture batch "
                              f"({saved['capture_batch_hash'][:12]} != {self.capture_batch_hash[:12]})")
+        if "lag" not in saved:
+            raise ValueError("checkpoint holds the previous capture's copies (geometry before lag 1); "
+                             "its lagged metrics would not be since the previous step")
         self._rows = [dict(r) for r in saved["rows"]]
-        self._prev_grad, self._prev_weight = dict(saved["prev_grad"]), dict(saved["prev_weight"])
-        self._prev_hidden = dict(saved["prev_hidden"])
+        lag = saved["lag"]
+        self._prev = None if lag is None else _StepCopy(lag["step"], dict(lag["grad"]), dict(lag["weight"]),
+                                                        dict(lag["hidden"]))
+        self._now = None
 
     # -- output --------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:

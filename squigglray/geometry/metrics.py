@@ -22,10 +22,10 @@ _EPS = 1e-12  # norms at or below this (in float64) count as zero
 # metric name (the `metric` column of the long geometry schema) -> one-line description + formula
 METRICS: dict[str, str] = {
     "frobenius_norm": "weight Frobenius norm: ||W||_F = sqrt(sum_ij W_ij^2)",
-    "update_norm": "update norm since the previous capture: ||W_t - W_prev||_F",
-    "relative_update": "relative update: ||W_t - W_prev||_F / ||W_prev||_F (0 when ||W_prev||_F = 0)",
+    "update_norm": "update norm since the previous optimizer step: ||W_t - W_{t-1}||_F",
+    "relative_update": "relative update: ||W_t - W_{t-1}||_F / ||W_{t-1}||_F (0 when ||W_{t-1}||_F = 0)",
     "gradient_norm": "gradient norm: ||g||_2 of the flattened gradient",
-    "gradient_cosine": "gradient coherence: <g_t, g_prev> / (||g_t|| ||g_prev||) (0 when a norm is 0)",
+    "gradient_cosine": "gradient coherence: <g_t, g_{t-1}> / (||g_t|| ||g_{t-1}||) (0 when a norm is 0)",
     "spectral_norm": "top singular value: ||W||_2 = sigma_max(W)",
     "stable_rank_fro_spec": "numerical/stable rank (Rudelson-Vershynin): ||W||_F^2 / ||W||_2^2 (0 for W = 0)",
     "effective_rank_entropy": (
@@ -39,7 +39,7 @@ METRICS: dict[str, str] = {
         "linear CKA (Kornblith et al. 2019) of centered X, Y: "
         "||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) (0 when either has no variance)"
     ),
-    "representation_drift": "representation drift against the previous capture: 1 - linear_cka(X_t, X_prev)",
+    "representation_drift": "representation drift since the previous optimizer step: 1 - linear_cka(X_t, X_{t-1})",
 }
 
 
@@ -72,7 +72,7 @@ def gradient_norm(g) -> float:
 
 
 def update_norm(W, W_prev) -> float:
-    """Update norm ||W - W_prev||_F between two captures of the same parameter (shapes must match)."""
+    """Update norm ||W - W_prev||_F between two states of the same parameter (shapes must match)."""
     W, W_prev = _f64(W), _f64(W_prev)
     _same_shape(W, W_prev)
     return float(torch.linalg.vector_norm((W - W_prev).reshape(-1)))
