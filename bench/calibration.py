@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -117,7 +118,7 @@ def series_check(reps: int, n_perm: int) -> dict:
         exclude = simulate.near_marks(t, marks, TOLERANCE)
         p_values.append(invariance.site_permutation_test(events, t, TOLERANCE, n_perm=n_perm, seed=rep,
                                                          exclude=exclude)["p_value"])
-    return rate(p_values) | {"setup": series_check.__doc__.split("\n\n")[0].replace("\n", " ")}
+    return rate(p_values) | {"setup": " ".join(series_check.__doc__.split())}
 
 
 def main(argv=None) -> None:
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
     ap.add_argument("--write", default=str(simulate.CALIBRATION_FILE), help="JSON to write ('' = none)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    out = {"command": "python bench/calibration.py" + (f" --sims {a.sims}" if a.sims != 500 else ""),
+    out = {"command": "python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "n_sims": a.sims, "n_perm": a.perm, "alpha": ALPHA, "tests": {}, "legacy": {}}
     chosen = [t for t in a.tests.split(",") if t]
     if set(chosen) - set(TESTS):

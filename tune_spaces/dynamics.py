@@ -67,9 +67,9 @@ class _KillOnce(TrainerCallback):
 
 def trial_config(config: dict[str, Any]) -> BaseTrainConfig:
     """The BaseTrainConfig a seed trial trains: the shared config made that seed's by
-    `squigglray.jobs.dynamics.seed_config`, the function that names the run ids the experiment returns."""
-    from squigglray.jobs.dynamics import seed_config
+    `squigglray.training.schedule.seed_config`, the function that names the run ids the experiment returns."""
     from squigglray.training import BaseTrainConfig
+    from squigglray.training.schedule import seed_config
 
     return seed_config(BaseTrainConfig.model_validate(config["train"]), int(config["seed"]),
                        float(config.get(JITTER_KEY, 0.0)))

@@ -26,7 +26,7 @@ from squigglray.config import ConfigError, build_config, config_hash, load_confi
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
 from squigglray.training import BaseTrainConfig, run_id_for
-from squigglray.training.schedule import jittered_config
+from squigglray.training.schedule import seed_config
 
 
 class DynamicsOptions(BaseModel):
@@ -71,13 +71,6 @@ class DynamicsOptions(BaseModel):
         cpus = self.cpus_per_trial or math.floor(1000 * cluster_cpus / len(self.seeds)) / 1000  # 3 x 0.666 fits 2
         threads = self.threads_per_trial or max(1, int(cpus))
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
-
-
-def seed_config(cfg: BaseTrainConfig, seed: int, schedule_jitter: float = 0.0) -> BaseTrainConfig:
-    """The config one seed trains: `cfg` with that seed and, under the desynchronized-schedule
-    control (DynamicsOptions.schedule_jitter), its own warmup end and curriculum switches. The Tune
-    trial builds its config here too, so the run id returned for a seed is the run it trained."""
-    return jittered_config(cfg.model_copy(update={"seed": seed}), seed, schedule_jitter)
 
 
 def experiment_id(cfg: BaseTrainConfig, seeds: list[int], slice_hash: str, schedule_jitter: float = 0.0) -> str:

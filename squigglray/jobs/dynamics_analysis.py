@@ -31,7 +31,7 @@ from squigglray.paths import ArtifactStore
 from squigglray.report import dynamics_plots as plots
 from squigglray.report import dynamics_report as md
 from squigglray.training import BaseTrainConfig
-from squigglray.training.schedule import schedule_marks
+from squigglray.training.schedule import schedule_marks, seed_config
 
 TREND_METRICS = ["frobenius_norm", "relative_update", "gradient_norm", "gradient_cosine", "stable_rank_fro_spec",
                  "effective_rank_entropy", "activation_anisotropy", "representation_drift"]
@@ -47,8 +47,6 @@ def loss_events(scalars: pa.Table, prov: dict[str, Any], max_steps: int, config,
 
 def run_schedules(cfg: BaseTrainConfig, runs: dict[int, str], jitter: float) -> dict[str, dict[str, int]]:
     """Per run, the steps where its schedule changes (each seed's own under the desynchronized control)."""
-    from squigglray.jobs.dynamics import seed_config  # jobs.dynamics imports this module lazily too
-
     return {rid: schedule_marks(seed_config(cfg, seed, jitter)) for seed, rid in runs.items()}
 
 
@@ -158,7 +156,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
 
     events = _concat(list(all_events.values()))
     max_by_run = {rid: max_steps for rid in runs.values()}
-    schedules = run_schedules(cfg, runs, getattr(opts, "schedule_jitter", 0.0))
+    schedules = run_schedules(cfg, runs, opts.schedule_jitter)
     h1 = seed_invariance(events, scalars, max_steps, schedules, opts.align, opts.tolerance, opts.n_perm)
     # the same on the learning-progress axis: seeds compared where they stand in their loss drop
     h1_loss = seed_invariance(events, scalars, max_steps, schedules, "loss", opts.tolerance, opts.n_perm)
@@ -177,9 +175,12 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
     marks_t = marks_in_time(schedules, opts.align, max_steps, scalars)
 
     def away(jumps_by_run):
-        return {rid: [j for j, n in zip(js, near_schedule_mask([rid] * len(js), invariance.align_steps(
-                    [j.step for j in js], opts.align, max_steps=max_steps, scalars=scalars[rid]), marks_t,
-                    opts.tolerance)) if not n] for rid, js in jumps_by_run.items()}
+        out = {}
+        for rid, js in jumps_by_run.items():
+            t_j = invariance.align_steps([j.step for j in js], opts.align, max_steps=max_steps, scalars=scalars[rid])
+            near = near_schedule_mask([rid] * len(js), t_j, marks_t, opts.tolerance)
+            out[rid] = [j for j, n in zip(js, near) if not n]
+        return out
 
     jumps = {rid: correlation.probe_b_jumps(scalars[rid], run_id=rid) for rid in runs.values()}
     # the same test against in-distribution (probe A) jumps: where the training task itself is learned
@@ -212,7 +213,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "experiment_id": exp_id, "analysis_key": key, "runs": {str(s): r for s, r in runs.items()}, "seeds": list(runs),
         "config_hash_without_seed": config_hash(cfg.model_dump(mode="json") | {"seed": None}),
         "package_version": __version__, "align": opts.align, "tolerance": opts.tolerance,
-        "schedule_jitter": getattr(opts, "schedule_jitter", 0.0),
+        "schedule_jitter": opts.schedule_jitter,
         "events_per_run": {rid: int(all_events[rid].num_rows) for rid in runs.values()},
         "families": int(families.num_rows), "structural_families": int(structural.num_rows),
         "h1": h1["test"], "h1_loss": h1_loss["test"], "h3": h3,

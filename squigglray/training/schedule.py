@@ -67,3 +67,10 @@ def jittered_config(cfg: BaseTrainConfig, seed: int, jitter: float) -> BaseTrain
         for p, start, end in zip(curriculum, [0, *ends], [*ends, steps]):
             p["fraction"] = (end - start) / steps
     return BaseTrainConfig.model_validate({**cfg.model_dump(), "train": train, "curriculum": curriculum})
+
+
+def seed_config(cfg: BaseTrainConfig, seed: int, schedule_jitter: float = 0.0) -> BaseTrainConfig:
+    """The config one seed of a dynamics experiment trains: `cfg` with that seed and, under the
+    desynchronized-schedule control, its own warmup end and curriculum switches. The Tune trial,
+    the run ids and the analysis's schedule marks all come from here, so they agree."""
+    return jittered_config(cfg.model_copy(update={"seed": seed}), seed, schedule_jitter)
