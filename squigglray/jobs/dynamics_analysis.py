@@ -74,14 +74,18 @@ def seed_invariance(events: pa.Table, scalars, max_steps: int, schedules, mode: 
     families = invariance.event_families(events, t, tolerance, n_seeds=len(scalars))
     test = invariance.site_permutation_test(events, t, tolerance, n_perm=n_perm, exclude=near)
     fam_p = invariance.family_p_values(families, events, t, tolerance, exclude=near)
-    return {"t": t, "near": near, "families": families, "test": test | {"align": mode}, "family_p": fam_p}
+    near_ids = {e for e, n in zip(events.column("event_id").to_pylist(), near) if n}
+    near_families = {f["family_id"] for f in families.to_pylist()
+                     if f["structural"] and set(json.loads(f["event_ids"])) & near_ids}
+    return {"t": t, "near": near, "families": families, "test": test | {"align": mode},
+            "family_rows": family_rows(families, fam_p, near_families), "near_families": near_families}
 
 
-def family_rows(families: pa.Table, fam_p: dict[str, float | None], near_ids: set[str]) -> list[dict[str, Any]]:
+def family_rows(families: pa.Table, fam_p: dict[str, float | None], near_families: set[str]) -> list[dict[str, Any]]:
     """Structural families with p, BH q (over every tested family, singletons included) and schedule flag."""
     q = multiple.bh_by_key(fam_p)
     return [{"family_id": f["family_id"], "p_value": fam_p.get(f["family_id"]), "q_value": q.get(f["family_id"]),
-             "near_schedule": f["family_id"] in near_ids} for f in families.to_pylist() if f["structural"]]
+             "near_schedule": f["family_id"] in near_families} for f in families.to_pylist() if f["structural"]]
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -162,8 +166,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
     h1_loss = seed_invariance(events, scalars, max_steps, schedules, "loss", opts.tolerance, opts.n_perm)
     t, families = h1["t"], h1["families"]
     structural = invariance.structural_candidates(families)
-    near_ids = {e for e, n in zip(events.column("event_id").to_pylist(), h1["near"]) if n}
-    near_families = {f["family_id"] for f in structural.to_pylist() if set(json.loads(f["event_ids"])) & near_ids}
+    near_families = h1["near_families"]
     learning_ids = {e for f in structural.to_pylist() if f["family_id"] not in near_families
                     for e in json.loads(f["event_ids"])}
 
@@ -218,8 +221,7 @@ def analyze_experiment(store: ArtifactStore, exp_id: str, cfg: BaseTrainConfig, 
         "families": int(families.num_rows), "structural_families": int(structural.num_rows),
         "h1": h1["test"], "h1_loss": h1_loss["test"], "h3": h3,
         "tests": [{"test": k, "p_value": p, "q_value": q_tests[k]} for k, p in tests.items()],
-        "family_tests": family_rows(families, h1["family_p"], near_families),
-        "family_tests_loss": family_rows(h1_loss["families"], h1_loss["family_p"], set()),
+        "family_tests": h1["family_rows"], "family_tests_loss": h1_loss["family_rows"],
         "correlation": corr, "correlation_probe_a": corr_a,
         "probe_b_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps.items()},
         "probe_a_jumps": {rid: correlation.jumps_as_dicts(j) for rid, j in jumps_a.items()},

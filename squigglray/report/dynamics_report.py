@@ -97,12 +97,13 @@ def _q(tests: list[dict], name: str) -> str:
     return next((_p(t["q_value"]) for t in tests if t["test"] == name), "n/a")
 
 
-def _families_line(rows: list[dict], near: bool, limit: int = 6) -> str:
-    picked = sorted((r for r in rows if r["near_schedule"] == near and r["q_value"] is not None),
-                    key=lambda r: (r["q_value"], r["family_id"]))
-    sig = [r for r in picked if r["q_value"] <= 0.1]
-    head = ", ".join(f"`{r['family_id']}` (q {_p(r['q_value'])})" for r in sig[:limit])
-    return f"{len(sig)} with q <= 0.1" + (f": {head}" if head else "")
+def _families_line(rows: list[dict], near: bool, limit: int = 4) -> str:
+    """How many structural families (away from / near the schedule), how many survive BH, the strongest."""
+    picked = sorted((r for r in rows if r["near_schedule"] == near and r["p_value"] is not None),
+                    key=lambda r: (r["p_value"], r["family_id"]))
+    head = ", ".join(f"`{r['family_id']}` (p {_p(r['p_value'])}, q {_p(r['q_value'])})" for r in picked[:limit])
+    return (f"{len(picked)} structural families, {sum(r['q_value'] <= 0.1 for r in picked)} with q <= 0.1"
+            + (f"; smallest p: {head}" if head else ""))
 
 
 def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_event: list[dict],
@@ -185,7 +186,7 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         f"({sum(len(j) for j in summary['probe_a_jumps'].values())} jumps), where the training task itself is learned:",
         "", *correlation_lines(summary["correlation_probe_a"], "A"), "",
         "`pairs` counts (jump, event) pairs with the event in [t - 0.10, t + 0.02] of aligned time; `hits` the jumps "
-        "with at least one. The null rotates each run's events on the quantile clock of all runs' events (where "
+        "with at least one. The null rotates each run's events on the quantile clock of the other runs' events (where "
         "events concentrate is kept, their phase is not). `beyond_loss` rows count only jumps that no loss change "
         "point marks.", "",
         "## Figures", "",
