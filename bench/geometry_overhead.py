@@ -63,6 +63,7 @@ def main() -> None:
     for _ in range(a.repeats):
         for k in kinds:
             times[k].append(run(k))
+            print(f"run {k}: {times[k][-1]:.1f} s", flush=True)  # runs take minutes: report each as it ends
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"preset={cfg.model.preset} steps={cfg.train.steps} batch={cfg.train.batch_size} "
           f"threads={torch.get_num_threads()} captures={len(steps)} (dense until {cfg.train.log_dense_until}, "
