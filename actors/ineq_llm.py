@@ -59,6 +59,31 @@ def mechanical_stage(batch: dict[str, Any], text_col: str, timeout_s: float) -> 
     return batch
 
 
+def claim_stage(batch: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The claim check ("claim verified", separate from the proof score): `verifier.check_claim` on each
+    row's claim (problem_json: lhs, rel, rhs, variables, domain, constraint; the equality case focuses
+    the sampling), as a CPU task per batch like the gate."""
+    import json
+
+    from squigglray.ineq.verifier import ExpressionError, check_claim
+
+    statuses, methods, seconds = [], [], []
+    for pj in batch["problem_json"]:
+        p = json.loads(pj)
+        try:
+            v = check_claim(p["lhs"], p["rel"], p["rhs"], p["variables"], p["domain"], p.get("constraint"),
+                            timeout_s=timeout_s, near=p.get("equality"))
+            statuses.append(v.status)
+            methods.append(v.method)
+            seconds.append(v.seconds)
+        except ExpressionError:
+            statuses.append("unparsed")
+            methods.append("")
+            seconds.append(0.0)
+    batch["claim_status"], batch["claim_method"], batch["claim_seconds"] = statuses, methods, seconds
+    return batch
+
+
 def engine_stage(ds: ray.data.Dataset, engine: dict[str, Any], store_uri: str | None, sampling: dict[str, Any],
                  prompt_col: str, out_col: str, concurrency: int, num_gpus: float, batch_size: int,
                  accelerator_type: str | None = None, threads: int = 1,

@@ -200,17 +200,24 @@ QED"""
 
 def test_correct_proofs_are_valid():
     r = judge_completion(AMGM2, GOOD)
-    assert r == {"score": 1, "status": "valid", "reasons": [], "answer_ok": None, "proof_ok": True}
+    assert {k: r[k] for k in ("score", "status", "reasons", "answer_ok", "proof_ok", "claim_verified")} == \
+        {"score": 1, "status": "valid", "reasons": [], "answer_ok": None, "proof_ok": True, "claim_verified": True}
+    # (a + b + c)**2 >= 3*(ab + bc + ca) is no longer a solver's step: the squares are written out
     titu = """Proof: a/(b + c) + b/(c + a) + c/(a + b)
 = a**2/(a*(b + c)) + b**2/(b*(c + a)) + c**2/(c*(a + b))
 >= (a + b + c)**2/(a*(b + c) + b*(c + a) + c*(a + b)) by titu(a, b, c; a*(b + c), b*(c + a), c*(a + b))
+= 3/2 + ((a - b)**2 + (b - c)**2 + (c - a)**2)/(2*(a*(b + c) + b*(c + a) + c*(a + b)))
 >= 3/2
 QED"""
     pv = check_proof(NESBITT, *_chain(titu))
     assert pv.valid and pv.status == "valid" and [v.method for v in pv.step_verdicts][1] == "lemma:titu"
     cons = _problem("a*b + b*c + c*a", "<=", "3", "abc", "nonnegative", "a + b + c - 3", {"a": "1", "b": "1", "c": "1"})
-    pv = check_proof(cons, "a*b + b*c + c*a", [Step("<=", "(a + b + c)**2/3"), Step("=", "3", "constraint")])
+    sq = {"squares": ["a - b", "b - c", "c - a"], "coeffs": ["1/6"] * 3}
+    pv = check_proof(cons, "a*b + b*c + c*a", [Step("<=", "(a + b + c)**2/3", "square_nonneg", sq),
+                                               Step("=", "3", "constraint")])
     assert pv.status == "valid", pv
+    pv = check_proof(cons, "a*b + b*c + c*a", [Step("<=", "(a + b + c)**2/3"), Step("=", "3", "constraint")])
+    assert (pv.status, pv.claim_verified) == ("unjustified", True), pv  # true, but only the solver says so
 
 
 def _chain(text):
@@ -240,7 +247,9 @@ def test_proof_statuses_incomplete_strict_and_unparsed():
     assert (r["score"], r["status"]) == (0, "incomplete") and "not written" in r["reasons"][0]
     strict = _problem("a**2 + b**2 + 1", ">", "2*a*b", "ab")
     assert "no step is strict" in check_proof(strict, "a**2 + b**2 + 1", [Step(">=", "2*a*b")]).reasons[0]
-    assert check_proof(strict, "a**2 + b**2 + 1", [Step(">", "2*a*b")]).status == "valid"
+    pv = check_proof(strict, "a**2 + b**2 + 1", [Step(">", "2*a*b")])
+    assert (pv.status, pv.valid, pv.claim_verified) == ("circular", False, True)  # the claim, restated
+    assert check_proof(strict, "a**2 + b**2 + 1", [Step("=", "2*a*b + (a - b)**2 + 1"), Step(">", "2*a*b")]).valid
     r = judge_completion(AMGM2, "I think it is true.")
     assert (r["score"], r["status"]) == (0, "unparsed") and "Proof:" in r["reasons"][0]
     r = judge_completion(AMGM2, "Proof: a**2 + b**2\n>= 2*a*b +* 1\nQED")
@@ -258,7 +267,7 @@ def test_answer_variants_need_the_answer_and_a_proof():
     assert judge_completion(rel, "Answer: (b)")["answer_ok"] is True
     assert judge_completion(rel, "Proof: a + b\n>= 2*sqrt(a*b) by am_gm(a, b)\nQED\nAnswer: (b)")["score"] == 1
     trivial = judge_completion(_problem("a + b", ">=", "2*sqrt(a*b)", "ab"), "Proof: a + b\n>= 2*sqrt(a*b)\nQED")
-    assert (trivial["score"], trivial["status"]) == (0, "trivial")
+    assert (trivial["score"], trivial["status"]) == (0, "circular")
     assert judge_completion(rel, "Answer: A")["score"] == 0
     assert judge_completion(rel, "no answer")["answer_ok"] is False
 

@@ -32,6 +32,17 @@ LEMMAS = {
     "titu": "x1**2/y1+...+xn**2/yn >= (x1+...+xn)**2/(y1+...+yn) for y_i > 0; args: xs, ys",
     "square_nonneg": "sum of c_i * (p_i)**2 with c_i >= 0 is >= 0; args: squares [p_i], coeffs [c_i]",
     "constraint": "rewrite using the problem's constraint (an equality on the constraint surface)",
+    "schur": "x**t*(x-y)*(x-z) + y**t*(y-x)*(y-z) + z**t*(z-x)*(z-y) >= 0 for x, y, z >= 0 and a number t > 0; "
+             "args: terms [x, y, z], t [t]",
+    "power_mean": "M_p(x1..xn) >= M_q(x1..xn) for numbers p > q, M_r = ((x1**r+...+xn**r)/n)**(1/r), "
+                  "M_0 = (x1*...*xn)**(1/n); x_i >= 0 (x_i > 0 when q <= 0; any reals for p = 2, q = 1); "
+                  "args: terms, exps [p, q]",
+    "chebyshev": "x1*y1+...+xn*yn >= (x1+...+xn)*(y1+...+yn)/n for similarly ordered sequences: "
+                 "(x_i-x_j)*(y_i-y_j) >= 0 for all i < j (the side conditions); args: xs, ys",
+    "rearrangement": "x1*y1+...+xn*yn >= x1*z1+...+xn*zn where z is a permutation of y and x, y are similarly "
+                     "ordered ((x_i-x_j)*(y_i-y_j) >= 0 for all i < j); args: xs, ys, zs",
+    "holder": "(x1**3+...+xn**3)*(y1**3+...+yn**3)*(z1**3+...+zn**3) >= (x1*y1*z1+...+xn*yn*zn)**3 for "
+              "x_i, y_i, z_i >= 0; args: xs, ys, zs",
 }
 
 

@@ -9,8 +9,9 @@ One line per chain link, compact so that a tiny model's context holds it::
     QED
 
 A line is ``<rel> <expr> [by <lemma>[(<args>)]]``. Lemma arguments are comma-separated expressions;
-lemmas with two lists separate them with ``;`` (``titu(a, b; x, y)``, ``weighted_am_gm(x, y; w1, w2)``,
-``square_nonneg(a - b, b - c; 1, 1)``). ``by algebra`` (or no ``by``) means a plain step that the
+lemmas with two or three lists separate them with ``;`` (``titu(a, b; x, y)``, ``weighted_am_gm(x, y; w1, w2)``,
+``square_nonneg(a - b, b - c; 1, 1)``, ``schur(a, b, c; 1)``, ``power_mean(a, b; 2, 1)``,
+``rearrangement(a, b; a**2, b**2; b**2, a**2)``). ``by algebra`` (or no ``by``) means a plain step that the
 verifier checks on its own.
 """
 
@@ -24,7 +25,9 @@ from squigglray.ineq.problems import LEMMAS, Problem, Step
 _RELS = (">=", "<=", "=", ">", "<")
 _LINE = re.compile(r"^(>=|<=|=|>|<)\s*(.+?)(?:\s+by\s+([a-z_]+)\s*(?:\((.*)\))?)?\s*$")
 _LIST_ARGS = {"am_gm": ("terms",), "weighted_am_gm": ("terms", "weights"), "cauchy_schwarz": ("xs", "ys"),
-              "titu": ("xs", "ys"), "square_nonneg": ("squares", "coeffs")}
+              "titu": ("xs", "ys"), "square_nonneg": ("squares", "coeffs"), "schur": ("terms", "t"),
+              "power_mean": ("terms", "exps"), "chebyshev": ("xs", "ys"), "rearrangement": ("xs", "ys", "zs"),
+              "holder": ("xs", "ys", "zs")}
 
 
 class ProofParseError(ValueError):

@@ -86,3 +86,49 @@ def split_problems(problems: list[Problem], test_fraction: float = 0.2, seed: in
         train = kept
     return Split(train=sorted(train, key=lambda q: q.problem_id), test=sorted(test, key=lambda q: q.problem_id),
                  removed=removed)
+
+
+def _get(item, name: str):
+    return item[name] if isinstance(item, dict) else getattr(item, name)
+
+
+def stratified_order(items: list, seed: int = 0, family: str = "family", ident: str = "problem_id") -> list:
+    """`items` (Problems or dicts) in the order a learning curve takes them: every prefix is stratified
+    by family and the prefixes are nested.
+
+    Within a family, items are ranked by sha256(seed, id) (seeded, independent of input order). The
+    families are then interleaved so that in every prefix of size n each family's count c_f stays
+    strictly within 1 of its quota n * N_f / N (its share of `items`): the k-th item of family f has
+    the window R_k = floor((k-1) N / N_f) + 1 <= position <= D_k = ceil(k N / N_f), and positions are
+    filled earliest-deadline-first among the released items. Such a sequence exists (Tijdeman 1980,
+    the chairman assignment problem) and EDF is optimal for unit jobs with release times and deadlines,
+    so every window is met. Ties go by a seeded hash of the family name."""
+    by_family: dict[str, list] = {}
+    for it in items:
+        by_family.setdefault(str(_get(it, family)), []).append(it)
+    ranked = {f: sorted(m, key=lambda it: hashlib.sha256(f"{seed}:{_get(it, ident)}".encode()).hexdigest())
+              for f, m in by_family.items()}
+    tie = {f: hashlib.sha256(f"{seed}:family:{f}".encode()).hexdigest() for f in ranked}
+    total = len(items)
+    taken = {f: 0 for f in ranked}
+    out: list = []
+    for pos in range(1, total + 1):
+        best, best_key = None, None
+        for f, members in ranked.items():
+            k, n_f = taken[f] + 1, len(members)
+            if k > n_f:
+                continue
+            released = (k - 1) * total // n_f + 1 <= pos
+            key = (not released, -(-k * total // n_f), tie[f])
+            if best_key is None or key < best_key:
+                best, best_key = f, key
+        out.append(ranked[best][taken[best]])
+        taken[best] += 1
+    return out
+
+
+def stratified_subset(items: list, n: int, seed: int = 0, family: str = "family", ident: str = "problem_id") -> list:
+    """The first `n` items of `stratified_order`: stratified by family, seeded, nested in n."""
+    if not 0 <= n <= len(items):
+        raise ValueError(f"subset size {n} is not in [0, {len(items)}]")
+    return stratified_order(items, seed, family, ident)[:n]

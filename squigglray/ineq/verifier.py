@@ -10,6 +10,11 @@ nonlinear real arithmetic on the negated claim, with roots and quotients as auxi
 by fixing one variable to 1. ``unsat`` -> "proved"; a Z3 model is re-checked numerically before
 "refuted". "proved" thus only comes from SymPy/Z3 and "refuted" only from a checked point.
 
+A *proof* is scored by another standard (`check_proof`, `judge_completion`): every step must be
+justified by the rule book of `squigglray.ineq.proof_check` (exact rewrites, matching lemma
+instances, evidently nonnegative gaps); what the solver proves of the chain is reported apart as
+``claim_verified``.
+
 Vacuous proofs are blocked: a claim whose sides are real at no sampled point (or whose Z3 domain
 is empty) stays "unknown", and a proof chain with an expression that is not real somewhere the
 claim is (``sqrt(a)`` over the reals) is invalid. Expression text may come from a model, so its
@@ -69,10 +74,14 @@ class Verdict:
 
 @dataclass
 class ProofVerdict:
-    valid: bool
-    status: str  # "valid" | "invalid" | "incomplete" | "unknown"
-    step_verdicts: list[Verdict] = field(default_factory=list)
+    valid: bool  # every step justified by the rule book (`proof_check`), ends exact, equality line right
+    status: str  # "valid" | "invalid" | "incomplete" | "circular" | "unjustified" | "unknown"
+    step_verdicts: list[Verdict] = field(default_factory=list)  # per step: is it true (rule or solver)
     reasons: list[str] = field(default_factory=list)
+    justification: list[dict] = field(default_factory=list)  # per step: {"step", "rule", "justified", "why"}
+    claim_verified: bool | None = False  # the chain holds by SymPy/Z3 (the old check); None: not computed
+    claim_status: str = ""  # "valid" | "invalid" | "incomplete" | "unknown" | "" (not computed)
+    equality: dict | None = None  # {"written", "ok", "why"} for the Equality line
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,14 +97,16 @@ def default_worker() -> TimedWorker:
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            _DEFAULT = TimedWorker(preload=(__name__,))
+            _DEFAULT = TimedWorker(preload=(__name__, "squigglray.ineq.proof_check"))
         return _DEFAULT
 
 
 def _remote(worker: TimedWorker | None, name: str, *args, timeout_s: float):
-    """Run this module's worker-side `name`; a remote ExpressionError is re-raised as itself."""
+    """Run this module's worker-side `name` (or ``module:name``); a remote ExpressionError is
+    re-raised as itself."""
     try:
-        return (worker or default_worker()).call(f"{__name__}:{name}", *args, timeout_s=timeout_s)
+        return (worker or default_worker()).call(name if ":" in name else f"{__name__}:{name}", *args,
+                                                 timeout_s=timeout_s)
     except WorkerError as e:
         if e.remote_type.endswith("ExpressionError"):
             raise ExpressionError(e.remote_message) from None
@@ -191,7 +202,8 @@ def check_step(prev_expr: str, step, variables, domain: str, constraint: str | N
     the step's gap is a positive constant times the lemma instance's gap and the lemma's side
     conditions hold; otherwise (and for "=", "by constraint" and uncited steps) the step is
     checked as a plain claim, on the constraint surface when there is one, with the lemma
-    mismatch noted in the reason.
+    mismatch noted in the reason. This is the solver's truth of a link (side conditions by the
+    solver too), not the proof score: `check_proof` justifies steps by `proof_check`'s rule book.
     """
     step = _as_step(step)
     t0 = time.monotonic()
@@ -254,64 +266,227 @@ def _composition_error(claim_rel: str, rels: list[str]) -> str | None:
     return None
 
 
-def check_proof(problem: Problem, start: str, steps, timeout_s: float = 2.0,
-                worker: TimedWorker | None = None) -> ProofVerdict:
-    """Check the chain ``start rel1 e1 rel2 e2 ...`` against the problem's claim.
+_PC = "squigglray.ineq.proof_check"  # the rule book's worker-side checks
+_STATUS_ORDER = ("invalid", "incomplete", "circular", "unjustified", "unknown")
 
-    Status: "invalid" when the relations do not compose to the claim's relation (mixed
-    directions, wrong direction, a strict claim without a strict step), a step is refuted, or an
-    end of the chain is not the claim's lhs/rhs and the missing link is not provable;
-    "incomplete" when every step holds and the missing end links are true but not written;
-    "unknown" when nothing is refuted but something could not be decided; "valid" otherwise.
-    Checking stops at the first refuted step. `timeout_s` is per check (step or end).
+
+def check_proof(problem: Problem, start: str, steps, timeout_s: float = 2.0, worker: TimedWorker | None = None,
+                equality_text: str | None = None, verify_claim: bool = True) -> ProofVerdict:
+    """Check the chain ``start rel1 e1 rel2 e2 ...`` against the problem's claim by the rule book
+    of `squigglray.ineq.proof_check` (its module docstring).
+
+    ``valid`` (status "valid") iff every step is justified by a rule (an exact SymPy rewrite, a
+    matching lemma instance with its side conditions, an evidently nonnegative gap), the chain
+    starts at the claim's lhs and ends at its rhs by exact SymPy identity (also on the constraint
+    surface), its relations compose to the claim's, no chain expression is undefined where the claim
+    is defined, and a written Equality line (`equality_text`) is right -- present and right where the
+    problem asks for the equality case. Otherwise the status is the worst that is wrong, in this
+    order: "invalid" (relations do not compose, an expression is undefined or unparseable, a step or
+    a missing end link is false, the Equality line is wrong), "incomplete" (a missing end link is
+    true or undecided, or the asked-for Equality line is missing), "circular" (a step restates the
+    claim, or cites the problem's own result for all of it), "unjustified" (a step, an end or the
+    Equality line that no rule covers, however true), "unknown" (a check did not finish).
+
+    ``claim_verified`` is the solver's view (the check made before the rule book): every step is true
+    (justified, or proved by SymPy/Z3) and the ends meet the claim, exactly or by the solver; with
+    ``claim_status`` "valid" | "invalid" | "incomplete" | "unknown". ``verify_claim=False`` skips the
+    solver on unjustified steps and ends (claim_verified is then None unless every step is justified
+    and the ends are exact); the proof score does not need it. Checking stops at the first false or
+    unparseable step. `timeout_s` is per check. Without the solver, checking also stops after the
+    steps when one of them is not justified (the ends and the Equality line are not checked then),
+    and the sampled check that every chain expression is real where the claim is runs only once
+    every step is justified.
     """
+    from squigglray.ineq.proof_check import asks_equality
+
     steps = [_as_step(s) for s in steps]
     if not steps:
-        return ProofVerdict(False, "invalid", [], ["the proof has no steps"])
+        return ProofVerdict(False, "invalid", [], ["the proof has no steps"], claim_status="invalid")
     err = _composition_error(problem.rel, [s.rel for s in steps])
     if err:
-        return ProofVerdict(False, "invalid", [], [err])
-    args = (list(problem.variables), problem.domain, problem.constraint)
-    near = problem.equality
-    reasons: list[str] = []
-    unknown = False
-    hole = _chain_hole(problem, start, steps, timeout_s, worker)
-    if hole and "index" in hole:
-        where = f"step {hole['index']}'s expression" if hole["index"] else "the chain's start"
-        return ProofVerdict(False, "invalid", [], [f"{where} {hole['reason']}"])
-    if hole:
-        unknown = True
-        reasons.append(hole["reason"])
-    gaps = []  # (description, lhs, rhs) links that are missing from the chain
-    for label, a, b in (("start", start, problem.lhs), ("end", steps[-1].rhs, problem.rhs)):
-        v = _same(a, b, args, timeout_s, near, worker)
-        if v.status == "refuted":
-            gaps.append((label, problem.lhs, start) if label == "start" else (label, steps[-1].rhs, problem.rhs))
-        elif v.status == "unknown":
-            unknown = True
-            reasons.append(f"could not decide whether the chain's {label} {_short(a)} equals the claim's "
-                           f"{'lhs' if label == 'start' else 'rhs'} {_short(b)}: {v.reason}")
-    verdicts: list[Verdict] = []
+        return ProofVerdict(False, "invalid", [], [err], claim_status="invalid")
+    ctx = _Ctx(problem, timeout_s, worker, verify_claim)
+    if verify_claim and not ctx.hole(start, steps):  # without the solver, only a justified chain needs it
+        return ctx.verdict()
     prev = start
     for i, s in enumerate(steps, 1):
+        if not ctx.step(i, prev, s):
+            return ctx.verdict()
+        prev = s.rhs
+    if not verify_claim and (ctx.flags or not ctx.hole(start, steps)):
+        return ctx.verdict()  # the score is decided: without the solver, the ends and Equality line wait
+    for label, a, b in (("start", start, problem.lhs), ("end", steps[-1].rhs, problem.rhs)):
+        if not ctx.end(label, a, b):
+            return ctx.verdict()
+    if equality_text:
+        ctx.equality_line(equality_text)
+    elif asks_equality(problem):
+        ctx.equality = {"written": False, "ok": False, "why": "the problem asks for the equality case; the proof "
+                                                             "has no Equality line"}
+        ctx.flag("incomplete", None, ctx.equality["why"])
+    return ctx.verdict()
+
+
+class _Ctx:
+    """What `check_proof` has found so far: proof-score flags, claim (solver) flags, reasons."""
+
+    def __init__(self, problem: Problem, timeout_s: float, worker, verify_claim: bool):
+        self.problem, self.timeout_s, self.worker, self.verify_claim = problem, timeout_s, worker, verify_claim
+        self.args = (list(problem.variables), problem.domain, problem.constraint)
+        self.spec = _spec(problem.lhs, problem.rel, problem.rhs, problem.variables, problem.domain,
+                          problem.constraint)
+        self.ref_lemmas = sorted({s.lemma for s in problem.proof if s.lemma})
+        self.flags: set[str] = set()  # proof score: invalid, incomplete, circular, unjustified, unknown
+        self.truth: set[str] = set()  # claim_verified: invalid, incomplete, unknown, unchecked
+        self.reasons: list[str] = []
+        self.verdicts: list[Verdict] = []
+        self.justification: list[dict] = []
+        self.equality: dict | None = None
+
+    def flag(self, proof: str | None, claim: str | None, reason: str) -> None:
+        if proof:
+            self.flags.add(proof)
+        if claim:
+            self.truth.add(claim)
+        self.reasons.append(reason)
+
+    def verdict(self) -> ProofVerdict:
+        status = next((s for s in _STATUS_ORDER if s in self.flags), "valid")
+        claim = next((s for s in ("invalid", "incomplete", "unknown", "unchecked") if s in self.truth), "valid")
+        verified = None if claim == "unchecked" else claim == "valid"
+        return ProofVerdict(status == "valid", status, self.verdicts, self.reasons, self.justification,
+                            verified, "" if claim == "unchecked" else claim, self.equality)
+
+    def hole(self, start: str, steps: list[Step]) -> bool:
+        """Is every chain expression real wherever the claim is (sampled)? False: it is not."""
+        hole = _chain_hole(self.problem, start, steps, self.timeout_s, self.worker)
+        if hole and "index" in hole:
+            where = f"step {hole['index']}'s expression" if hole["index"] else "the chain's start"
+            self.flag("invalid", "invalid", f"{where} {hole['reason']}")
+            return False
+        if hole:
+            self.flag("unknown", "unknown", hole["reason"])
+        return True
+
+    def step(self, i: int, prev: str, s: Step) -> bool:
+        """Justify step i; False when checking must stop (a false or unparseable step)."""
+        link = f"step {i} ({_short(prev)} {s.rel} {_short(s.rhs)})"
+        t0 = time.monotonic()
+        j = self._justify(prev, s)
+        if j.get("unparseable"):
+            self.justification.append({"step": i, "rule": None, "justified": False, "why": j["why"]})
+            self.verdicts.append(Verdict("refuted", j["why"], None, _since(t0), "parse"))
+            self.flag("invalid", "invalid", f"{link} invalid: {j['why']}")
+            return False
+        self.justification.append({"step": i, "rule": j["rule"], "justified": bool(j["rule"]), "why": j["why"]})
+        if j["rule"]:
+            self.verdicts.append(Verdict("proved", j["why"], None, _since(t0), j["rule"]))
+            return True
+        kind = "circular" if j["circular"] else "unknown" if j.get("undecided") else "unjustified"
+        self.flag(kind, None, f"{link} {'is circular' if kind == 'circular' else 'is not justified'}: {j['why']}")
+        if not self.verify_claim:
+            self.verdicts.append(Verdict("unknown", "not checked by the solver (verify_claim=False)", None,
+                                         _since(t0), ""))
+            self.truth.add("unchecked")
+            return True
         try:
-            v = check_step(prev, s, *args, timeout_s=timeout_s, near=near, worker=worker)
+            v = check_claim(prev, s.rel, s.rhs, *self.args, timeout_s=self.timeout_s, near=self.problem.equality,
+                            worker=self.worker)
         except ExpressionError as e:
             v = Verdict("refuted", f"unparseable: {e}", None, 0.0, "parse")
-        verdicts.append(v)
-        if v.status == "proved" and s.lemma and s.rel != "=" and s.lemma != "constraint" \
-                and v.method != f"lemma:{s.lemma}":
-            reasons.append(f"note: step {i} holds, but not by the cited lemma: {v.reason}")
-        elif v.status != "proved":
-            reasons.append(f"step {i} ({_short(prev)} {s.rel} {_short(s.rhs)}) {v.status}: {v.reason}")
+        self.verdicts.append(replace(v, seconds=_since(t0)))
         if v.status == "refuted":
-            return ProofVerdict(False, "invalid", verdicts, reasons)
-        unknown |= v.status == "unknown"
-        prev = s.rhs
-    status = _gap_status(problem, gaps, args, timeout_s, near, worker, reasons)
-    if status == "valid" and unknown:
-        status = "unknown"
-    return ProofVerdict(status == "valid", status, verdicts, reasons)
+            self.flag("invalid", "invalid", f"{link} is false: {v.reason}")
+            return False
+        if v.status != "proved":
+            self.flag(None, "unknown", f"{link} is not proved by the solver either: {v.reason}")
+        return True
+
+    def _justify(self, prev: str, s: Step) -> dict:
+        try:
+            j = _remote(self.worker, f"{_PC}:_justify_step", self.spec, str(prev), s.to_dict(), self.problem.family,
+                        self.ref_lemmas, timeout_s=self.timeout_s)
+        except ExpressionError as e:
+            return {"unparseable": True, "why": f"unparseable: {e}"}
+        except WorkerTimeout:
+            return {"rule": None, "circular": False, "undecided": True,
+                    "why": f"the rule checks did not finish within {self.timeout_s:g} s"}
+        except WorkerError as e:
+            return {"rule": None, "circular": False, "undecided": True,
+                    "why": f"verifier error {e.remote_type}: {e.remote_message}"}
+        side = j.pop("solver_side", [])
+        for expr, rel in side if j["rule"] else []:
+            try:
+                v = check_claim(expr, rel, "0", *self.args, timeout_s=self.timeout_s, samples=100, worker=self.worker)
+            except ExpressionError as e:
+                v = Verdict("refuted", f"unparseable: {e}")
+            if v.status != "proved":
+                j.update(rule=None, why=f"{j['why']}, but its side condition {expr} {rel} 0 is "
+                                        f"{'false' if v.status == 'refuted' else 'not proved'} ({v.reason})")
+                return j
+        if side and j["rule"]:
+            j["why"] += f" (linear side conditions {', '.join(f'{e} {r} 0' for e, r in side)} by the solver)"
+        return j
+
+    def end(self, label: str, a: str, b: str) -> bool:
+        """Is the chain's start (end) the claim's lhs (rhs) by exact algebra? False: stop checking."""
+        which, side = ("starts at", "lhs") if label == "start" else ("ends at", "rhs")
+        if " ".join(str(a).split()) == " ".join(str(b).split()):
+            return True
+        try:
+            same = _remote(self.worker, f"{_PC}:_same_exact", self.spec, str(a), str(b), timeout_s=self.timeout_s)
+        except ExpressionError as e:
+            self.flag("invalid", "invalid", f"the chain's {label} is unparseable: {e}")
+            return False
+        except (WorkerTimeout, WorkerError) as e:
+            same, undecided = None, str(e)
+        else:
+            undecided = ""
+        if same:
+            return True
+        where = f"the chain {which} {_short(a)}, not at the claim's {side} {_short(b)}"
+        if not self.verify_claim:
+            self.flag("unknown" if undecided else "incomplete", "unchecked",
+                      f"{where} (exact algebra " + (f"did not decide: {undecided})" if undecided else
+                                                    "does not equate them)"))
+            return True
+        v = _same(a, b, self.args, self.timeout_s, self.problem.equality, self.worker)
+        if v.status == "proved":
+            self.flag("unknown" if undecided else "unjustified", None,
+                      f"the chain {which} {_short(a)}, equal to the claim's {side} {_short(b)} by the solver but "
+                      f"not by exact algebra" + (f" ({undecided})" if undecided else ""))
+            return True
+        if v.status == "unknown":
+            self.flag("incomplete", "unknown", f"{where}; could not decide whether they are equal: {v.reason}")
+            return True
+        rel = {">": ">=", "<": "<="}.get(self.problem.rel, self.problem.rel)
+        lo, hi = (self.problem.lhs, a) if label == "start" else (a, self.problem.rhs)
+        try:
+            g = check_claim(lo, rel, hi, *self.args, timeout_s=self.timeout_s, near=self.problem.equality,
+                            worker=self.worker)
+        except ExpressionError as e:
+            g = Verdict("refuted", f"unparseable: {e}")
+        if g.status == "proved":
+            self.flag("incomplete", "incomplete", f"{where}; the missing link {_short(lo)} {rel} {_short(hi)} is "
+                                                  f"true but not written")
+        else:
+            self.flag("invalid", "invalid", f"{where}; the missing link {_short(lo)} {rel} {_short(hi)} is "
+                                            f"{'false' if g.status == 'refuted' else 'unproved'} ({g.reason})")
+        return True
+
+    def equality_line(self, text: str) -> None:
+        try:
+            r = _remote(self.worker, f"{_PC}:_equality_condition", self.spec, text, self.problem.equality,
+                        timeout_s=self.timeout_s)
+        except ExpressionError as e:
+            r = {"ok": None, "why": f"the Equality line {text!r} does not parse: {e}"}
+        except (WorkerTimeout, WorkerError) as e:
+            r = {"ok": None, "why": f"the Equality line {text!r} could not be checked: {e}", "undecided": True}
+        self.equality = {"written": True, "ok": r["ok"], "why": r["why"]}
+        if r["ok"] is False:
+            self.flag("invalid", None, f"Equality: {r['why']}")
+        elif r["ok"] is None:
+            self.flag("unknown" if r.get("undecided") else "unjustified", None, f"Equality: {r['why']}")
 
 
 def _chain_hole(problem: Problem, start: str, steps: list[Step], timeout_s, worker) -> dict | None:
@@ -336,41 +511,24 @@ def _same(a: str, b: str, args, timeout_s, near, worker) -> Verdict:
         return Verdict("refuted", f"unparseable: {e}", method="parse")
 
 
-def _gap_status(problem, gaps, args, timeout_s, near, worker, reasons: list[str]) -> str:
-    """'valid' without gaps; 'incomplete' when every missing end link is proved; else 'invalid'."""
-    status = "valid"
-    rel = {">": ">=", "<": "<="}.get(problem.rel, problem.rel)
-    for label, a, b in gaps:
-        which = "starts at" if label == "start" else "ends at"
-        end = b if label == "start" else a
-        claim_end = problem.lhs if label == "start" else problem.rhs
-        try:
-            v = check_claim(a, rel, b, *args, timeout_s=timeout_s, near=near, worker=worker)
-        except ExpressionError as e:
-            v = Verdict("refuted", f"unparseable: {e}")
-        if v.status == "proved":
-            status = "incomplete" if status == "valid" else status
-            reasons.append(f"the chain {which} {_short(end)}, not at {_short(claim_end)}; the missing link "
-                           f"{_short(a)} {rel} {_short(b)} is true but not written")
-        else:
-            status = "invalid"
-            reasons.append(f"the chain {which} {_short(end)}, not at {_short(claim_end)}; the missing link "
-                           f"{_short(a)} {rel} {_short(b)} is {'false' if v.status == 'refuted' else 'unproved'}"
-                           f" ({v.reason})")
-    return status
-
-
-def judge_completion(problem: Problem, text: str, timeout_s: float = 2.0, worker: TimedWorker | None = None) -> dict:
+def judge_completion(problem: Problem, text: str, timeout_s: float = 2.0, worker: TimedWorker | None = None,
+                     verify_claim: bool = True) -> dict:
     """The mechanical judge of a model's completion.
 
-    Scoring rule: a ``proof`` problem scores 1 iff the parsed proof is "valid". A ``bound`` or
-    ``relation`` problem scores 1 iff its proof is valid and the ``Answer:`` line is right (bound:
-    the same constant, SymPy-exact; relation: the same option letter, case-insensitive), so a
-    guessed letter earns nothing; ``answer_ok`` reports the answer alone (IneqMath's final-answer
-    judge). A proof that only restates the claim (one plain step from lhs to rhs) is "trivial" and
-    scores 0, however true: it proves nothing a solver did not.
+    ``score`` (the proof score): 1 iff the parsed proof is justified step by step by the rule book of
+    `squigglray.ineq.proof_check` (`check_proof` status "valid", a written Equality line included)
+    and, for a ``bound`` or ``relation`` problem, the ``Answer:`` line is right (bound: the same
+    constant, SymPy-exact; relation: the same option letter, case-insensitive), so a guessed letter
+    earns nothing. A step that only a solver proves, a restated claim or a mismatched citation scores
+    0, however true. Also reported: ``answer_ok`` (the answer alone: IneqMath's final-answer judge);
+    ``claim_verified`` / ``claim_status`` (a separate score: the written chain holds by SymPy/Z3 and
+    meets the claim's sides -- the score before the rule book, which a proof that skips all the work
+    earns); ``justification`` (per step: the rule that justified it, or why none did); ``equality``
+    (the Equality line's check). ``verify_claim=False`` skips the solver where only the score is
+    needed (``claim_verified`` is then None unless the proof is justified).
     """
-    out: dict[str, Any] = {"score": 0, "status": "", "reasons": [], "answer_ok": None, "proof_ok": False}
+    out: dict[str, Any] = {"score": 0, "status": "", "reasons": [], "answer_ok": None, "proof_ok": False,
+                           "claim_verified": False, "claim_status": "", "justification": [], "equality": None}
     if problem.variant in ("bound", "relation"):
         out["answer_ok"], why = _answer_ok(problem, parse_answer(text), timeout_s, worker)
         if why:
@@ -381,26 +539,14 @@ def judge_completion(problem: Problem, text: str, timeout_s: float = 2.0, worker
         out["status"] = "unparsed"
         out["reasons"].append(f"the proof does not parse: {e}")
     else:
-        if _restates_claim(problem, parsed):
-            out["status"] = "trivial"
-            out["reasons"].append("the proof restates the claim in one unjustified step")
-        else:
-            pv = check_proof(problem, parsed.start, parsed.steps, timeout_s, worker=worker)
-            out.update(status=pv.status, proof_ok=pv.valid)
-            out["reasons"] += pv.reasons
+        pv = check_proof(problem, parsed.start, parsed.steps, timeout_s, worker=worker,
+                         equality_text=parsed.equality_text, verify_claim=verify_claim)
+        out.update(status=pv.status, proof_ok=pv.valid, claim_verified=pv.claim_verified,
+                   claim_status=pv.claim_status, justification=pv.justification, equality=pv.equality)
+        out["reasons"] += pv.reasons
     answer = bool(out["answer_ok"]) if problem.variant in ("bound", "relation") else True
     out["score"] = int(answer and out["proof_ok"])
     return out
-
-
-def _restates_claim(problem: Problem, parsed) -> bool:
-    """One plain inequality step from the claim's lhs straight to its rhs (text-equal up to spaces)."""
-    def norm(x: str) -> str:
-        return "".join(str(x).split())
-
-    if len(parsed.steps) != 1 or parsed.steps[0].lemma is not None or parsed.steps[0].rel == "=":
-        return False
-    return norm(parsed.start) == norm(problem.lhs) and norm(parsed.steps[0].rhs) == norm(problem.rhs)
 
 
 _LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?(?:[\s.:)]|$)")
@@ -891,49 +1037,79 @@ def _lemma_instance(lemma: str, args: dict, syms) -> tuple[sp.Expr, sp.Expr, lis
             raise ExpressionError(f"square_nonneg coefficients {rc} include a negative number")
         return sp.Add(*[cc * p**2 for cc, p in zip(cs, ps)]), sp.Integer(0), side, \
             f"square_nonneg({', '.join(rp)}; {', '.join(rc)})"
+
+    def numbers(key, count):
+        vals, raw = exprs(key)
+        if len(vals) != count or not all(v.is_number and v.is_real for v in vals):
+            raise ExpressionError(f"{lemma} needs {count} real number(s) as {key!r}, got {args.get(key)}")
+        return vals, raw
+
+    def nonneg(pairs):  # side conditions x >= 0, except for numbers that are evidently so
+        return [[r, ">="] for x, r in pairs if not (x.is_number and x.is_nonnegative)]
+
+    def ordered(xs, rx, ys, ry):  # similarly ordered: (x_i - x_j)*(y_i - y_j) >= 0 for all i < j
+        n = len(xs)
+        return [[f"(({rx[i]}) - ({rx[j]}))*(({ry[i]}) - ({ry[j]}))", ">="] for i in range(n) for j in range(i + 1, n)
+                if not (((xs[i] - xs[j]) * (ys[i] - ys[j])).is_number
+                        and ((xs[i] - xs[j]) * (ys[i] - ys[j])).is_nonnegative)]
+
+    if lemma == "schur":
+        xs, raw = exprs("terms")
+        (t,), (rt,) = numbers("t", 1)
+        if len(xs) != 3 or not t.is_positive:
+            raise ExpressionError(f"schur needs three terms and a number t > 0, got {args.get('terms')} and {rt}")
+        a, b, c = xs
+        L = a**t * (a - b) * (a - c) + b**t * (b - a) * (b - c) + c**t * (c - a) * (c - b)
+        return L, sp.Integer(0), nonneg(zip(xs, raw)), f"schur({', '.join(raw)}; {rt})"
+    if lemma == "power_mean":
+        xs, raw = exprs("terms")
+        (p, q), rpq = numbers("exps", 2)
+        if not p > q:
+            raise ExpressionError(f"power_mean needs exps p > q, got {rpq}")
+        n = len(xs)
+
+        def mean(r):
+            if r == 0:
+                return sp.Mul(*xs) ** sp.Rational(1, n)
+            return (sp.Add(*[x**r for x in xs]) / n) ** (1 / r)
+
+        if (p, q) == (2, 1):
+            side = []  # QM >= |AM| >= AM over the reals
+        elif q <= 0:
+            side = [[r, ">"] for x, r in zip(xs, raw) if not (x.is_number and x.is_positive)]
+        else:
+            side = nonneg(zip(xs, raw))
+        return mean(p), mean(q), side, f"power_mean({', '.join(raw)}; {', '.join(rpq)})"
+    if lemma in ("chebyshev", "rearrangement", "holder"):
+        (xs, rx), (ys, ry) = exprs("xs"), exprs("ys")
+        zs, rz = exprs("zs") if lemma != "chebyshev" else (None, None)
+        if len({len(xs), len(ys), len(zs if zs is not None else xs)}) != 1 or len(xs) < 2 and lemma != "holder":
+            raise ExpressionError(f"{lemma} needs sequences of one length (at least 2), got "
+                                  f"{[len(v) for v in (xs, ys, zs) if v is not None]}")
+        text = f"{lemma}({'; '.join(', '.join(r) for r in (rx, ry, rz) if r is not None)})"
+        if lemma == "chebyshev":
+            n = len(xs)
+            return (sp.Add(*[x * y for x, y in zip(xs, ys)]), sp.Add(*xs) * sp.Add(*ys) / n, ordered(xs, rx, ys, ry),
+                    text)
+        if lemma == "rearrangement":
+            if sorted(map(sp.srepr, ys)) != sorted(map(sp.srepr, zs)):
+                raise ExpressionError(f"rearrangement: zs {rz} is not a permutation of ys {ry}")
+            return (sp.Add(*[x * y for x, y in zip(xs, ys)]), sp.Add(*[x * z for x, z in zip(xs, zs)]),
+                    ordered(xs, rx, ys, ry), text)
+        L = sp.Add(*[x**3 for x in xs]) * sp.Add(*[y**3 for y in ys]) * sp.Add(*[z**3 for z in zs])
+        return L, sp.Add(*[x * y * z for x, y, z in zip(xs, ys, zs)]) ** 3, \
+            nonneg(list(zip(xs, rx)) + list(zip(ys, ry)) + list(zip(zs, rz))), text
     raise ExpressionError(f"lemma {lemma!r} has no instance pattern")
 
 
-def _positive_multiple(gap: sp.Expr, diff: sp.Expr, syms) -> sp.Expr | None:
-    """A positive constant k with gap == k * diff identically, or None."""
-    if sp.count_ops(gap) + sp.count_ops(diff) <= _MAX_OPS:
-        k = sp.simplify(gap / diff)
-        if k.is_number:
-            return k if k.is_positive else None
-    rng = np.random.default_rng(2)  # guess k numerically, then verify it exactly
-    vals = []
-    for _ in range(3):
-        pt = {s: sp.Rational(int(rng.integers(1, 40)), int(rng.integers(1, 40))) for s in syms.values()}
-        vals.append((gap / diff).evalf(30, subs=pt))
-    if not all(v.is_real and abs(v - vals[0]) < 1e-20 * (1 + abs(vals[0])) for v in vals):
-        return None
-    k = sp.nsimplify(vals[0], rational=True, tolerance=1e-20)
-    return k if k.is_positive and _is_zero(gap - k * diff) else None
-
-
 def _match_lemma(prev: str, rel: str, nxt: str, lemma: str, args: dict, variables: list, domain: str) -> dict:
-    """Worker: is ``prev rel nxt`` a positive multiple of the lemma's instance?
+    """Worker: is ``prev rel nxt`` a positive constant multiple of the lemma's instance? The proof
+    checker's matcher (`proof_check._match`, rule 3), for `check_step`.
     Returns {"ok", "reason", "side": [[expr, rel], ...]}."""
-    syms = _symbols(variables, domain)
-    try:
-        L, R, side, text = _lemma_instance(lemma, args or {}, syms)
-    except ExpressionError as e:
-        return {"ok": False, "reason": f"{lemma} cited with unusable arguments: {e}"}
-    if rel not in (">=", "<="):
-        return {"ok": False, "reason": f"{text} gives a non-strict inequality, the step claims {rel!r}"}
-    p, q = _parse(prev, syms, "step lhs"), _parse(nxt, syms, "step rhs")
-    gap = p - q if rel == ">=" else q - p
-    diff = L - R
-    if _is_zero(diff):
-        ok = _is_zero(gap)
-        return {"ok": ok, "side": side,
-                "reason": f"{text} is trivial (L == R)" + ("" if ok else " and the step is not an identity")}
-    k = _positive_multiple(gap, diff, syms)
-    if k is None:
-        big, small = ("lhs", "rhs") if rel == ">=" else ("rhs", "lhs")
-        return {"ok": False, "reason": f"{text} does not match the step: {big} - {small} is not a positive "
-                                       f"constant times ({_short(str(L), 50)}) - ({_short(str(R), 50)})"}
-    return {"ok": True, "side": side, "reason": f"instance of {text}" + ("" if k == 1 else f" times {k}")}
+    from squigglray.ineq import proof_check  # it imports this module
+
+    c = _Claim(_spec(prev, rel, nxt, variables, domain, None))
+    return proof_check._match(c, rel, c.slack if rel in (">=", "<=") else c.lhs - c.rhs, lemma, args or {})
 
 
 # ---- Z3 ----------------------------------------------------------------------------------------------

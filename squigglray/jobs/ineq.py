@@ -8,12 +8,18 @@ Artifacts under experiments/ineq-<name>-<hash of data, seed and base model>/:
   problems/problems.jsonl                       every generated problem with its reference proof
   candidates/candidates.parquet                 every candidate proof: who generated it, the mechanical
                                                 verdict (the gate) and the LLM verifier's verdict
-  split/{train,test}.jsonl, removed.json        the leak-free split of the problems that passed
+  split/{train,test}.jsonl, removed.json        the leak-free split of the problems that passed; each train
+                                                row's completion is a passing LLM proof where there is one
+                                                (`target_source` "llm"), else the reference ("reference")
   baseline/eval.parquet, summary.json           base model, few-shot
   sft/model/, sft/sft_summary.json              the fine-tuned model (save_pretrained)
   final/eval.parquet, summary.json              fine-tuned model, zero-shot
-  learning_curve/curve.json (optional)          eval loss and score per training-set size
+  learning_curve/curve.json (optional)          eval loss and score per training-set size (subsets stratified
+                                                by family, seeded and nested: split.stratified_subset)
   report.md, plots/*.png
+Before any step, every config value that depends on the data (learning-curve sizes, eval.max_problems,
+k_shots, shots) is checked against the split computed up front (`pipeline.check_feasible`), so an
+infeasible config fails in seconds, not after SFT.
 Each step folder has _done.json (its key: its config and its upstream keys); a step whose key
 matches is not run again, so a changed SFT section reruns SFT and what follows, nothing before.
 """
@@ -50,10 +56,18 @@ class Steps:
     def path(self, step: str, name: str = "") -> str:
         return f"{self.store.experiment_dir(self.exp)}/{step}" + (f"/{name}" if name else "")
 
+    def key(self, step: str, deps: Any, after: tuple[str, ...] = ()) -> str:
+        return config_hash({"step": step, "deps": deps, "upstream": {s: self.keys[s] for s in after}})[:16]
+
+    def cached(self, step: str, deps: Any, after: tuple[str, ...] = ()) -> bool:
+        """Would `run` skip this step?"""
+        marker = self.path(step, "_done.json")
+        return self.store.exists(marker) and self.store.read_json(marker).get("key") == self.key(step, deps, after)
+
     def run(self, step: str, deps: Any, fn: Callable[[], dict], after: tuple[str, ...] = ()) -> dict:
         """Run `fn` unless the step's key (its deps and the keys of the steps it comes `after`) matches
         the one recorded when it last finished."""
-        key = config_hash({"step": step, "deps": deps, "upstream": {s: self.keys[s] for s in after}})[:16]
+        key = self.key(step, deps, after)
         marker = self.path(step, "_done.json")
         if self.store.exists(marker) and self.store.read_json(marker).get("key") == key:
             self.log(f"step {step}: cached ({key})")
@@ -81,10 +95,12 @@ class Steps:
 # ---- steps -------------------------------------------------------------------------------------
 
 
-def step_problems(cfg: IneqConfig, st: Steps) -> dict:
+def step_problems(cfg: IneqConfig, st: Steps, problems: list | None = None) -> dict:
+    """`problems`: the ones `check_feasible` already generated from the same config (else generated here)."""
     from squigglray.ineq.generator import generate
 
-    problems = generate(cfg.data.families, cfg.data.n_per_family, cfg.seed, cfg.data.variants)
+    if problems is None:
+        problems = generate(cfg.data.families, cfg.data.n_per_family, cfg.seed, cfg.data.variants)
     st.write_jsonl("problems", "problems.jsonl", [p.to_dict() for p in problems])
     return {"problems": len(problems)}
 
@@ -144,7 +160,8 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
     for r in out:
         verdict = parse_verdict(str(r.get("verify_text", ""))) if ver.engine is not None else None
         table_rows.append({"problem_id": r["problem_id"], "family": r["family"], "variant": r["variant"],
-                           "text": r["text"], "generated_by": r["generated_by"], "mech_score": int(r["mech_score"]),
+                           "seed": int(r["seed"]), "text": r["text"], "generated_by": r["generated_by"],
+                           "mech_score": int(r["mech_score"]),
                            "mech_status": r["mech_status"], "mech_reasons": r["mech_reasons"],
                            "verified_by": ver.engine.model if ver.engine else None, "llm_verdict": verdict})
     st.write_table("candidates", "candidates.parquet", pa.Table.from_pylist(table_rows))
@@ -167,20 +184,41 @@ def _verification_prompts(batch: dict[str, Any], shots: list) -> dict[str, Any]:
     return batch
 
 
+def choose_targets(cands: list[dict]) -> dict[str, tuple[str, str]]:
+    """problem_id -> (completion, target_source) over the candidates that passed the gate.
+
+    An LLM-written proof that passed is preferred ("llm"): it is what the model could write and the
+    checker accepts, in the model's own style; the reference proof is the fallback ("reference"),
+    so every problem with a passing reference still has a target. Among several passing LLM proofs
+    the choice is deterministic: the lowest (seed, text)."""
+    out: dict[str, tuple[str, str]] = {}
+    llm = sorted((r for r in cands if r["mech_score"] == 1 and r["generated_by"] != "reference"),
+                 key=lambda r: (int(r.get("seed") or 0), str(r["text"])))
+    for r in llm:
+        out.setdefault(r["problem_id"], (r["text"], "llm"))
+    for r in cands:
+        if r["mech_score"] == 1 and r["generated_by"] == "reference":
+            out.setdefault(r["problem_id"], (r["text"], "reference"))
+    return out
+
+
+def target_mix(train_rows: list[dict]) -> dict[str, int]:
+    return {src: sum(r.get("target_source") == src for r in train_rows) for src in ("llm", "reference")}
+
+
 def step_split(cfg: IneqConfig, st: Steps) -> dict:
     from squigglray.ineq.split import split_problems
 
     problems = {p.problem_id: p for p in _problems(st, "problems", "problems.jsonl")}
     cands = st.store.read_parquet(st.path("candidates", "candidates.parquet")).to_pylist()
-    passed: dict[str, str] = {}
-    for r in cands:  # reference first, so SFT data do not depend on which LLM proofs passed
-        if r["mech_score"] == 1 and r["problem_id"] not in passed:
-            passed[r["problem_id"]] = r["text"]
+    passed = choose_targets(cands)
     s = split_problems([problems[k] for k in passed], cfg.data.test_fraction, cfg.seed, cfg.data.near_dup_threshold)
-    st.write_jsonl("split", "train.jsonl", [{**p.to_dict(), "completion": passed[p.problem_id]} for p in s.train])
+    train = [{**p.to_dict(), "completion": passed[p.problem_id][0], "target_source": passed[p.problem_id][1]}
+             for p in s.train]
+    st.write_jsonl("split", "train.jsonl", train)
     st.write_jsonl("split", "test.jsonl", [p.to_dict() for p in s.test])
     st.store.write_json(st.path("split", "removed.json"), s.removed)
-    return {**s.summary(), "failed_gate": len(problems) - len(passed)}
+    return {**s.summary(), "failed_gate": len(problems) - len(passed), "target_source": target_mix(train)}
 
 
 def _eval(cfg: IneqConfig, st: Steps, step: str, model: str, mode: str) -> dict:
@@ -213,20 +251,29 @@ def step_sft(cfg: IneqConfig, st: Steps) -> dict:
 
 
 def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
+    from squigglray.ineq.generator import FAMILIES, GENERATOR_VERSION
+    from squigglray.ineq.pipeline import check_feasible
     from squigglray.jobs.ray_runtime import ensure_ray
     from squigglray.report.ineq_report import write_report
 
     store = ArtifactStore(data_dir)
     exp = experiment_id(cfg)
     st = Steps(store, exp, log)
-    ensure_ray()
     d = cfg.model_dump(mode="json")
+    problem_deps = d["data"] | {"seed": cfg.seed, "generator": GENERATOR_VERSION,
+                                "families": d["data"]["families"] or list(FAMILIES)}
+    cached = _problems(st, "problems", "problems.jsonl") if st.cached("problems", problem_deps) else None
+    problems, sizes = check_feasible(cfg, cached)  # before any step: a config the data cannot hold fails here
+    log(f"ineq {exp}: feasible: {sizes['problems']} problems, split {sizes['train']} train / {sizes['test']} test"
+        + (f"; families below n_per_family: {sizes['saturated_families']}" if sizes["saturated_families"] else ""))
+    ensure_ray()
     out = {"experiment_id": exp, "config": d, "config_hash": config_hash(cfg), "seed": cfg.seed,
-           "package_version": __version__}
-    out["problems"] = st.run("problems", d["data"] | {"seed": cfg.seed}, lambda: step_problems(cfg, st))
+           "package_version": __version__, "feasibility": sizes}
+    out["problems"] = st.run("problems", problem_deps, lambda: step_problems(cfg, st, problems))
     out["candidates"] = st.run("candidates", {"generation": d["generation"], "verification": d["verification"]},
                                lambda: step_candidates(cfg, st), after=("problems",))
-    out["split"] = st.run("split", d["data"], lambda: step_split(cfg, st), after=("candidates",))
+    out["split"] = st.run("split", {"data": d["data"], "targets": "llm-first"}, lambda: step_split(cfg, st),
+                          after=("candidates",))
     out["baseline"] = st.run("baseline", {"model": cfg.base_model, "eval": d["eval"]},
                              lambda: _eval(cfg, st, "baseline", cfg.base_model, "few_shot"), after=("split",))
     out["sft"] = st.run("sft", {"model": cfg.base_model, "sft": d["sft"], "wandb": cfg.wandb},
@@ -235,12 +282,14 @@ def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
                           lambda: _eval(cfg, st, "final", out["sft"]["out_dir"], "zero_shot"), after=("sft",))
     if cfg.learning_curve:
         out["learning_curve"] = st.run("learning_curve", {"sizes": cfg.learning_curve, "sft": d["sft"],
-                                                          "eval": d["eval"]},
+                                                          "eval": d["eval"], "subsets": "stratified"},
                                        lambda: step_learning_curve(cfg, st), after=("split",))
     out["dataset_hash"] = st.keys.get("split")
     store.write_json(f"{store.experiment_dir(exp)}/result.json", out)
     write_report(store, exp, out)
-    log(f"ineq {exp}: baseline (few-shot) {_score(out['baseline'])} -> final (zero-shot) {_score(out['final'])}; "
+    mix = out["split"].get("target_source") or {}
+    log(f"ineq {exp}: SFT targets {mix.get('llm', 0)} LLM-written, {mix.get('reference', 0)} reference; "
+        f"baseline (few-shot) {_score(out['baseline'])} -> final (zero-shot) {_score(out['final'])}; "
         f"report {store.full(store.experiment_dir(exp))}/report.md")
     return out
 

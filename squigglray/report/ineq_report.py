@@ -20,6 +20,14 @@ def _num(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def _targets_line(split: dict) -> str:
+    mix = split.get("target_source")
+    if mix is None:
+        return "SFT targets: not recorded (a split made before target_source existed)."
+    return (f"SFT targets (train rows): {mix.get('llm', 0)} LLM-written proofs that passed the gate, "
+            f"{mix.get('reference', 0)} reference proofs (the fallback where no LLM proof passed).")
+
+
 def write_report(store: ArtifactStore, exp: str, out: dict) -> None:
     d = store.experiment_dir(exp)
     base, final = out["baseline"], out["final"]
@@ -35,6 +43,7 @@ def write_report(store: ArtifactStore, exp: str, out: dict) -> None:
               for src, s in sorted(out["candidates"]["by_source"].items())]
     lines += ["", f"Split: {split['train']} train, {split['test']} test, {split['removed']} train items removed as "
               f"near-duplicates of test items, {split['failed_gate']} problems without a passing proof.", "",
+              _targets_line(split), "",
               "## Scores on the test split", "",
               f"Baseline: `{base['model']}` few-shot ({base['shots_used_mean'] or 0:.1f} shots on average); "
               f"final: the fine-tuned model zero-shot. n = {final['n']}.", "",

@@ -5,6 +5,12 @@ inputs like 3^{3^{16}}, and its own timeouts use signal.alarm, which raises off 
 thread (Ray Serve replicas, thread pools). So the comparison runs in a `TimedWorker`
 (squigglray.verify.worker): the parent waits with a deadline, and a stuck worker is killed (whole
 process group) and replaced on the next call.
+
+Why raw strings: math-verify parses and compares the answers exactly as written (see
+equivalence_worker). Our own `normalize_answer` in front of it made false accepts (a stripped
+matrix row break made (2, 7) equal (2, 9)), so the only pre-processing here is whitespace: the
+free short-circuit fires on strings that are identical once whitespace runs are collapsed.
+`normalize_answer` serves only the 'string' backend (math-verify not importable).
 """
 
 from __future__ import annotations
@@ -20,16 +26,23 @@ __all__ = ["EquivalenceChecker"]
 _WORKER_MODULE = "squigglray.solve.equivalence_worker"
 
 
+def _squash(s: str | None) -> str:
+    """Whitespace runs collapsed, ends stripped: the only rewrite that cannot change an answer
+    (TeX ignores those spaces; no answer differs from another by whitespace alone)."""
+    return " ".join(str(s).split()) if s is not None else ""
+
+
 class EquivalenceChecker:
     """`equivalent(a, b)`: are two answers the same mathematical object?
 
-    Equal normalized strings short-circuit to True without the worker. Results are cached
-    per unordered pair; a pair that timed out is cached as not equivalent (and counted in
-    `timeouts`), so a pathological answer costs one timeout, not one per comparison.
+    Strings equal up to whitespace short-circuit to True without the worker; everything else
+    goes to math-verify as written. Results are cached per unordered pair; a pair that timed
+    out is cached as not equivalent (and counted in `timeouts`), so a pathological answer
+    costs one timeout, not one per comparison.
     Worker crashes count in `errors` and also answer False; a worker that cannot even
     start (math_verify broken) switches `backend` to 'string'. Thread-safe (one lock, calls
-    are serialized). `backend` is 'math_verify', or 'string' (normalized equality only)
-    when math_verify is not importable.
+    are serialized). `backend` is 'math_verify', or 'string' (equal `normalize_answer` text
+    only) when math_verify is not importable.
     """
 
     def __init__(self, timeout_s: float = 2.0, startup_timeout_s: float = 60.0):
@@ -57,16 +70,21 @@ class EquivalenceChecker:
         return self._worker.errors
 
     def equivalent(self, a: str | None, b: str | None) -> bool:
-        na, nb = normalize_answer(a), normalize_answer(b)
-        if not na or not nb:
+        wa, wb = _squash(a), _squash(b)
+        if not wa or not wb:
             return False
-        if na == nb:
+        if wa == wb:
             return True
-        key = (na, nb) if na <= nb else (nb, na)
+        a, b = str(a), str(b)  # the worker gets them as written (a newline can end a $...$ group)
+        key = (a, b) if a <= b else (b, a)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-            eq = self._ask(*key) if self.backend == "math_verify" else False
+            if self.backend == "math_verify":
+                eq = self._ask(*key)
+            if self.backend != "math_verify":  # also when the worker just found math-verify broken
+                na, nb = normalize_answer(a), normalize_answer(b)
+                eq = bool(na) and na == nb
             self._cache[key] = eq
             return eq
 

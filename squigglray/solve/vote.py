@@ -85,8 +85,10 @@ def weighted_vote(
     mode 'majority': each non-empty answer weighs 1, keyed by normalize_answer.
     mode 'general': weight 1 (2 with code_ok); answers are grouped by mathematical
     equivalence against each group's first member (comparing to a representative, not
-    transitively), and the group key is that member's normalized text. A checker is
-    created and closed per call when none is given; pass one to reuse its worker/cache.
+    transitively), and the group key is that member's normalized text. The checker sees the
+    raw answers (math-verify parses them as written); equal normalized text also groups, which
+    normalize_answer's rules keep safe. A checker is created and closed per call when none is
+    given; pass one to reuse its worker/cache.
 
     Ties on total weight: more supporting candidates wins, then the answer whose first
     supporting candidate has the smallest index. No answer with weight > 0 -> answer None.
@@ -97,6 +99,7 @@ def weighted_vote(
     weights: dict[str, float] = {}
     counts: dict[str, int] = {}
     first: dict[str, int] = {}
+    raw: dict[str, str] = {}  # group key -> its first member's answer as written
 
     own_checker = None
     if mode == "general" and equivalence is None:
@@ -109,7 +112,8 @@ def weighted_vote(
             if key is None or w <= 0:
                 continue
             if mode == "general" and key not in weights:
-                key = next((k for k in weights if equivalence.equivalent(k, key)), key)
+                key = next((k for k in weights if equivalence.equivalent(raw[k], c.answer)), key)
+            raw.setdefault(key, c.answer)
             weights[key] = weights.get(key, 0.0) + w
             counts[key] = counts.get(key, 0) + 1
             first.setdefault(key, c.index)
