@@ -21,6 +21,11 @@ from squigglray.ineq.problems import Problem
 _SWAP = {"<=": ">=", "<": ">"}
 
 
+def _seeded_rank(seed: int, key) -> str:
+    """Sort key of `key` under `seed`: sha256 of "seed:key" (seeded, independent of input order)."""
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
 def canonical_claim(p: Problem) -> str:
     """The claim with variables renamed v0, v1, ... by first appearance and oriented to >= / >."""
     lhs, rel, rhs = p.lhs, p.rel, p.rhs
@@ -65,7 +70,7 @@ def split_problems(problems: list[Problem], test_fraction: float = 0.2, seed: in
         by_family.setdefault(members[0].family, []).append(key)
     test_keys: set[str] = set()
     for family, keys in sorted(by_family.items()):
-        ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+        ranked = sorted(keys, key=lambda k: _seeded_rank(seed, k))
         n_test = max(1, round(len(ranked) * test_fraction)) if len(ranked) > 1 else 0
         test_keys.update(ranked[:n_test])
     test = [p for k in sorted(test_keys) for p in groups[k]]
@@ -106,9 +111,9 @@ def stratified_order(items: list, seed: int = 0, family: str = "family", ident: 
     by_family: dict[str, list] = {}
     for it in items:
         by_family.setdefault(str(_get(it, family)), []).append(it)
-    ranked = {f: sorted(m, key=lambda it: hashlib.sha256(f"{seed}:{_get(it, ident)}".encode()).hexdigest())
+    ranked = {f: sorted(m, key=lambda it: _seeded_rank(seed, _get(it, ident)))
               for f, m in by_family.items()}
-    tie = {f: hashlib.sha256(f"{seed}:family:{f}".encode()).hexdigest() for f in ranked}
+    tie = {f: _seeded_rank(seed, f"family:{f}") for f in ranked}
     total = len(items)
     taken = {f: 0 for f in ranked}
     out: list = []
