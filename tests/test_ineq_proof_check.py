@@ -231,3 +231,17 @@ def test_no_one_step_unjustified_proof_scores_on_the_readme_config():
         if r["score"]:
             scored.append(p.problem_id)
     assert scored == [], f"{len(scored)} of {len(test)} scored: {scored[:5]}"
+
+
+def test_no_mutant_of_a_reference_proof_that_is_shown_wrong_scores():
+    """The null at scale (`ineq/proof_mutations.py`): every kind of one-slip mutant of one reference
+    proof per family, labelled wrong by ground truth outside the rule book, scores 0. Full table:
+    bench/ineq_proof_null.py (0 of 540 on the README config, 0 of 662 over every family)."""
+    from squigglray.ineq.proof_mutations import KINDS, judge_mutants
+
+    rows = judge_mutants(generate(None, n_per_family=1, seed=11, variants={"proof": 1}), seed=1)
+    wrong = [r for r in rows if r["wrong"]]
+    assert {r["kind"] for r in wrong} == set(KINDS) and {r["family"] for r in wrong} == set(FAMILIES)
+    assert len(wrong) >= 0.8 * len(rows), "the ground truth stopped telling mutants apart"
+    passed = [(r["problem_id"], r["kind"], r["text"]) for r in wrong if r["score"]]
+    assert not passed, passed
