@@ -43,19 +43,24 @@ class EngineStage:
 
 
 def mechanical_stage(batch: dict[str, Any], text_col: str, timeout_s: float) -> dict[str, Any]:
-    """The gate: the mechanical judge on every candidate proof (a CPU task per batch)."""
+    """The gate: the mechanical judge on every candidate proof (a CPU task per batch). Adds the proof
+    score, status and reasons, the solver's separate "claim verified" (None where it was not
+    reached) and the per-step justification (JSON: rule or why none)."""
     import json
 
     from squigglray.ineq.problems import Problem
     from squigglray.ineq.verifier import judge_completion
 
-    scores, statuses, reasons = [], [], []
+    cols: dict[str, list] = {k: [] for k in ("mech_score", "mech_status", "mech_reasons", "mech_claim_verified",
+                                             "mech_justification")}
     for pj, text in zip(batch["problem_json"], batch[text_col]):
         res = judge_completion(Problem.from_dict(json.loads(pj)), str(text), timeout_s=timeout_s)
-        scores.append(int(res["score"]))
-        statuses.append(str(res["status"]))
-        reasons.append("; ".join(res["reasons"])[:500])
-    batch["mech_score"], batch["mech_status"], batch["mech_reasons"] = scores, statuses, reasons
+        cols["mech_score"].append(int(res["score"]))
+        cols["mech_status"].append(str(res["status"]))
+        cols["mech_reasons"].append("; ".join(res["reasons"])[:500])
+        cols["mech_claim_verified"].append(res["claim_verified"])
+        cols["mech_justification"].append(json.dumps(res["justification"]))
+    batch.update(cols)
     return batch
 
 

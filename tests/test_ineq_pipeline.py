@@ -3,6 +3,7 @@ writes its artifacts, a rerun resumes from the cache, and a bad config fails bef
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -53,8 +54,11 @@ def test_pipeline_runs_every_step_and_resumes(solver_store, ray_session, verifie
     by = {r["generated_by"] for r in cands}
     assert by == {"reference", "nano"} and all(r["verified_by"] == verifier_model for r in cands)
     assert all(r["mech_score"] == 1 for r in cands if r["generated_by"] == "reference")
+    ref = [r for r in cands if r["generated_by"] == "reference"]
+    assert all(r["mech_claim_verified"] is True and json.loads(r["mech_justification"]) for r in ref)
+    assert all(j["justified"] and j["rule"] for r in ref for j in json.loads(r["mech_justification"]))
+    assert out["candidates"]["by_source"]["reference"]["claim_verified"] == len(ref)
     assert out["split"]["train"] >= 8 and out["split"]["test"] >= 3
-    import json
 
     train = [json.loads(line) for line in (exp / "split/train.jsonl").read_text().splitlines()]
     mix = out["split"]["target_source"]
@@ -109,7 +113,7 @@ def _cheap(**kw) -> IneqConfig:
 def test_check_feasible_names_the_infeasible_value():
     from squigglray.ineq.pipeline import check_feasible
 
-    problems, sizes = check_feasible(_cheap())
+    problems, sizes, _ = check_feasible(_cheap())
     assert sizes["problems"] == len(problems) and sizes["train"] >= 4 and sizes["test"] >= 2
     with pytest.raises(ConfigError, match=r"learning_curve size\(s\) \[16000\]"):
         check_feasible(_cheap(learning_curve=[4, 16000]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from squigglray.ineq.sft import SftConfig, build_trainer, learning_curve, run_sft, validate_examples
+from squigglray.ineq.sft import SftConfig, build_trainer, run_sft, validate_examples
 
 PROOF = "Proof: a**2 + b**2\n>= 2*sqrt(a**2*b**2) by am_gm(a**2, b**2)\n= 2*a*b by algebra\nEquality: a = b\nQED\n"
 
@@ -204,20 +204,3 @@ def test_wandb_without_wandb_is_a_clear_error(tmp_path, monkeypatch):
     assert importlib.util.find_spec("wandb") is None
     with pytest.raises(ValueError, match="wandb is not installed"):
         run_sft(nano_cfg(report_to="wandb"), examples(2), None, str(tmp_path), log=quiet)
-
-
-def test_learning_curve_one_row_per_size(nano_store, tmp_path):
-    scored = []
-
-    def score(model_dir: str) -> float:
-        scored.append(model_dir)
-        return float(Path(model_dir, "config.json").is_file())
-
-    cfg = nano_cfg(max_steps=4, eval_fraction=0.2, eval_before=False, logging_steps=2)
-    rows = learning_curve(cfg, examples(30), None, [6, 24], str(tmp_path), score_fn=score, store=nano_store,
-                          log=quiet)
-    assert [r["n"] for r in rows] == [6, 24]
-    assert all(isinstance(r["eval_loss"], float) and r["steps"] == 4 and r["score"] == 1.0 for r in rows)
-    assert scored == [str(tmp_path / "n6"), str(tmp_path / "n24")]
-    with pytest.raises(ValueError, match="sizes"):
-        learning_curve(cfg, examples(10), None, [50], str(tmp_path), log=quiet)

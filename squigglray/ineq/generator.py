@@ -232,7 +232,7 @@ def _domain_text(d: Draw) -> str:
     text = f"Let {names} be {'a ' + kind[d.domain][:-1] if one else kind[d.domain]}"
     if d.constraint:
         lhs, _, total = d.constraint.rpartition(" - ")
-        text += f" with ${_latex(lhs)} = {total}$"
+        text += f" with ${to_latex(lhs)} = {total}$"
     return text + "."
 
 
@@ -240,7 +240,7 @@ _REL_TEX = {">=": r"\ge", "<=": r"\le", ">": ">", "<": "<", "=": "="}
 
 
 def _proof_problem(d: Draw, family: str) -> dict:
-    statement = f"{_domain_text(d)} Prove that ${_latex(d.lhs)} {_REL_TEX[d.rel]} {_latex(d.rhs)}$."
+    statement = f"{_domain_text(d)} Prove that ${to_latex(d.lhs)} {_REL_TEX[d.rel]} {to_latex(d.rhs)}$."
     return dict(variant="proof", lhs=d.lhs, rel=d.rel, rhs=d.rhs, proof=d.steps, statement=statement, question="",
                 answer="", options=())
 
@@ -250,8 +250,8 @@ def _bound_problem(d: Draw) -> dict | None:
         return None
     value, g = d.bound
     best = "largest" if d.rel == ">=" else "smallest"
-    g_tex = "" if g == "1" else r" \cdot " + _latex(g)
-    question = f"Find the {best} constant $C$ such that ${_latex(d.lhs)} {_REL_TEX[d.rel]} C{g_tex}$ for all such numbers."
+    g_tex = "" if g == "1" else r" \cdot " + to_latex(g)
+    question = f"Find the {best} constant $C$ such that ${to_latex(d.lhs)} {_REL_TEX[d.rel]} C{g_tex}$ for all such numbers."
     return dict(variant="bound", lhs=d.lhs, rel=d.rel, rhs=d.rhs, proof=d.steps,
                 statement=f"{_domain_text(d)} {question}", question=question, answer=value, options=())
 
@@ -276,7 +276,7 @@ def _relation_problem(d: Draw, rng: random.Random) -> dict:
     answer = _LETTERS[RELATION_OPTIONS.index(f"L {rel} R")]
     opts = " ".join(f"({_LETTERS[i]}) ${_option_tex(o)}$" if i < 5 else f"({_LETTERS[i]}) {o}"
                     for i, o in enumerate(RELATION_OPTIONS))
-    question = (f"Let $L = {_latex(lhs)}$ and $R = {_latex(rhs)}$. Which relation holds for all such numbers "
+    question = (f"Let $L = {to_latex(lhs)}$ and $R = {to_latex(rhs)}$. Which relation holds for all such numbers "
                 f"(choose the strongest)? {opts}")
     return dict(variant="relation", lhs=lhs, rel=rel, rhs=rhs, proof=steps, statement=f"{_domain_text(d)} {question}",
                 question=question, answer=answer, options=RELATION_OPTIONS)
@@ -796,58 +796,3 @@ FAMILIES.update({
     "titu_forms": titu_forms, "power_mean": power_mean, "chebyshev": chebyshev, "rearrangement": rearrangement,
     "schur": schur, "holder": holder, "tangent_line": tangent_line, "cauchy_forms": cauchy_forms,
 })
-
-
-# ---- LaTeX of the generator's own expressions, without SymPy ---------------------------------------
-# sympy's parse + latex costs ~10 ms an expression; at n_per_family=2500 over every family that is most
-# of the generation time (~90k statements), so the statements render the Python-syntax expressions
-# directly (+ - * / **, sqrt, Rational, numbers, names), falling back to `problems.to_latex` for
-# anything else.
-
-def _tex(node) -> tuple[str, int]:
-    """(LaTeX, precedence): 1 sum, 2 product, 3 power/atom."""
-    import ast
-
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-        return str(node.value), 3
-    if isinstance(node, ast.Name):
-        return node.id, 3
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner, prec = _tex(node.operand)
-        return "-" + (inner if prec >= 2 else rf"\left({inner}\right)"), 1
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-        if node.func.id == "sqrt" and len(node.args) == 1:
-            return rf"\sqrt{{{_tex(node.args[0])[0]}}}", 3
-        if node.func.id == "Rational" and len(node.args) == 2:
-            return rf"\frac{{{_tex(node.args[0])[0]}}}{{{_tex(node.args[1])[0]}}}", 2
-    if isinstance(node, ast.BinOp):
-        (lt, lp), (rt, rp) = _tex(node.left), _tex(node.right)
-        if isinstance(node.op, ast.Add):
-            return f"{lt} + {rt}" if not rt.startswith("-") else f"{lt} + \\left({rt}\\right)", 1
-        if isinstance(node.op, ast.Sub):
-            return f"{lt} - " + (rt if rp >= 2 and not rt.startswith("-") else rf"\left({rt}\right)"), 1
-        if isinstance(node.op, ast.Div):
-            return rf"\frac{{{lt}}}{{{rt}}}", 2
-        if isinstance(node.op, ast.Mult):
-            lt = lt if lp >= 2 else rf"\left({lt}\right)"
-            rt = rt if rp >= 2 and not rt.startswith("-") else rf"\left({rt}\right)"
-            sep = r" \cdot " if rt[:1].isdigit() or rt.startswith(r"\frac") and lt[-1:].isdigit() else " "
-            return f"{lt}{sep}{rt}", 2
-        if isinstance(node.op, ast.Pow):
-            r = node.right
-            if isinstance(r, ast.BinOp) and isinstance(r.op, ast.Div) and isinstance(r.left, ast.Constant) \
-                    and isinstance(r.right, ast.Constant) and r.left.value == 1 and isinstance(r.right.value, int):
-                root = "" if r.right.value == 2 else f"[{r.right.value}]"
-                return rf"\sqrt{root}{{{lt}}}", 3
-            base = lt if lp >= 3 and not lt.startswith(r"\frac") else rf"\left({lt}\right)"
-            return f"{base}^{{{rt}}}", 3
-    raise ValueError("not a generator expression")
-
-
-def _latex(expr: str) -> str:
-    import ast
-
-    try:
-        return _tex(ast.parse(expr, mode="eval").body)[0]
-    except (ValueError, SyntaxError, RecursionError):
-        return to_latex(expr)

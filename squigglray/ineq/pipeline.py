@@ -84,11 +84,12 @@ def run_curve(cfg_json: dict, train: list[dict], test: list[dict], store_uri: st
     return rows
 
 
-def check_feasible(cfg: IneqConfig, problems: list | None = None) -> tuple[list, dict]:
+def check_feasible(cfg: IneqConfig, problems: list | None = None) -> tuple[list, dict, object]:
     """Every config value that depends on the data, checked before any step runs: generate the
     problems (or take `problems`, the cached problems step's) and split them (CPU work, no LLM: about
     2 minutes at n_per_family=2500 over every family on 2 cores), then compare. Returns (problems,
-    sizes); raises ConfigError naming the first infeasible value.
+    sizes, split); raises ConfigError naming the first infeasible value. The split step reuses `split`
+    when every problem passes the gate (the split depends only on the set of problems).
 
     The split is computed as if every problem passes the gate. Every problem has a reference proof
     and reference proofs pass the gate by construction, so these are the sizes the split step gets
@@ -135,4 +136,4 @@ def check_feasible(cfg: IneqConfig, problems: list | None = None) -> tuple[list,
             if max(1, round(n * cfg.sft.eval_fraction)) >= n:
                 raise ConfigError(f"sft.eval_fraction={cfg.sft.eval_fraction} leaves no training examples out of "
                                   f"the {n} of {what}")
-    return problems, sizes
+    return problems, sizes, s

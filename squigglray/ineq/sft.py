@@ -316,36 +316,3 @@ def run_sft(cfg: SftConfig, train: list[dict], eval: list[dict] | None, out_dir:
         f"eval loss {eval_before} -> {eval_after}; saved to {out_dir}")
     return summary
 
-
-def learning_curve(cfg: SftConfig, train: list[dict], eval: list[dict] | None, sizes: list[int], out_dir: str,
-                   score_fn: Callable[[str], float] | None = None, store=None, log: LogFn = print) -> list[dict]:
-    """Train on the first n examples for each n in `sizes` (one folder ``n<n>`` each) and report per size
-    the final eval loss and, with `score_fn(model_dir) -> float`, its score: scale the data while the
-    curve still improves.
-
-    All sizes share one eval set (given, or carved once from `train` by cfg.eval_fraction), so their
-    losses are comparable. With cfg.max_steps every size gets the same compute; with epochs, compute
-    grows with n."""
-    train = validate_examples(train, "train")
-    if eval is not None and cfg.eval_fraction:
-        raise ValueError("pass either an eval set or cfg.eval_fraction, not both")
-    if eval is None:
-        if not cfg.eval_fraction:
-            raise ValueError("learning_curve needs an eval set or cfg.eval_fraction > 0 to compare sizes")
-        train, eval = split_eval(train, cfg.eval_fraction, cfg.seed)
-    sizes = list(sizes)
-    bad = [n for n in sizes if not isinstance(n, int) or n < 1 or n > len(train)]
-    if bad or not sizes:
-        raise ValueError(f"sizes must be non-empty integers in [1, {len(train)}] (training examples), got {sizes}")
-    run_cfg = cfg.model_copy(update={"eval_fraction": 0.0})
-    rows = []
-    for n in sizes:
-        sub_dir = str(Path(out_dir) / f"n{n}")
-        s = run_sft(run_cfg, train[:n], eval, sub_dir, store=store, log=log)
-        row = {"n": n, "eval_loss": s["eval_loss"], "eval_loss_before": s["eval_loss_before"],
-               "train_loss": s["train_loss"], "steps": s["steps"], "seconds": s["seconds"], "model_dir": sub_dir}
-        if score_fn is not None:
-            row["score"] = float(score_fn(sub_dir))
-        log(f"learning curve n={n}: {row}")
-        rows.append(row)
-    return rows

@@ -7,7 +7,8 @@ zero-shot eval -> report, each step cached by the hash of what it depends on, so
 Artifacts under experiments/ineq-<name>-<hash of data, seed and base model>/:
   problems/problems.jsonl                       every generated problem with its reference proof
   candidates/candidates.parquet                 every candidate proof: who generated it, the mechanical
-                                                verdict (the gate) and the LLM verifier's verdict
+                                                verdict (the gate: score, status, per-step justification;
+                                                claim verified apart) and the LLM verifier's verdict
   split/{train,test}.jsonl, removed.json        the leak-free split of the problems that passed; each train
                                                 row's completion is a passing LLM proof where there is one
                                                 (`target_source` "llm"), else the reference ("reference")
@@ -163,13 +164,17 @@ def step_candidates(cfg: IneqConfig, st: Steps) -> dict:
                            "seed": int(r["seed"]), "text": r["text"], "generated_by": r["generated_by"],
                            "mech_score": int(r["mech_score"]),
                            "mech_status": r["mech_status"], "mech_reasons": r["mech_reasons"],
+                           "mech_claim_verified": r["mech_claim_verified"],
+                           "mech_justification": r["mech_justification"],
                            "verified_by": ver.engine.model if ver.engine else None, "llm_verdict": verdict})
     st.write_table("candidates", "candidates.parquet", pa.Table.from_pylist(table_rows))
     by_source: dict[str, dict[str, int]] = {}
     for r in table_rows:
-        s = by_source.setdefault(r["generated_by"], {"candidates": 0, "passed": 0, "llm_says_correct": 0})
+        s = by_source.setdefault(r["generated_by"], {"candidates": 0, "passed": 0, "claim_verified": 0,
+                                                     "llm_says_correct": 0})
         s["candidates"] += 1
         s["passed"] += r["mech_score"]
+        s["claim_verified"] += int(r["mech_claim_verified"] is True)
         s["llm_says_correct"] += int(r["llm_verdict"] is True)
     return {"candidates": len(table_rows), "by_source": by_source}
 
@@ -206,13 +211,16 @@ def target_mix(train_rows: list[dict]) -> dict[str, int]:
     return {src: sum(r.get("target_source") == src for r in train_rows) for src in ("llm", "reference")}
 
 
-def step_split(cfg: IneqConfig, st: Steps) -> dict:
+def step_split(cfg: IneqConfig, st: Steps, feasibility_split=None) -> dict:
+    """The split of the problems that passed the gate; `feasibility_split` (`check_feasible`'s, of all
+    problems) is reused when all passed, as the split depends only on the set of problems."""
     from squigglray.ineq.split import split_problems
 
     problems = {p.problem_id: p for p in _problems(st, "problems", "problems.jsonl")}
     cands = st.store.read_parquet(st.path("candidates", "candidates.parquet")).to_pylist()
     passed = choose_targets(cands)
-    s = split_problems([problems[k] for k in passed], cfg.data.test_fraction, cfg.seed, cfg.data.near_dup_threshold)
+    s = feasibility_split if feasibility_split is not None and set(passed) == set(problems) else \
+        split_problems([problems[k] for k in passed], cfg.data.test_fraction, cfg.seed, cfg.data.near_dup_threshold)
     train = [{**p.to_dict(), "completion": passed[p.problem_id][0], "target_source": passed[p.problem_id][1]}
              for p in s.train]
     st.write_jsonl("split", "train.jsonl", train)
@@ -263,7 +271,7 @@ def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
     problem_deps = d["data"] | {"seed": cfg.seed, "generator": GENERATOR_VERSION,
                                 "families": d["data"]["families"] or list(FAMILIES)}
     cached = _problems(st, "problems", "problems.jsonl") if st.cached("problems", problem_deps) else None
-    problems, sizes = check_feasible(cfg, cached)  # before any step: a config the data cannot hold fails here
+    problems, sizes, split = check_feasible(cfg, cached)  # before any step: a config the data cannot hold fails here
     log(f"ineq {exp}: feasible: {sizes['problems']} problems, split {sizes['train']} train / {sizes['test']} test"
         + (f"; families below n_per_family: {sizes['saturated_families']}" if sizes["saturated_families"] else ""))
     ensure_ray()
@@ -272,7 +280,7 @@ def run(cfg: IneqConfig, data_dir: str | None = None, log=print) -> dict:
     out["problems"] = st.run("problems", problem_deps, lambda: step_problems(cfg, st, problems))
     out["candidates"] = st.run("candidates", {"generation": d["generation"], "verification": d["verification"]},
                                lambda: step_candidates(cfg, st), after=("problems",))
-    out["split"] = st.run("split", {"data": d["data"], "targets": "llm-first"}, lambda: step_split(cfg, st),
+    out["split"] = st.run("split", {"data": d["data"], "targets": "llm-first"}, lambda: step_split(cfg, st, split),
                           after=("candidates",))
     out["baseline"] = st.run("baseline", {"model": cfg.base_model, "eval": d["eval"]},
                              lambda: _eval(cfg, st, "baseline", cfg.base_model, "few_shot"), after=("split",))

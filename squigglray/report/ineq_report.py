@@ -36,11 +36,12 @@ def write_report(store: ArtifactStore, exp: str, out: dict) -> None:
     lines = [f"# Olympiad inequalities {exp}", "",
              f"config hash `{out['config_hash'][:12]}`, seed {out['seed']}, package {out['package_version']}", "",
              "## Data", "",
-             f"{out['problems']['problems']} problems generated; candidates by source (passed = the mechanical "
-             f"verifier proved the proof, the gate):", "",
-             "| source | candidates | passed | LLM verifier says correct |", "|---|---:|---:|---:|"]
-    lines += [f"| {src} | {s['candidates']} | {s['passed']} | {s['llm_says_correct']} |"
-              for src, s in sorted(out["candidates"]["by_source"].items())]
+             f"{out['problems']['problems']} problems generated; candidates by source (passed = every step "
+             f"justified by the proof rule book, the gate; claim verified = the solver holds the written chain, "
+             f"justified or not):", "",
+             "| source | candidates | passed | claim verified | LLM verifier says correct |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {src} | {s['candidates']} | {s['passed']} | {s.get('claim_verified', 'n/a')} | "
+              f"{s['llm_says_correct']} |" for src, s in sorted(out["candidates"]["by_source"].items())]
     lines += ["", f"Split: {split['train']} train, {split['test']} test, {split['removed']} train items removed as "
               f"near-duplicates of test items, {split['failed_gate']} problems without a passing proof.", "",
               _targets_line(split), "",
