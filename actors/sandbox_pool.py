@@ -30,10 +30,12 @@ LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 class SandboxWorker:
     """One zygote; one run at a time (the actor's calls are serialized)."""
 
-    def __init__(self, limits: dict[str, Any], isolation: str = "auto"):
-        self.sandbox = Sandbox(Limits(**limits), isolation)
+    def __init__(self, limits: dict[str, Any], sandbox_options: dict[str, Any]):
+        self.sandbox = Sandbox(Limits(**limits), **sandbox_options)
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
-        self.runs = metrics.Counter("squigglray_sandbox_runs", "Sandbox runs by status", tag_keys=("status",))
+        # `isolation` is the sandbox's mode: root | userns | userns_1uid | process (weak: on a dashboard, loud)
+        self.runs = metrics.Counter("squigglray_sandbox_runs", "Sandbox runs by status and isolation mode",
+                                    tag_keys=("status", "isolation"))
         self.latency = metrics.Histogram("squigglray_sandbox_run_seconds", "Sandbox run wall time",
                                          boundaries=LATENCY_BOUNDS)
 
@@ -43,7 +45,7 @@ class SandboxWorker:
         for job in jobs:
             t0 = time.perf_counter()
             r = self.sandbox.run(job["code"], job.get("timeout_s"), job.get("session"))
-            self.runs.inc(1, tags={"status": r.status})
+            self.runs.inc(1, tags={"status": r.status, "isolation": self.sandbox.mode})
             self.latency.observe(time.perf_counter() - t0)
             out.append(r.to_dict())
         return {"incarnation": self.incarnation, "results": out}
@@ -53,7 +55,7 @@ class SandboxWorker:
 
     def info(self) -> dict[str, Any]:
         return {"actor_pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "zygote_pid": self.sandbox.pid, "isolation": self.sandbox.isolation,
+                "zygote_pid": self.sandbox.pid, "isolation": self.sandbox.isolation, "mode": self.sandbox.mode,
                 "restarts": self.sandbox.restarts, "alive": self.sandbox.alive()}
 
     def crash(self) -> None:
@@ -64,9 +66,10 @@ class SandboxWorker:
 class SandboxPool:
     """Client side of the pool (driver, Serve replica, or job). Implements solve.CodeExecutor."""
 
-    def __init__(self, size: int = 2, limits: Limits | None = None, isolation: str = "auto",
-                 num_cpus: float = 1.0, max_in_flight: int = 2, resources: dict[str, float] | None = None,
-                 sandbox_nodes: bool = False):
+    def __init__(self, size: int = 2, limits: Limits | None = None, num_cpus: float = 1.0, max_in_flight: int = 2,
+                 resources: dict[str, float] | None = None, sandbox_nodes: bool = False, **sandbox_options):
+        """`sandbox_options`: keyword arguments of `Sandbox` (isolation, allow_weak_isolation, ...) for
+        every worker's zygote; a worker that cannot get the isolation asked for fails to start."""
         self.limits = limits or Limits()
         # sandbox_nodes: only on CPU sandbox nodes (resource 'sandbox'; a cluster setting, off on a laptop).
         # A placement no node can hold raises PlacementError here instead of leaving the pool pending.
@@ -74,7 +77,7 @@ class SandboxPool:
         # Untrusted code needs no accelerator: hide the node's GPUs from the sandbox processes.
         opts: dict[str, Any] = {**options(placement, "a sandbox actor"),
                                 "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}}}
-        self.workers = [SandboxWorker.options(**opts).remote(asdict(self.limits), isolation) for _ in range(size)]
+        self.workers = [SandboxWorker.options(**opts).remote(asdict(self.limits), sandbox_options) for _ in range(size)]
         self.max_in_flight = max_in_flight
         self.in_flight = [0] * size
         self.queue_depth = metrics.Gauge("squigglray_sandbox_queue_depth", "Sandbox calls in flight or waiting")

@@ -55,7 +55,7 @@ def run_sandbox() -> dict:
     from actors.sandbox_pool import SandboxPool
     from squigglray.solve.sandbox import Limits
 
-    pool = SandboxPool(size=1, limits=Limits(), isolation="process", num_cpus=1)
+    pool = SandboxPool(size=1, limits=Limits(), num_cpus=1, isolation="process", allow_weak_isolation=True)
     try:
         results = pool.map(CODES, timeout_s=20, batch_size=2)
     finally:

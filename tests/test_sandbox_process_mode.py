@@ -1,5 +1,5 @@
-"""The fallback without namespaces (no root, or isolation="process"): a subreaper, own session,
-rlimits and audit hooks. Weaker than namespaces, and the result says which isolation was used."""
+"""The fallback without namespaces (isolation="process", or no namespaces at all): a subreaper, own
+session, rlimits and audit hooks. Weak: only with allow_weak_isolation, and the result says so."""
 
 from __future__ import annotations
 
@@ -9,18 +9,24 @@ import uuid
 
 import pytest
 
-from squigglray.solve.sandbox import Limits, Sandbox
+from squigglray.solve.sandbox import Limits, Sandbox, SandboxError
 
 
 @pytest.fixture(scope="module")
 def sb():
-    with Sandbox(Limits(timeout_s=1.0), isolation="process") as s:
+    with Sandbox(Limits(timeout_s=1.0), isolation="process", allow_weak_isolation=True) as s:
         yield s
 
 
 def test_reports_process_isolation(sb):
     r = sb.run("print('hi')")
     assert r.status == "ok" and "audit_hook_network" in r.isolation and "pid_namespace" not in r.isolation
+    assert sb.mode == "process" and "weak" in r.isolation
+
+
+def test_weak_isolation_is_refused_unless_allowed():
+    with pytest.raises(SandboxError, match="allow_weak_isolation"):
+        Sandbox(Limits(timeout_s=1.0), isolation="process")
 
 
 def test_timeout_and_orphans(sb):

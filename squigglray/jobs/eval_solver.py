@@ -85,6 +85,9 @@ class SolverEvalConfig(BaseModel):
     sandbox_workers: int = Field(2, ge=1)
     sandbox_cpus: float = Field(0.25, ge=0, description="num_cpus of each sandbox actor")
     sandbox_nodes: bool = Field(False, description="sandbox actors only on CPU sandbox nodes (resource 'sandbox')")
+    sandbox_allow_weak_isolation: bool = Field(False, description="where no namespaces exist (neither root nor "
+                                               "user namespaces), run the sandbox in weak process mode instead of "
+                                               "refusing to start (laptop configs only)")
 
     @field_validator("families")
     @classmethod
@@ -348,12 +351,12 @@ def _make_executor(kind, cfg: SolverEvalConfig):
 
         ensure_ray()
         pool = SandboxPool(size=cfg.sandbox_workers, limits=limits, num_cpus=cfg.sandbox_cpus,
-                           sandbox_nodes=cfg.sandbox_nodes)
+                           sandbox_nodes=cfg.sandbox_nodes, allow_weak_isolation=cfg.sandbox_allow_weak_isolation)
         return pool, pool.shutdown
     if kind == "local":
         from squigglray.solve import LocalExecutor
 
-        ex = LocalExecutor(cfg.sandbox_workers, limits)
+        ex = LocalExecutor(cfg.sandbox_workers, limits, allow_weak_isolation=cfg.sandbox_allow_weak_isolation)
         return ex, ex.close
     return kind, (lambda: None)
 

@@ -171,13 +171,14 @@ class SubmissionWriter:
 
 
 def load_solver(model: str, data_dir: str | None, workers: int, execute_code: bool = True):
-    """(engine, executor or None): an HFEngine on the model (preset, folder or hub id), LocalExecutor sandboxes."""
+    """(engine, executor or None): an HFEngine on the model (preset, folder or hub id), LocalExecutor sandboxes
+    (a local command: weak process isolation is allowed where no namespaces exist, with a warning)."""
     from squigglray.engines.hf import HFEngine
     from squigglray.paths import ArtifactStore
     from squigglray.solve import LocalExecutor
 
     engine = HFEngine.from_pretrained(model, ArtifactStore(data_dir))
-    return engine, (LocalExecutor(workers) if execute_code else None)
+    return engine, (LocalExecutor(workers, allow_weak_isolation=True) if execute_code else None)
 
 
 def solve_one(problem: str, engine, executor, opts: SolveOptions, traces: bool = False) -> SolveResult:

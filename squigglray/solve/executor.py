@@ -27,8 +27,9 @@ def worker_for(session: str, n: int) -> int:
 class LocalExecutor:
     """n Sandboxes driven from threads; a session always goes to the same Sandbox."""
 
-    def __init__(self, n: int = 1, limits: Limits | None = None, isolation: str = "auto"):
-        self.sandboxes = [Sandbox(limits, isolation) for _ in range(n)]
+    def __init__(self, n: int = 1, limits: Limits | None = None, **sandbox_options):
+        """`sandbox_options`: keyword arguments of `Sandbox` (isolation, allow_weak_isolation, ...)."""
+        self.sandboxes = [Sandbox(limits, **sandbox_options) for _ in range(n)]
         self._next = 0
 
     def _pick(self, session: str | None) -> Sandbox:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import socket
@@ -15,6 +16,10 @@ from squigglray.solve.sandbox import framing
 from squigglray.solve.sandbox.result import PRELOAD, WARMUP, Limits, RunResult
 
 MAX_CODE_BYTES = 1 << 20
+# The zygote's whole environment: what Python needs to start and import, nothing of the caller's
+# secrets (cloud credentials, HF/OpenAI/W&B tokens, Ray's addresses): runs can read their zygote's.
+ENV_ALLOWLIST = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TZ")
+log = logging.getLogger(__name__)
 
 
 class SandboxError(RuntimeError):
@@ -32,12 +37,24 @@ class Sandbox:
 
     def __init__(self, limits: Limits | None = None, isolation: str = "auto",
                  preload: tuple[str, ...] = PRELOAD, warmup: str | None = WARMUP, max_sessions: int = 64,
-                 start_timeout_s: float = 120.0):
-        if isolation not in ("auto", "namespaces", "process"):
-            raise ValueError(f"isolation must be auto, namespaces or process, not {isolation!r}")
+                 start_timeout_s: float = 120.0, allow_weak_isolation: bool = False, user: int | None = None,
+                 user_namespace: bool = False):
+        """`isolation`: "auto" (namespaces, as root or in an unprivileged user namespace) or "process"
+        (weak: only with `allow_weak_isolation`). Where no namespaces can be had, the sandbox refuses to
+        start (SandboxError, naming why) unless `allow_weak_isolation` is set; then it runs in process
+        mode and says so (a warning, "weak" in `isolation`). `user`: a uid to start the zygote as (needs
+        root): a root Ray worker can keep even the manager off root (namespaces then come from a user
+        namespace). `user_namespace`: even as root, give up the host's CAP_SYS_ADMIN first and take the
+        namespaces from a user namespace (the manager can then mount or unshare nothing outside its own
+        namespaces; runs get the same unprivileged uids) -- also how a container without CAP_SYS_ADMIN
+        runs it."""
+        if isolation not in ("auto", "process"):
+            raise ValueError(f"isolation must be auto or process, not {isolation!r}")
         self.limits = limits or Limits()
         self._cfg = {"limits": asdict(self.limits), "isolation": isolation, "preload": list(preload),
-                     "warmup": warmup, "max_sessions": max_sessions}
+                     "warmup": warmup, "max_sessions": max_sessions, "allow_weak_isolation": allow_weak_isolation,
+                     "user_namespace": user_namespace}
+        self._user = user
         self._start_timeout = start_timeout_s
         self._lock = threading.RLock()
         self._proc: subprocess.Popen | None = None
@@ -45,26 +62,34 @@ class Sandbox:
         self._known_sessions: set[str] = set()
         self._reset_sessions: set[str] = set()
         self.isolation: list[str] = []
+        self.mode = ""  # "root" | "userns" | "process" (weak)
         self.restarts = 0
         self._start()
 
     # -- process ------------------------------------------------------------------------------
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   NUMEXPR_NUM_THREADS="1", PYTHONHASHSEED="0")
+        env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMEXPR_NUM_THREADS="1",
+                   PYTHONHASHSEED="0")
+        user = {} if self._user is None else {"user": self._user, "group": self._user, "extra_groups": []}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "squigglray.solve.sandbox.zygote", str(theirs.fileno()), json.dumps(self._cfg)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            start_new_session=True, env=env, **user,
         )
         theirs.close()
         self._sock = ours
         ready = self._recv(self._start_timeout)
         if not ready or not ready.get("ready"):
             self._kill()
-            raise SandboxError(f"the sandbox zygote did not start (exit code {self._proc.poll()})")
+            raise SandboxError((ready or {}).get("error") or
+                               f"the sandbox zygote did not start (exit code {self._proc.poll()})")
         self.isolation = ready["isolation"]
+        self.mode = ready["mode"]
+        if self.mode == "process":
+            log.warning("sandbox %d runs with WEAK process isolation (allow_weak_isolation): model-written code "
+                        "has this user's permissions, network and files", self._proc.pid)
 
     def _kill(self) -> None:
         if self._sock:

@@ -8,6 +8,25 @@ import socket
 import struct
 
 _HEADER = struct.Struct("!I")
+MAX_FRAME = 8 << 20  # a control message (code is at most 1 MiB); a run's frames are bounded far lower
+
+
+class FrameError(ValueError):
+    """A frame over its size bound or not JSON: whoever sent it broke the protocol."""
+
+
+def _decode(body: bytes):
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FrameError(f"a frame that is not JSON: {e}") from None
+
+
+def _size(header: bytes, max_bytes: int) -> int:
+    n = _HEADER.unpack(header)[0]
+    if n > max_bytes:
+        raise FrameError(f"a frame of {n} bytes, over its {max_bytes} byte bound")
+    return n
 
 
 def encode(obj) -> bytes:
@@ -31,8 +50,9 @@ def _recv_exact(sock: socket.socket, n: int, first: bytes = b"") -> bytes | None
     return bytes(buf)
 
 
-def recv(sock: socket.socket, max_fds: int = 0):
-    """(obj, fds); obj is None when the peer closed the connection."""
+def recv(sock: socket.socket, max_fds: int = 0, max_bytes: int = MAX_FRAME):
+    """(obj, fds); obj is None when the peer closed the connection. Raises FrameError for a frame
+    over `max_bytes` or not JSON (the fds received are the caller's to close)."""
     fds: list[int] = []
     if max_fds:
         first, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, max_fds)
@@ -43,8 +63,8 @@ def recv(sock: socket.socket, max_fds: int = 0):
     header = _recv_exact(sock, _HEADER.size, first)
     if header is None:
         return None, fds
-    body = _recv_exact(sock, _HEADER.unpack(header)[0])
-    return (json.loads(body) if body is not None else None), fds
+    body = _recv_exact(sock, _size(header, max_bytes))
+    return (_decode(body) if body is not None else None), fds
 
 
 def write_fd(fd: int, obj) -> None:
@@ -65,16 +85,18 @@ def read_fd(fd: int):
 
 
 class FrameReader:
-    """Accumulates bytes read from a non-blocking pipe until one whole frame is there."""
+    """Accumulates bytes read from a non-blocking pipe until one whole frame is there; a frame over
+    `max_bytes` raises FrameError as soon as its header is read."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_FRAME) -> None:
         self.buf = bytearray()
+        self.max_bytes = max_bytes
 
     def feed(self, data: bytes):
         self.buf += data
         if len(self.buf) < _HEADER.size:
             return None
-        n = _HEADER.unpack(self.buf[: _HEADER.size])[0]
+        n = _size(bytes(self.buf[: _HEADER.size]), self.max_bytes)
         if len(self.buf) < _HEADER.size + n:
             return None
-        return json.loads(bytes(self.buf[_HEADER.size : _HEADER.size + n]))
+        return _decode(bytes(self.buf[_HEADER.size : _HEADER.size + n]))

@@ -1,7 +1,11 @@
 """Linux isolation primitives for the sandbox: namespaces, mounts, privilege drop, rlimits, audit hooks.
 
-Namespaces need root (as on these machines and in many containers). Without them the sandbox falls
-back to process-level isolation (own session, subreaper, rlimits, audit hooks) and says so.
+Two strong modes (`zygote.main` picks): as root, the zygote enters mount, IPC, network and PID
+namespaces and every box runs under its own unprivileged uid; without root (or without CAP_SYS_ADMIN),
+an unprivileged user namespace maps the caller's uid to 0 inside, the same namespaces follow, and every
+run drops all capabilities. Each run (or session) then gets its own *box*: fresh mount, IPC, network
+and PID namespaces with a private tmpfs (`enter_box` / `setup_box`). Where neither works, only the
+weak process mode is left (own session, subreaper, rlimits, audit hooks), which the caller must allow.
 """
 
 from __future__ import annotations
@@ -13,13 +17,20 @@ import stat
 import sys
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
+CLONE_NEWUSER = 0x10000000
+BOX_FLAGS = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_libc.capget.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+CAP_SYS_ADMIN = 21
+_CAP_V3 = 0x20080522
 
 # Directories any user may write to; each gets a private tmpfs inside the sandbox's mount namespace.
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
@@ -44,13 +55,103 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
     _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
-def namespaces_possible() -> bool:
-    return sys.platform.startswith("linux") and os.geteuid() == 0
+def enter_namespaces(uid_base: int, slots: int) -> str:
+    """New mount, IPC, network and (for children) PID namespaces for this process. Returns the mode:
+
+    - "root": as root with CAP_SYS_ADMIN; runs get uids `uid_base + slot`.
+    - "userns": root without CAP_SYS_ADMIN (a container that dropped it): a new user namespace whose
+      uid/gid 0 is root (the zygote still reads what root reads) and whose uids 1..`slots` map to
+      `uid_base`..; a forked helper left outside writes the maps (CAP_SETUID there). Runs get uid
+      1 + slot inside, the same outside uids as in "root" mode.
+    - "userns_1uid": any other user: a user namespace mapping only the caller's uid (and gid) to 0.
+      Runs keep the caller's uid outside; they are told apart by their boxes, and drop every capability.
+    Raises OSError naming each attempt where the kernel allows none."""
+    if not sys.platform.startswith("linux"):
+        raise OSError(f"namespaces need Linux, this is {sys.platform}")
+    tried = []
+    if os.geteuid() == 0:
+        try:
+            unshare(BOX_FLAGS)
+            return "root"
+        except OSError as e:
+            tried.append(f"as root: {e.strerror}")
+        try:
+            _mapped_user_namespace(uid_base, slots)
+            return "userns"
+        except OSError as e:
+            tried.append(f"user namespace with a uid range: {e.strerror}")
+            raise OSError(e.errno, "no namespaces: " + "; ".join(tried)) from None
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        unshare(CLONE_NEWUSER | BOX_FLAGS)
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    except OSError as e:
+        raise OSError(e.errno, f"no namespaces: unprivileged user namespace: {e.strerror}") from None
+    return "userns_1uid"
 
 
-def enter_namespaces() -> None:
-    """New mount, IPC, network and (for children) PID namespaces for this process."""
-    unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
+def _mapped_user_namespace(uid_base: int, slots: int) -> None:
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    me = os.getpid()
+    helper = os.fork()
+    if helper == 0:  # stays in the parent user namespace, where it holds CAP_SETUID
+        ok = b"0"
+        try:
+            if os.read(go_r, 1) == b"1":
+                maps = f"0 0 1\n1 {uid_base} {slots}\n"
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{me}/{name}", "w") as f:
+                        f.write(maps)
+                ok = b"1"
+        finally:
+            os.write(done_w, ok)
+            os._exit(0)
+    os.close(go_r)
+    os.close(done_w)
+    try:
+        unshare(CLONE_NEWUSER | BOX_FLAGS)
+    except OSError:
+        os.write(go_w, b"0")
+        raise
+    finally:
+        os.write(go_w, b"1")  # a no-op for the helper after "0"
+        ok = os.read(done_r, 1)
+        os.waitpid(helper, 0)
+        os.close(go_w)
+        os.close(done_r)
+    if ok != b"1":
+        raise OSError(1, "the uid map of the new user namespace could not be written")
+
+
+def enter_box() -> None:
+    """A box for one run or one session: fresh mount, IPC, network and (for the next child, its
+    init) PID namespaces inside the zygote's. Nothing in it sees another box's files, processes,
+    sockets or IPC objects, and all of it dies with the box's init."""
+    unshare(BOX_FLAGS)
+
+
+def setup_box(tmpfs_mb: int, owner: int | None) -> str:
+    """As the box's init, before any run code: a /proc of the box's own PID namespace and one fresh
+    tmpfs of `tmpfs_mb` for all the world-writable directories (/tmp, and /var/tmp, /dev/shm, ... bound
+    from folders inside it, so the box's total is `tmpfs_mb`). Returns the run's working folder
+    (/tmp/work, owned by `owner`)."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
+    for d in WORLD_WRITABLE[1:]:
+        if os.path.isdir(d) and not os.path.islink(d):
+            inner = "/tmp/.box" + d.replace("/", "-")
+            os.mkdir(inner, 0o1777)
+            os.chmod(inner, 0o1777)
+            mount(inner, d, None, MS_BIND)
+    work = "/tmp/work"
+    os.mkdir(work, 0o700)
+    if owner is not None:
+        os.chown(work, owner, owner)
+    return work
 
 
 def _blocking_dirs(paths: list[str]) -> dict[str, set[str]]:
@@ -71,17 +172,36 @@ def _blocking_dirs(paths: list[str]) -> dict[str, set[str]]:
     return out
 
 
-def setup_mounts(tmpfs_mb: int, expose: list[str]) -> None:
-    """Inside the new mount namespace (as PID 1): private mounts, a fresh /proc that shows only the
-    sandbox's processes, private tmpfs over world-writable directories, and the interpreter's own
-    directories made reachable for the unprivileged user when an ancestor (e.g. /root) is closed."""
+def _covers(expose: list[str], hide: list[str]) -> dict[str, set[str]]:
+    """Directories to cover with an empty tmpfs -> the children to carry over from under them: each
+    closed ancestor of an exposed path (`_blocking_dirs`), and each hidden directory (with the first
+    component of every exposed path inside it)."""
+    out = _blocking_dirs(expose)
+    for h in hide:
+        h = os.path.realpath(h)
+        if not os.path.isdir(h) or h == "/":
+            continue
+        keep = out.setdefault(h, set())
+        for p in expose:
+            rp = os.path.realpath(p)
+            if rp.startswith(h + "/"):
+                keep.add(rp[len(h) + 1:].split("/")[0])
+    return out
+
+
+def setup_mounts(tmpfs_mb: int, expose: list[str], hide: list[str] = ()) -> None:
+    """Inside the zygote's new mount namespace (as PID 1): private mounts, a fresh /proc that shows
+    only the sandbox's processes, private tmpfs over world-writable directories, `hide` (e.g. the
+    home directory in user-namespace mode, where runs keep the caller's file permissions) covered by
+    an empty tmpfs, and the interpreter's own directories made reachable again for the runs when an
+    ancestor is closed (e.g. /root) or hidden; then every other mount read-only."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for d in WORLD_WRITABLE:
         if os.path.isdir(d) and not os.path.islink(d):
             mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
     stage = "/tmp/.squigglray-stage"
-    for n, (parent, children) in enumerate(sorted(_blocking_dirs(expose).items())):
+    for n, (parent, children) in enumerate(sorted(_covers(expose, list(hide)).items())):
         staged = []
         for child in sorted(children):
             src = os.path.join(parent, child)
@@ -126,12 +246,35 @@ def interpreter_paths() -> list[str]:
     return paths + [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
 
 
-def drop_privileges(uid: int) -> None:
-    """Become an unprivileged user with no supplementary groups and no way back (no_new_privs)."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
+def drop_privileges(uid: int | None) -> None:
+    """Become an unprivileged user with no supplementary groups and no way back (no_new_privs). With
+    `uid` None (user-namespace mode: uid 0 is the only one mapped), stay uid 0 of the namespace but
+    drop every capability (bounding, ambient, effective, permitted, inheritable)."""
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    else:
+        drop_capabilities()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def drop_capabilities(only: int | None = None) -> None:
+    """Drop every capability (or only capability number `only`) from this process: the bounding set,
+    the ambient set, and the effective, permitted and inheritable sets."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1) if only is None else (only,):
+        prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)  # this process
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable} words
+    if only is not None:
+        _check(_libc.capget(header, data), "capget")
+        word, bit = divmod(only, 32)
+        for i in range(3):
+            data[3 * word + i] &= ~(1 << bit) & 0xFFFFFFFF
+    _check(_libc.capset(header, data), "capset")
 
 
 def set_rlimits(address_space: int, cpu_s: int, file_size: int, open_files: int, processes: int | None) -> None:

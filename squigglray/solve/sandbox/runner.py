@@ -1,9 +1,14 @@
-"""What runs inside a sandboxed process: one code block, notebook style, then its result report;
-and, for sessions, the holder loop that forks each next block from the state the last one left.
+"""What runs inside a sandbox box: its init (`box_init`), one code block, notebook style, then its
+result report; and, for sessions, the holder loop that forks each next block from the state the last
+one left.
 
-A block runs in a fork of the session's holder. If it survives (ok or a Python exception, as in a
-notebook) it becomes the new holder; if it dies (timeout, crash, os._exit) the old holder stays,
-so the session's earlier state is never lost to a failed block.
+A box (one per stateless run, one per session) is ``C -> I -> R``: C (outside the box's PID namespace)
+only waits; I is the box's init (PID 1: it mounts the box's /proc and tmpfs, then reaps); R is the
+run, or for a session the pristine holder. A block runs in a fork of the session's holder. If it
+survives (ok or a Python exception, as in a notebook) it becomes the new holder; if it dies (timeout,
+crash, os._exit) the old holder stays, so the session's earlier state is never lost to a failed
+block. A block that leaves a thread running is not kept: nothing of a session may run between blocks
+(the manager also stops the holder with SIGSTOP between them).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -62,8 +68,17 @@ def _compile(code: str):
     return compile(tree, CELL, "exec"), last
 
 
-def run_block(code: str, g: dict, res_fd: int) -> None:
-    """Execute one block in globals g and report {status, duration_s, peak_memory_mb} on res_fd."""
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def run_block(code: str, g: dict, res_fd: int, session: bool = False) -> bool:
+    """Execute one block in globals g and report {status, exiting, exec_s, peak_memory_mb} on res_fd.
+    Returns whether this process may carry on as the session's holder: not when a thread the block
+    started is still running (the block is then reported as an error and its state discarded)."""
     t0 = time.perf_counter()
 
     def report(status: str, exiting: bool = False) -> None:
@@ -105,7 +120,13 @@ def run_block(code: str, g: dict, res_fd: int) -> None:
             sys.stderr.write(_format_error(e))
         except Exception:
             pass
+    if session and _threads() > 1:
+        print("sandbox: a thread was still running when the block ended; the session keeps its state from "
+              "before this block", file=sys.stderr)
+        report("error", exiting=True)
+        return False
     report(status)
+    return True
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -116,9 +137,38 @@ def _close_fds_except(keep: set[int]) -> None:
         last = fd
 
 
+def box_init(job: dict, stateless: bool) -> None:
+    """The box's init (I): set up the box's mounts (namespace modes), fork the run or the pristine
+    holder, then reap. For a stateless run, write the run's raw wait status on job["status_w"] and
+    exit when it ends: the kernel then kills whatever else is left in the box. A session's init
+    lives until the manager kills the box (or nothing is left in it). Never returns."""
+    try:
+        isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if job["namespaces"]:
+            job["workdir"] = isolation.setup_box(job["tmpfs_mb"], job.get("uid"))
+        else:
+            isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
+        pid = os.fork()
+        if pid == 0:
+            start_child(job)
+        status_w = job.get("status_w")
+        _close_fds_except({status_w} if status_w is not None else set())
+        while True:
+            try:
+                done, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                _real_exit(0)
+            if stateless and done == pid:
+                os.write(status_w, struct.pack("!i", st))
+                _real_exit(0)
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, f"sandbox box set-up failed: {type(e).__name__}: {e}\n".encode())
+        _real_exit(70)
+
+
 def start_child(job: dict) -> None:
-    """Right after the manager forks: isolate this process, run the first block, then either exit
-    (stateless) or become the session's holder. Never returns."""
+    """In the box (R): isolate this process, then run the block (or wait for it, pre-forked) and
+    exit, or, for a session, become its pristine holder. Never returns."""
     try:
         os.setsid()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGHUP):
@@ -136,14 +186,16 @@ def start_child(job: dict) -> None:
         os.environ.update(SAFE_ENV, HOME=job["workdir"], TMPDIR=job["workdir"])
         isolation.set_rlimits(job["address_space"], job["cpu_s"], job["file_size"], job["open_files"],
                               job.get("processes"))
-        if job.get("uid") is not None:
-            isolation.drop_privileges(job["uid"])
+        if job["namespaces"]:
+            isolation.drop_privileges(job.get("uid"))
         if job.get("audit"):
             isolation.install_audit_hook(job["workdir"], os.getpid())
         _fresh_stdio()
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"sandbox set-up failed: {type(e).__name__}: {e}\n".encode())
         _real_exit(70)
+    if sock is not None:  # a session: the pristine holder; its blocks come through the channel
+        holder_loop(sock, {"__name__": "__main__", "__builtins__": builtins})
     code = job.get("code")
     if code is None:  # pre-forked ahead of its run: wait for the code, then tighten the CPU limit
         msg = framing.read_fd(job["code_r"])
@@ -152,12 +204,8 @@ def start_child(job: dict) -> None:
         code, cpu = msg["code"], int(msg["timeout_s"]) + 2
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         os.close(job["code_r"])
-    g = {"__name__": "__main__", "__builtins__": builtins}
-    run_block(code, g, job["res_w"])
-    os.close(job["res_w"])
-    if sock is None:
-        _real_exit(0)
-    holder_loop(sock, g)
+    run_block(code, {"__name__": "__main__", "__builtins__": builtins}, job["res_w"])
+    _real_exit(0)
 
 
 def reap_children() -> None:
@@ -170,13 +218,14 @@ def reap_children() -> None:
 
 
 def holder_loop(sock: socket.socket, g: dict) -> None:
-    """Wait for the next block; fork; the child runs it and, if it survives, carries on as holder."""
+    """Wait for the next block; fork; the child runs it and, if it survives, carries on as holder.
+    Never returns."""
     while True:
         try:
             msg, fds = framing.recv(sock, max_fds=3)
         except (OSError, ValueError):
             _real_exit(0)
-        if msg is None or len(fds) != 3:
+        if msg is None or len(fds) != 3 or not isinstance(msg.get("code"), str):
             _real_exit(0)
         reap_children()
         pid = os.fork()
@@ -188,7 +237,8 @@ def holder_loop(sock: socket.socket, g: dict) -> None:
             os.close(out_w)
             os.close(err_w)
             _fresh_stdio()
-            run_block(msg["code"], g, res_w)
+            if not run_block(msg["code"], g, res_w, session=True):
+                _real_exit(0)
             os.close(res_w)
             continue
         pidfd = os.pidfd_open(pid)

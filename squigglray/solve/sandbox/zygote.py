@@ -1,9 +1,14 @@
 """The sandbox's zygote and manager process: `python -m squigglray.solve.sandbox.zygote FD CONFIG`.
 
-It imports the heavy libraries once, enters its own namespaces (as PID 1 of a new PID namespace,
-with no network and a private /tmp) and then forks every run from that warm state, so a run costs a
-fork instead of an interpreter start and `import sympy`. After each run it kills every process the
-run left behind; only session holders survive.
+It enters its own namespaces (as root, or in an unprivileged user namespace; `_isolate`), imports
+the heavy libraries once, becomes PID 1 of a new PID namespace with no network, everything read-only
+but private tmpfs, and then forks every run from that warm state into a box of its own (fresh mount,
+IPC, network and PID namespaces with a private tmpfs: `runner`), so a run costs forks instead of an
+interpreter start and `import sympy`, and sees nothing of other runs. A run's box dies with it; a
+session's box lives until the session closes, its holder stopped between blocks. Whatever a run does
+is that run's failure (`RunFailure`): frames from runs are bounded and checked, holder replies must
+name a process of their own box. Without namespaces, weak process isolation only where the config
+allows it; otherwise the zygote refuses to start and says why.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import math
 import os
 import select
 import shutil
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -23,19 +30,33 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from squigglray.solve.sandbox import framing, isolation, runner
+from squigglray.solve.sandbox.result import STATUSES
 
-NS_ISOLATION = ["pid_namespace", "network_namespace", "mount_namespace", "ipc_namespace", "unprivileged_uid",
-                "private_tmp", "setsid", "rlimits"]
-PROCESS_ISOLATION = ["subreaper", "setsid", "rlimits", "audit_hook_network", "audit_hook_files"]
+_NS = ["pid_namespace", "network_namespace", "mount_namespace", "ipc_namespace", "box_per_run", "private_tmp"]
+ISOLATION = {  # per mode (`isolation.enter_namespaces`), what a RunResult lists
+    "root": _NS + ["unprivileged_uid", "no_new_privs", "setsid", "rlimits", "scrubbed_env"],
+    "userns": ["user_namespace"] + _NS + ["unprivileged_uid", "no_new_privs", "setsid", "rlimits", "scrubbed_env"],
+    "userns_1uid": ["user_namespace"] + _NS + ["hidden_home", "no_capabilities", "no_new_privs", "setsid", "rlimits",
+                                               "scrubbed_env"],
+    "process": ["weak", "subreaper", "setsid", "rlimits", "audit_hook_network", "audit_hook_files", "scrubbed_env"],
+}
 MAX_SLOTS = 128
+RESULT_MAX_BYTES = 4096  # a run's result frame: a status and three numbers
+HOLDER_REPLY_S = 5.0  # a holder forks a block and answers in milliseconds
+WARM_BOXES = 2  # boxes set up ahead: back-to-back runs find one ready (a box takes a few ms to build)
+
+
+class RunFailure(Exception):
+    """Something a run did (or left behind) that ends this run, or its session, never the manager."""
 
 
 @dataclass
 class Session:
     slot: int
-    workdir: str
-    holder: int | None = None
+    box: int | None = None  # pid of the box's outer process C (None: no box yet, or it was closed)
+    holder: int | None = None  # pid of the process holding the state (None: the box's pristine holder)
     sock: socket.socket | None = None
+    workdir: str | None = None  # process mode only (namespace modes: the box's private /tmp/work)
     lost: bool = False
 
 
@@ -49,8 +70,8 @@ class Child:
     err_r: int
     res_r: int
     code_w: int | None
-    workdir: str
-    direct: bool  # our own child (we can read its exit status), not a holder's
+    status_r: int | None  # the box's init writes the run's raw wait status here (stateless runs)
+    workdir: str | None
 
 
 def _vm_bytes() -> int:
@@ -59,6 +80,7 @@ def _vm_bytes() -> int:
 
 
 def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state) of `pid`, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             rest = f.read().rsplit(")", 1)[1].split()
@@ -78,62 +100,166 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> state of every process below `root` (in every box below it)."""
+    out: dict[int, str] = {}
+    todo = _children(root)
+    while todo:
+        pid = todo.pop()
+        st = _proc_stat(pid)
+        if st is not None and pid not in out:
+            out[pid] = st[1]
+            todo += _children(pid)
+    return out
+
+
+def _pidfd_pid(fd: int) -> int:
+    """The pid (in our PID namespace) of the process a pidfd refers to; -1 once it has been reaped."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    raise RunFailure("a file descriptor that is not a pidfd")
+
+
+def _below(pid: int, root: int) -> bool:
+    for _ in range(64):
+        st = _proc_stat(pid)
+        if st is None:
+            return False
+        if st[0] == root:
+            return True
+        pid = st[0]
+    return False
+
+
+def _close(*fds) -> None:
+    for fd in fds:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _signal(pid: int | None, sig: int, group: bool = False) -> None:
+    if pid:
+        try:
+            (os.killpg if group else os.kill)(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class Manager:
-    def __init__(self, sock: socket.socket, cfg: dict, namespaces: bool, uid_base: int) -> None:
-        self.sock, self.cfg, self.ns, self.uid_base = sock, cfg, namespaces, uid_base
+    def __init__(self, sock: socket.socket, cfg: dict, mode: str, uid_base: int) -> None:
+        self.sock, self.cfg, self.mode, self.uid_base = sock, cfg, mode, uid_base
+        self.ns = mode != "process"
         self.limits = cfg["limits"]
         self.address_space = _vm_bytes() + self.limits["memory_mb"] * 2**20
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.evicted: OrderedDict[str, None] = OrderedDict()
         self.free_slots = list(range(1, MAX_SLOTS))
-        self.isolation = NS_ISOLATION if namespaces else PROCESS_ISOLATION
-        self.counter = 0
-        self.nproc = self.limits["processes"] if namespaces else None
-        self.warm: Child | None = None
+        self.isolation = ISOLATION[mode]
+        # RLIMIT_NPROC counts every process of a uid: only where runs have uids of their own
+        self.nproc = self.limits["processes"] if mode in ("root", "userns") else None
+        self.warm: list[Child] = []
         self._timeout = float(self.limits["timeout_s"])
 
     # -- processes ---------------------------------------------------------------------------
-    def _descendants(self) -> dict[int, str]:
-        """pid -> state of every process below this one (orphans come back to us as reaper)."""
-        out: dict[int, str] = {}
-        todo = _children(os.getpid())
-        while todo:
-            pid = todo.pop()
-            st = _proc_stat(pid)
-            if st is not None and pid not in out:
-                out[pid] = st[1]
-                todo += _children(pid)
-        return out
+    def _keep(self) -> set[int]:
+        """Processes that outlive a run: the pre-forked boxes (whole), and per session its box's C and
+        init and the holder (or, before any block survived, the pristine holder)."""
+        keep: set[int] = set()
+        for w in self.warm:
+            keep |= {w.pid} | set(_descendants(w.pid))
+        for s in self.sessions.values():
+            if s.box:
+                inits = _children(s.box)
+                keep |= {s.box, *inits}
+                keep |= {s.holder} if s.holder else {p for i in inits for p in _children(i)}
+        return keep
 
-    def _holders(self) -> set[int]:
-        keep = {s.holder for s in self.sessions.values() if s.holder}
-        return keep | ({self.warm.pid} if self.warm else set())
-
-    def _kill_strays(self) -> None:
-        keep = self._holders()
+    def _kill_strays(self, sess: Session | None = None) -> None:
+        """Kill what a run left behind. Namespace modes: a stateless run's box died with it (the kernel
+        kills a PID namespace with its init, so only the session's box is searched: all but its init
+        and holder). Process mode: every process below this one but those that `_keep`."""
+        if self.ns and (sess is None or not sess.box):
+            runner.reap_children()
+            return
+        root = sess.box if self.ns else os.getpid()
         for attempt in range(2000):
             runner.reap_children()
-            live = [p for p, state in self._descendants().items() if p not in keep and state not in "ZX"]
+            keep = self._keep()
+            live = [p for p, state in _descendants(root).items() if p not in keep and state not in "ZX"]
             if not live:
                 return
             for pid in live:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _signal(pid, signal.SIGKILL)
             time.sleep(0.0002 if attempt < 20 else 0.005)
-        raise RuntimeError("the sandbox could not clear the processes a run left behind")
+        raise RunFailure("the processes a run left behind could not be cleared")
+
+    # -- boxes -------------------------------------------------------------------------------
+    def _uid(self, slot: int) -> int | None:
+        """The uid a box's runs take (as seen in the zygote's user namespace); None: keep uid 0 of a
+        one-uid user namespace and drop every capability."""
+        return {"root": self.uid_base + slot, "userns": 1 + slot}.get(self.mode)
+
+    def _workdir(self, slot: int) -> str | None:
+        """Process mode only: a fresh working folder (in namespace modes each box makes its own)."""
+        return None if self.ns else tempfile.mkdtemp(prefix=f"squigglray-sbx-{slot}-")
+
+    def _fork_box(self, slot: int, sess: Session | None, code: str | None) -> Child:
+        """Fork a box (C -> I -> R, see `runner`). Stateless: R runs `code`, or without code is
+        pre-forked, set up and waiting for it. Session: R is the pristine holder on a new channel."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        code_r, code_w = os.pipe() if sess is None and code is None else (None, None)
+        status_r, status_w = os.pipe() if sess is None else (None, None)
+        child_end = None
+        if sess is not None:
+            if sess.sock:
+                sess.sock.close()
+            sess.sock, child_end = socket.socketpair()
+        workdir = sess.workdir if sess is not None and sess.workdir else self._workdir(slot)
+        job = {
+            "code": code, "code_r": code_r, "workdir": workdir, "out_w": out_w, "err_w": err_w, "res_w": res_w,
+            "status_w": status_w, "sock_fd": child_end.fileno() if child_end else None,
+            "address_space": self.address_space, "cpu_s": int(self._timeout) + 2 if code is not None else 3600,
+            "file_size": self.limits["file_size_mb"] * 2**20, "open_files": self.limits["open_files"],
+            "processes": self.nproc, "uid": self._uid(slot),
+            "namespaces": self.ns, "audit": not self.ns, "tmpfs_mb": self.limits["tmpfs_mb"],
+        }
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # C: outside the box's PID namespace, it only waits for the box's init
+            try:
+                os.setsid()
+                if self.ns:
+                    isolation.enter_box()
+                init = os.fork()
+                if init == 0:
+                    runner.box_init(job, stateless=sess is None)
+                os.closerange(0, 1 << 16)
+                os.waitpid(init, 0)
+            finally:
+                os._exit(0)
+        _close(out_w, err_w, res_w, code_r, status_w)
+        if child_end:
+            child_end.close()
+        if sess is not None:
+            sess.box, sess.holder, sess.workdir = pid, None, workdir
+        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, status_r, workdir)
+
+    def _close_box(self, box: int | None, workdir: str | None = None) -> None:
+        """Kill a box: C and its init share a process group; the init's death takes every process in
+        the box's PID namespace with it (process mode: `_kill_strays` does that part)."""
+        _signal(box, signal.SIGKILL, group=True)
+        if workdir and not self.ns:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     # -- sessions ----------------------------------------------------------------------------
-    def _workdir(self, slot: int) -> str:
-        self.counter += 1
-        if self.ns:
-            path = f"/tmp/run-{slot}-{self.counter}"
-            os.mkdir(path, 0o700)
-            os.chown(path, self.uid_base + slot, self.uid_base + slot)
-            return path
-        return tempfile.mkdtemp(prefix=f"squigglray-sbx-{slot}-")
-
     def _open_session(self, sid: str) -> Session:
         while len(self.sessions) >= self.cfg["max_sessions"] or not self.free_slots:
             old, _ = next(iter(self.sessions.items()))
@@ -144,7 +270,7 @@ class Manager:
         slot = self.free_slots.pop(0)
         lost = sid in self.evicted
         self.evicted.pop(sid, None)
-        sess = Session(slot=slot, workdir=self._workdir(slot), lost=lost)
+        sess = Session(slot=slot, lost=lost)
         self.sessions[sid] = sess
         return sess
 
@@ -152,99 +278,88 @@ class Manager:
         sess = self.sessions.pop(sid, None)
         if sess is None:
             return
-        if sess.holder:
-            try:
-                os.kill(sess.holder, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if sess.sock:
             sess.sock.close()
+        self._close_box(sess.box, sess.workdir)
         self._kill_strays()
-        shutil.rmtree(sess.workdir, ignore_errors=True)
         self.free_slots.append(sess.slot)
 
-    # -- runs --------------------------------------------------------------------------------
-    def _fork(self, slot: int, workdir: str, sess: Session | None, code: str | None) -> Child:
-        """Fork an isolated child. Without code it is pre-forked: set up, then waiting for its code."""
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        code_r, code_w = os.pipe() if code is None else (None, None)
-        child_end = None
-        if sess is not None:
-            if sess.sock:
-                sess.sock.close()
-            sess.sock, child_end = socket.socketpair()
-        job = {
-            "code": code, "code_r": code_r, "workdir": workdir, "out_w": out_w, "err_w": err_w, "res_w": res_w,
-            "sock_fd": child_end.fileno() if child_end else None, "address_space": self.address_space,
-            "cpu_s": int(self._timeout) + 2 if code is not None else 3600,
-            "file_size": self.limits["file_size_mb"] * 2**20, "open_files": self.limits["open_files"],
-            "processes": self.nproc, "uid": self.uid_base + slot if self.ns else None, "audit": not self.ns,
-        }
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                runner.start_child(job)
-            finally:
-                os._exit(71)
-        for fd in (out_w, err_w, res_w, code_r):
-            if fd is not None:
-                os.close(fd)
-        if child_end:
-            child_end.close()
-        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, workdir, direct=True)
+    def _reset_box(self, sess: Session) -> None:
+        """The session's state is gone (its box or holder died, or it broke the protocol): a new box."""
+        if sess.sock:
+            sess.sock.close()
+            sess.sock = None
+        self._close_box(sess.box)
+        sess.box, sess.holder = None, None
+        self._kill_strays()
 
+    # -- runs --------------------------------------------------------------------------------
     def _spawn_warm(self) -> None:
         self._timeout = self.limits["timeout_s"]
-        self.warm = self._fork(0, self._workdir(0), None, None)
+        self.warm.append(self._fork_box(0, None, None))
 
     def _start_stateless(self, code: str) -> Child:
-        warm, self.warm = self.warm, None
-        if warm is not None and not select.select([warm.pidfd], [], [], 0)[0]:
-            try:
-                framing.write_fd(warm.code_w, {"code": code, "timeout_s": self._timeout})
-                os.close(warm.code_w)
-                return warm
-            except OSError:
-                pass
-        if warm is not None:
+        while self.warm:
+            warm = self.warm.pop(0)
+            if not select.select([warm.pidfd, warm.status_r], [], [], 0)[0]:  # still set up and waiting
+                try:
+                    framing.write_fd(warm.code_w, {"code": code, "timeout_s": self._timeout})
+                    os.close(warm.code_w)
+                    warm.code_w = None
+                    return warm
+                except OSError:
+                    pass
             self._discard(warm)
-        return self._fork(0, self._workdir(0), None, code)
+        return self._fork_box(0, None, code)
 
     def _start_in_holder(self, sess: Session, code: str) -> Child | None:
-        """Ask the session's holder to fork the block; None if the holder is gone."""
+        """Ask the session's holder to fork the block; None if the holder is gone. Nothing the session
+        sent on its channel since the last block is read as a reply, and the reply is checked: its
+        pidfd must be a process of this session's box."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
+        fds: list[int] = []
+        child = None
+        _signal(sess.holder, signal.SIGCONT)
         try:
+            self._drain(sess.sock)
             framing.send(sess.sock, {"code": code}, [out_w, err_w, res_w])
-            sess.sock.settimeout(10)
-            reply, fds = framing.recv(sess.sock, max_fds=1)
+            sess.sock.settimeout(HOLDER_REPLY_S)
+            _reply, fds = framing.recv(sess.sock, max_fds=1, max_bytes=RESULT_MAX_BYTES)
             sess.sock.settimeout(None)
-            child = Child(reply["pid"], fds[0], out_r, err_r, res_r, None, sess.workdir, direct=False)
-        except (OSError, TypeError, KeyError, IndexError):
-            child = None
-            for fd in (out_r, err_r, res_r):
-                os.close(fd)
-        for fd in (out_w, err_w, res_w):
-            os.close(fd)
+            if len(fds) != 1:
+                raise RunFailure("the session's holder answered without a process")
+            pid = _pidfd_pid(fds[0])
+            inits = _children(sess.box) if sess.box else []
+            if pid <= 0 or not any(_below(pid, i) for i in inits):
+                raise RunFailure("the session's holder answered with a process outside its box")
+            child = Child(pid, fds.pop(), out_r, err_r, res_r, None, None, sess.workdir)
+        except (OSError, ValueError, RunFailure):
+            _close(out_r, err_r, res_r, *fds)
+        finally:
+            _signal(sess.holder, signal.SIGSTOP)  # nothing of the session runs between its blocks
+        _close(out_w, err_w, res_w)
         return child
 
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        """Throw away whatever a session wrote on its channel (and close any fds it sent)."""
+        sock.setblocking(False)
+        try:
+            while True:
+                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
+                _close(*fds)
+                if not data:
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        finally:
+            sock.setblocking(True)
+
     def _discard(self, child: Child) -> None:
-        for fd in (child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        if child.pid > 0:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _close(child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w, child.status_r)
+        _signal(child.pid, signal.SIGKILL, group=True)
 
     def _watch(self, child: Child, timeout: float, session: bool) -> dict:
         cap, tail = self.limits["output_bytes"], self.limits["stderr_tail_bytes"]
@@ -253,10 +368,12 @@ class Manager:
         for fd in (out_r, err_r, res_r):
             os.set_blocking(fd, False)
             poller.register(fd, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
+        # A stateless run has ended when its box's init reports (the box's teardown goes on after).
+        ended = child.status_r if child.status_r is not None else pidfd
+        poller.register(ended, select.POLLIN)
         poller.register(self.sock, select.POLLIN)
-        stdout, stderr, reader = bytearray(), bytearray(), framing.FrameReader()
-        result, exited, status = None, False, None
+        stdout, stderr, reader = bytearray(), bytearray(), framing.FrameReader(RESULT_MAX_BYTES)
+        result, exited, status, broken = None, False, None, ""
         deadline = time.monotonic() + timeout
 
         def drain(fd: int) -> bytes | None:
@@ -265,15 +382,22 @@ class Manager:
             except BlockingIOError:
                 return None
 
+        def feed(data: bytes) -> None:
+            nonlocal result, broken
+            try:
+                result = reader.feed(data) if result is None and not broken else result
+            except framing.FrameError as e:
+                broken = f"\nsandbox: the run broke its result channel ({e})"
+
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 status = "timeout"
                 break
             for fd, _ev in poller.poll(max(1, int(remaining * 1000))):
-                if fd == pidfd:
+                if fd == ended:
                     exited = True
-                    poller.unregister(pidfd)
+                    poller.unregister(ended)
                 elif fd == self.sock.fileno():
                     self._shutdown()  # the client went away mid-run
                 else:
@@ -287,13 +411,13 @@ class Manager:
                     elif data and fd == err_r:
                         stderr = (stderr + data)[-2 * tail:]
                     elif data and fd == res_r:
-                        result = reader.feed(data)
-            if status:
+                        feed(data)
+            if status or broken:
                 break
             if exited and result is None:  # a result may sit in the pipe behind the exit event
-                while result is None and (data := drain(res_r)):
-                    result = reader.feed(data)
-            # A stateless run is over when its process is gone; a session block when it reported.
+                while result is None and not broken and (data := drain(res_r)):
+                    feed(data)
+            # A stateless run is over when its box is gone; a session block when it reported.
             if result is not None and (exited or (session and not result.get("exiting"))):
                 break
             if exited and result is None:
@@ -303,59 +427,80 @@ class Manager:
                 buf += data
         if status is None and len(stdout) > cap:
             status = "output_limit"
-        return {"result": result, "exited": exited, "status": status, "stdout": bytes(stdout[:cap]),
-                "stderr": bytes(stderr[-tail:])}
+        if broken:
+            status, result = "error", None
+        return {"result": _checked(result), "exited": exited, "status": status, "stdout": bytes(stdout[:cap]),
+                "stderr": bytes(stderr[-tail:]) + broken.encode()}
 
     def _run(self, msg: dict) -> dict:
         t0 = time.perf_counter()
         code = msg["code"]
         self._timeout = float(msg.get("timeout_s") or self.limits["timeout_s"])
         sid = msg.get("session")
-        sess, reset, child = None, False, None
-        if sid is None:
-            child = self._start_stateless(code)
-        else:
-            sess = self.sessions.get(sid) or self._open_session(sid)
-            self.sessions.move_to_end(sid)
-            reset, sess.lost = sess.lost, False
-            if sess.holder:
-                child = self._start_in_holder(sess, code)
+        sess, reset, child, note = None, False, None, ""
+        try:
+            if sid is None:
+                child = self._start_stateless(code)
+            else:
+                sess = self.sessions.get(sid) or self._open_session(sid)
+                self.sessions.move_to_end(sid)
+                reset, sess.lost = sess.lost, False
+                for attempt in range(2):
+                    if sess.box is None:
+                        box = self._fork_box(sess.slot, sess, None)  # its blocks get their own pipes
+                        _close(box.out_r, box.err_r, box.res_r, box.pidfd)
+                    child = self._start_in_holder(sess, code)
+                    if child is not None:
+                        break
+                    reset = reset or sess.holder is not None  # state held by a block is gone
+                    self._reset_box(sess)
                 if child is None:
-                    sess.holder, reset = None, True  # the holder is gone (killed by its own block)
-                    self._kill_strays()
-            if child is None:
-                child = self._fork(sess.slot, sess.workdir, sess, code)
-        w = self._watch(child, self._timeout, sess is not None)
-        res, status, note = w["result"], w["status"], ""
-        if status is None and res is not None:
-            status = res["status"]
-        elif status is None:
-            status, note = self._death_status(child.pid, child.direct)
-        survived = res is not None and not res.get("exiting") and not w["exited"] and w["status"] is None
-        if sess is not None and survived:
-            sess.holder = child.pid  # the block's process now holds the session's state
-            child.pid = 0
-        self._discard(child)
-        self._kill_strays()
-        if sess is None:
-            shutil.rmtree(child.workdir, ignore_errors=True)
+                    raise RunFailure("the session's box did not answer")
+            w = self._watch(child, self._timeout, sess is not None)
+            res, status = w["result"], w["status"]
+            if status is None and res is not None:
+                status = res["status"]
+            elif status is None:
+                status, note = self._death_status(child)
+            survived = res is not None and not res.get("exiting") and not w["exited"] and w["status"] is None
+            if sess is not None and survived:
+                sess.holder = child.pid  # the block's process now holds the session's state
+                child.pid = 0
+                _signal(sess.holder, signal.SIGSTOP)
+            self._discard(child)
+            self._kill_strays(sess)
+            if sess is None and child.workdir:
+                shutil.rmtree(child.workdir, ignore_errors=True)
+        except RunFailure as e:  # the run's (or its session's) failure, never the manager's
+            if child is not None:
+                self._discard(child)
+            if sess is not None:
+                self._reset_box(sess)
+                reset = True
+            w, status, note = {"stdout": b"", "stderr": b""}, "killed", f"\nsandbox: {e}"
+            self._kill_strays()
         return {
             "status": status, "stdout": w["stdout"].decode(errors="replace"),
             "stderr": w["stderr"].decode(errors="replace") + note, "duration_s": time.perf_counter() - t0,
-            "exec_s": (res or {}).get("exec_s", 0.0),
-            "peak_memory_mb": (res or {}).get("peak_memory_mb", 0.0), "isolation": self.isolation,
+            "exec_s": (w.get("result") or {}).get("exec_s", 0.0),
+            "peak_memory_mb": (w.get("result") or {}).get("peak_memory_mb", 0.0), "isolation": self.isolation,
             "session": sid, "session_reset": reset,
         }
 
     @staticmethod
-    def _death_status(pid: int, direct: bool) -> tuple[str, str]:
-        """Why a run's process ended without reporting: a signal (crash) or an exit code."""
-        if not direct:
+    def _death_status(child: Child) -> tuple[str, str]:
+        """Why a run's process ended without reporting: a signal (crash) or an exit code, as the box's
+        init saw it (a session block has no init of its own to ask)."""
+        raw = b""
+        if child.status_r is not None:
+            try:
+                os.set_blocking(child.status_r, False)
+                raw = os.read(child.status_r, 4)
+            except OSError:
+                pass
+        if len(raw) != 4:
             return "killed", "\nthe run's process ended without a result"
-        try:
-            _, st = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return "killed", "\nthe run's process ended without a result"
+        st = struct.unpack("!i", raw)[0]
         if os.WIFSIGNALED(st):
             sig = os.WTERMSIG(st)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -365,23 +510,26 @@ class Manager:
 
     # -- loop --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
-        if self.warm:
-            self._discard(self.warm)
-            self.warm = None
+        for w in self.warm:
+            self._discard(w)
+        self.warm = []
         for sid in list(self.sessions):
             self._close_session(sid)
-        self._kill_strays()
-        os._exit(0)
+        try:
+            self._kill_strays()
+        finally:
+            os._exit(0)
 
     def serve(self) -> None:
-        framing.send(self.sock, {"ready": True, "isolation": self.isolation, "preload": self.cfg["preload"]})
+        framing.send(self.sock, {"ready": True, "isolation": self.isolation, "mode": self.mode,
+                                 "preload": self.cfg["preload"]})
         handlers = {
             "run": self._run,
             "close_session": lambda m: (self._close_session(m["session"]), {"ok": True})[1],
             "ping": lambda m: {"ok": True, "sessions": len(self.sessions)},
         }
         while True:
-            if self.warm is None:
+            while len(self.warm) < WARM_BOXES:
                 self._spawn_warm()  # between requests, off the next run's critical path
             msg, _ = framing.recv(self.sock)
             if msg is None or msg.get("op") == "shutdown":
@@ -393,9 +541,52 @@ class Manager:
             framing.send(self.sock, reply)
 
 
+def _checked(res) -> dict | None:
+    """A run's result frame, as far as it can be trusted: a known status, finite numbers."""
+    if not isinstance(res, dict):
+        return None
+    out = {"status": res.get("status") if res.get("status") in STATUSES else "error",
+           "exiting": bool(res.get("exiting"))}
+    for k in ("exec_s", "peak_memory_mb"):
+        v = res.get(k)
+        out[k] = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
+    return out
+
+
+def _isolate(cfg: dict) -> str:
+    """Enter the strongest isolation there is (`isolation.enter_namespaces`), or return "process"
+    where the config allows weak isolation; otherwise raise _Refused with the reason (the client
+    raises it as SandboxError)."""
+    why = "process isolation was asked for (isolation='process')"
+    if cfg["isolation"] != "process":
+        try:
+            if cfg.get("user_namespace") and os.geteuid() == 0:  # give up the host's CAP_SYS_ADMIN first
+                isolation.drop_capabilities(only=isolation.CAP_SYS_ADMIN)
+            return isolation.enter_namespaces(cfg["uid_base"], MAX_SLOTS)
+        except OSError as e:
+            why = e.strerror or str(e)
+    if not cfg["allow_weak_isolation"]:
+        raise _Refused(f"sandbox refused to start: full isolation is not available ({why}); process isolation "
+                       f"is weak (no uid drop, no process limit, audit hooks that ctypes and subprocess walk "
+                       f"around). Allow it explicitly with allow_weak_isolation=True (the laptop configs do; "
+                       f"cluster and GPU configs must not)")
+    return "process"
+
+
+class _Refused(Exception):
+    pass
+
+
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     cfg = json.loads(sys.argv[2])
+    home = os.path.expanduser("~")  # before any namespace: in user-namespace mode it is hidden from runs
+    cfg["uid_base"] = 1_000_000 + (os.getpid() % 100_000) * MAX_SLOTS
+    try:
+        mode = _isolate(cfg)
+    except _Refused as e:
+        framing.send(sock, {"ready": False, "error": str(e)})
+        os._exit(2)
     for name in cfg["preload"]:
         importlib.import_module(name)
     if cfg.get("warmup"):
@@ -404,31 +595,23 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001  (a warm-up is an optimisation, never a failure)
             print(f"sandbox warm-up skipped: {type(e).__name__}: {e}", file=sys.stderr)
     gc.collect()
-    gc.freeze()  # keep the collector from dirtying the shared pages of every fork
-    want = cfg["isolation"]
-    use_ns = want != "process" and isolation.namespaces_possible()
-    uid_base = 1_000_000 + (os.getpid() % 100_000) * MAX_SLOTS
-    if use_ns:
-        try:
-            isolation.enter_namespaces()
-        except OSError:
-            if want == "namespaces":
-                raise
-            use_ns = False
-    elif want == "namespaces":
-        raise SystemExit("sandbox: namespaces need root on Linux")
-    if use_ns:
+    if mode != "process":
         pid = os.fork()
         if pid:  # outside the PID namespace: wait for its init, then go with it
             sock.close()
             _, st = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        isolation.setup_mounts(cfg["limits"]["tmpfs_mb"], isolation.interpreter_paths())
+        isolation.setup_mounts(cfg["limits"]["tmpfs_mb"], isolation.interpreter_paths(),
+                               hide=[home] if mode == "userns_1uid" else [])
     else:
+        print("sandbox: WEAK process isolation (allowed by allow_weak_isolation): runs share this user's "
+              "permissions, network and files outside the working folder; see the sandbox threat model",
+              file=sys.stderr)
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
+    gc.freeze()  # keep the collector from dirtying the shared pages of every fork
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    Manager(sock, cfg, use_ns, uid_base).serve()
+    Manager(sock, cfg, mode, cfg["uid_base"]).serve()
 
 
 if __name__ == "__main__":
