@@ -12,6 +12,10 @@ Two deployments and a pool of actors:
   forwarded to the engine, so <base>/v1 is an OpenAI-compatible server for the served model. It owns
   a `SandboxPool` (actors/sandbox_pool.py) that runs the candidates' code.
 
+Limits a client cannot lift: n (max_n), max_tokens of /v1/completions (max_tokens_limit, checked in
+the ingress before the engine sees the request), traces (only where allow_traces), and, when
+require_api_key_env names a variable, the API key on every route but /healthz (squigglray.serve_auth).
+
 Thin on purpose: the TIR loop and vote are `squigglray.solve.solve`, request validation is
 `squigglray.schemas.solve.SolveRequest`, the completions surface is `squigglray.engines.openai_api`.
 Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
@@ -30,17 +34,18 @@ import ray
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import serve
 from ray.util import metrics
 
 from actors.sandbox_pool import SandboxPool
 from squigglray.config import build_config
 from squigglray.engines import Completion, Engine, EngineConfig, SamplingParams
-from squigglray.engines.openai_api import describe, error_body, models_body, respond
+from squigglray.engines.openai_api import CompletionRequest, describe, error_body, models_body, respond
 from squigglray.paths import default_root
 from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
 from squigglray.schemas.solve import SolveOptions, SolveRequest
+from squigglray.serve_auth import ApiKeyArgs, BearerAuth, read_api_key
 from squigglray.solve import solve as solve_problem
 from squigglray.solve.sandbox import Limits
 
@@ -55,8 +60,9 @@ CANDIDATE_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 SHARE_BOUNDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0]
 
 
-class SolverAppArgs(BaseModel):
-    """`args:` of the application (YAML, or `serve run serve_apps.solver:app_builder key=value ...`)."""
+class SolverAppArgs(ApiKeyArgs):
+    """`args:` of the application (YAML, or `serve run serve_apps.solver:app_builder key=value ...`);
+    `require_api_key_env` (the key clients must send) comes from squigglray.serve_auth.ApiKeyArgs."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,7 +70,9 @@ class SolverAppArgs(BaseModel):
     model: str = Field("tiny", description="preset (through data_dir), checkpoint folder, hub id, or served name")
     backend: Literal["hf", "openai", "vllm"] = "hf"
     base_url: Optional[str] = Field(None, description="openai backend: e.g. http://127.0.0.1:8000/llm/v1")
-    api_key_env: Optional[str] = None
+    api_key_env: Optional[str] = Field(None, description="openai backend: name of the environment variable holding "
+                                                         "the upstream server's key (sent to base_url); not the key "
+                                                         "clients of this app send (require_api_key_env)")
     served_model_name: Optional[str] = Field(None, description="name on /v1/models (default: model)")
     device: str = "auto"
     dtype: Optional[str] = None
@@ -83,6 +91,12 @@ class SolverAppArgs(BaseModel):
     ingress_max_ongoing_requests: int = Field(16, ge=1)
     defaults: SolveOptions = Field(default_factory=SolveOptions, description="server-side SolveOptions")
     max_n: int = Field(64, ge=1, le=1024, description="largest n a request may ask for")
+    max_tokens_limit: int = Field(4096, ge=1, description="largest max_tokens a POST /v1/completions request may ask "
+                                  "for (400 above it, before the engine sees the request); also caps "
+                                  "defaults.max_tokens_per_round, which a /solve request cannot set")
+    allow_traces: bool = Field(False, description="POST /solve may return the candidates' traces (\"traces\": true: "
+                               "the model's whole text, its code and the sandbox's output); when false such a "
+                               "request gets 400")
     max_body_bytes: int = Field(64 * 1024, ge=256, description="POST /solve body limit (413 above it)")
     max_completion_body_bytes: int = Field(8 << 20, ge=256, description="POST /v1/completions body limit")
     solve_timeout_s: float = Field(600, gt=0, description="wall-clock limit of one /solve (504 after it)")
@@ -91,7 +105,10 @@ class SolverAppArgs(BaseModel):
     sandbox_workers: int = Field(1, ge=1)
     sandbox_num_cpus: float = Field(0.25, ge=0)
     sandbox_max_in_flight: int = Field(2, ge=1)
-    sandbox_isolation: Literal["auto", "namespaces", "process"] = "auto"
+    sandbox_isolation: Literal["auto", "process"] = "auto"
+    sandbox_allow_weak_isolation: bool = Field(False, description="where no namespaces exist, run the sandbox in weak "
+                                               "process mode instead of refusing to start (laptop only; see "
+                                               "docs/sandbox.md)")
     sandbox_nodes: bool = Field(False, description="sandbox actors only on CPU sandbox nodes (resource 'sandbox')")
     sandbox_limits: dict[str, Any] = Field(default_factory=dict, description="squigglray.solve.sandbox.Limits fields")
 
@@ -114,6 +131,9 @@ class SolverAppArgs(BaseModel):
     def _consistent(self) -> "SolverAppArgs":
         if self.defaults.n > self.max_n:
             raise ValueError(f"defaults.n={self.defaults.n} is above max_n={self.max_n}")
+        if self.defaults.max_tokens_per_round > self.max_tokens_limit:
+            raise ValueError(f"defaults.max_tokens_per_round={self.defaults.max_tokens_per_round} is above "
+                             f"max_tokens_limit={self.max_tokens_limit}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/llm/v1)")
         self.engine_placement()
@@ -243,6 +263,7 @@ class HandleEngine(Engine):
 # the ingress
 
 api = FastAPI(title="squigglray solver", description="Tool-integrated best-of-N math solver (Ray Serve).")
+api.add_middleware(BearerAuth, key=lambda: serve.get_replica_context().servable_object.api_key)
 
 
 @serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.25})
@@ -250,11 +271,13 @@ api = FastAPI(title="squigglray solver", description="Tool-integrated best-of-N 
 class SolverIngress:
     def __init__(self, engine, args: dict):
         self.args = SolverAppArgs.model_validate(args)
+        self.api_key = read_api_key(self.args.require_api_key_env)  # before anything starts: unset fails here
         self.engine_handle = engine
         self.engine = HandleEngine(engine, self.args.served_name)
         self.pool = SandboxPool(size=self.args.sandbox_workers, limits=Limits(**self.args.sandbox_limits),
-                                isolation=self.args.sandbox_isolation, num_cpus=self.args.sandbox_num_cpus,
-                                max_in_flight=self.args.sandbox_max_in_flight, sandbox_nodes=self.args.sandbox_nodes)
+                                num_cpus=self.args.sandbox_num_cpus, max_in_flight=self.args.sandbox_max_in_flight,
+                                sandbox_nodes=self.args.sandbox_nodes, isolation=self.args.sandbox_isolation,
+                                allow_weak_isolation=self.args.sandbox_allow_weak_isolation)
         self._equivalence = None
         self.requests = metrics.Counter("squigglray_solve_requests", "POST /solve by HTTP status",
                                         tag_keys=("status",))
@@ -300,8 +323,10 @@ class SolverIngress:
             return error(503, f"sandbox pool not ready: {e.__class__.__name__}: {e}", "unavailable")
         if not all(w["alive"] for w in workers):
             return error(503, "a sandbox worker's zygote is down", "unavailable")
-        return {"status": "ok", **info, "sandbox": {"workers": len(workers), "isolation": workers[0]["isolation"]},
-                "defaults": self.args.defaults.model_dump(), "max_n": self.args.max_n}
+        return {"status": "ok", **info, "sandbox": {"workers": len(workers), "mode": workers[0]["mode"],
+                                                  "isolation": workers[0]["isolation"]},
+                "defaults": self.args.defaults.model_dump(), "max_n": self.args.max_n,
+                "max_tokens_limit": self.args.max_tokens_limit, "allow_traces": self.args.allow_traces}
 
     @api.post("/solve")
     async def solve(self, request: Request):
@@ -318,6 +343,9 @@ class SolverIngress:
         except ValidationError as e:
             message, param = describe(e)
             return self._done(error(422, message, param=param))
+        if req.traces and not self.args.allow_traces:
+            return self._done(error(400, "traces: this server does not return traces (its allow_traces is false); "
+                                         "leave traces out", param="traces"))
         opts = req.options(self.args.defaults)
         if opts.n > self.args.max_n:
             return self._done(error(422, f"n: {opts.n} is above this server's limit of {self.args.max_n} candidates",
@@ -348,9 +376,18 @@ class SolverIngress:
 
     @api.post("/v1/completions")
     async def completions(self, request: Request):
+        """OpenAI's completion body; max_tokens above max_tokens_limit is a 400 before the engine sees it."""
         data, bad = await read_json(request, self.args.max_completion_body_bytes)
         if bad is not None:
             return bad
+        try:
+            req = CompletionRequest.model_validate(data)
+        except ValidationError as e:
+            message, param = describe(e)
+            return error(400, message, param=param)
+        if req.max_tokens > self.args.max_tokens_limit:
+            return error(400, f"max_tokens: {req.max_tokens} is above this server's limit of "
+                              f"{self.args.max_tokens_limit} tokens (max_tokens_limit)", param="max_tokens")
         status, payload = await self.engine_handle.completions.remote(data)
         return JSONResponse(payload, status_code=status)
 

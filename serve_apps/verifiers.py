@@ -20,6 +20,10 @@ One deployment, `VerifierService` (FastAPI ingress), owning a `squigglray.verify
 - POST /tools/{op}          the op's args (+ optional "timeout_s"); GET /tools lists the ops
 - GET /healthz              status, tool stats (calls, cache hits/misses, timeouts, worker restarts), replica
 
+With `require_api_key_env` naming an environment variable, every route but /healthz needs
+`Authorization: Bearer <key>` (401 otherwise; squigglray.serve_auth). Handle calls are not HTTP and
+need no key.
+
 "answer" mode is math-verify (`answer_equivalent`: `\\boxed{1,234}` = `1234`), "expression" mode is
 SymPy (`equivalent`: `(x+1)**2` = `x**2+2*x+1`). Every single call goes through one `@serve.batch`
 method: calls arriving together run as one `ToolBox.call_many` (identical calls deduplicated,
@@ -28,9 +32,9 @@ spread over the workers) in a thread, so the event loop keeps serving. Deploymen
 
 Status codes (the body is always JSON, the error in OpenAI's shape {"error": {"message", "type",
 "param", "code"}} plus the ToolResult fields where a tool ran): 400 malformed JSON / missing field /
-wrong type, 404 unknown op, 413 body or expression too large, 422 unparseable input or another tool
-error, 429 over the per-request call budget, 504 the tool passed its deadline (its worker is killed
-and replaced; the replica keeps serving).
+wrong type, 401 no or wrong API key (where one is required), 404 unknown op, 413 body or expression
+too large, 422 unparseable input or another tool error, 429 over the per-request call budget, 504
+the tool passed its deadline (its worker is killed and replaced; the replica keeps serving).
 
 Thin on purpose: parsing, canonicalization, caching, deadlines and the tools themselves are
 `squigglray.verify`.
@@ -53,6 +57,7 @@ from ray.util import metrics
 from serve_apps.solver import error, read_json
 from squigglray.config import build_config
 from squigglray.engines.openai_api import describe, error_body
+from squigglray.serve_auth import ApiKeyArgs, BearerAuth, read_api_key
 from squigglray.verify.cache import MemoCache
 from squigglray.verify.result import ToolResult
 from squigglray.verify.tools import Budget, ToolBox
@@ -69,8 +74,9 @@ EQUIVALENCE_OPS = {"answer": "answer_equivalent", "expression": "equivalent"}
 Z3_OPS = {"prove": "z3_prove", "satisfiable": "z3_satisfiable", "counterexample": "z3_counterexample"}
 
 
-class VerifierAppArgs(BaseModel):
-    """`args:` of the application (YAML, or `serve run serve_apps.verifiers:app_builder key=value ...`)."""
+class VerifierAppArgs(ApiKeyArgs):
+    """`args:` of the application (YAML, or `serve run serve_apps.verifiers:app_builder key=value ...`);
+    `require_api_key_env` (the key clients must send) comes from squigglray.serve_auth.ApiKeyArgs."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -199,6 +205,7 @@ def _verdict(r: ToolResult) -> Optional[bool]:
 # the deployment
 
 api = FastAPI(title="squigglray verifiers", description="SymPy / Z3 / math-verify tool verifiers (Ray Serve).")
+api.add_middleware(BearerAuth, key=lambda: serve.get_replica_context().servable_object.api_key)
 
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
@@ -206,6 +213,7 @@ api = FastAPI(title="squigglray verifiers", description="SymPy / Z3 / math-verif
 class VerifierService:
     def __init__(self, args: dict):
         self.args = a = VerifierAppArgs.model_validate(args)
+        self.api_key = read_api_key(a.require_api_key_env)  # before the workers start: unset fails here
         cache = MemoCache(max_items=a.cache_items, path=a.resolved_cache_path()) if a.cache else None
         self.toolbox = ToolBox(timeout_s=a.timeout_s, cache=cache, max_expr_chars=a.max_expr_chars,
                                workers=a.workers, startup_timeout_s=a.startup_timeout_s, use_cache=a.cache)

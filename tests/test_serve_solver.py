@@ -1,10 +1,12 @@
 """The solver served by Ray Serve, over real HTTP on 127.0.0.1: /solve, /healthz, the OpenAI-compatible
-/v1 routes, bad input, concurrency, and the Serve config files."""
+/v1 routes, bad input, concurrency, the limits a client cannot lift (max_tokens, traces, the API key),
+and the Serve config files."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,16 +28,27 @@ APP_ARGS = {
     "sandbox_num_cpus": 0.25, "max_n": 8, "max_body_bytes": 4096, "defaults": DEFAULTS,
 }
 PROBLEM = sample("arithmetic", 1, seed=5)[0].problem
+KEY_ENV, KEY = "SQUIGGLRAY_TEST_API_KEY", secrets.token_urlsafe(16)  # the locked app's API key
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
+
+def wait_healthy(base: str, deadline_s: float = 90) -> None:
+    """/healthz (open even where a key is required) answers 200: the sandbox actor may still be
+    starting after the replicas are up."""
+    deadline = time.time() + deadline_s
+    while True:
+        r = requests.get(f"{base}/healthz", timeout=70)
+        if r.status_code == 200:
+            return
+        assert time.time() < deadline, f"/healthz never became ready: {r.status_code} {r.text}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
-def url(ray_session, solver_store, tmp_path_factory):
-    """The app as `squigglray serve` deploys it: serve_apps/solver.yaml (its replicas' CPUs lowered to
-    fit the tests' 2-CPU Ray) plus overrides (APP_ARGS), through the composition root, on a free port."""
-    from ray import serve
-
-    from squigglray.jobs.serve_solver import default_config_path, serve_solver
+def solver_config(solver_store, tmp_path_factory) -> tuple[str, dict]:
+    """serve_apps/solver.yaml (its replicas' CPUs lowered to fit the tests' 2-CPU Ray) and the overrides
+    (APP_ARGS, flattened) on a free port: the arguments of serve_solver / load_deploy_config."""
+    from squigglray.jobs.serve_solver import default_config_path
 
     raw = yaml.safe_load(default_config_path().read_text())
     for d in raw["applications"][0]["deployments"]:
@@ -44,23 +57,54 @@ def url(ray_session, solver_store, tmp_path_factory):
     config.write_text(yaml.safe_dump(raw))
     overrides = {**APP_ARGS, "data_dir": solver_store.uri, "port": free_port()}
     overrides.update({f"defaults.{k}": v for k, v in overrides.pop("defaults").items()})
+    return str(config), overrides
+
+
+@pytest.fixture(scope="module")
+def url(ray_session, solver_config):
+    """The app as `squigglray serve` deploys it: solver_config through the composition root."""
+    from ray import serve
+
+    from squigglray.jobs.serve_solver import serve_solver
+
+    config, overrides = solver_config
     try:
-        base = serve_solver(str(config), blocking=False, overrides=overrides, log=lambda *_: None)
-        deadline = time.time() + 90
-        while True:  # the sandbox actor may still be starting after the replicas are up
-            r = requests.get(f"{base}/healthz", timeout=70)
-            if r.status_code == 200:
-                break
-            assert time.time() < deadline, f"/healthz never became ready: {r.status_code} {r.text}"
-            time.sleep(0.5)
+        base = serve_solver(config, blocking=False, overrides=overrides, log=lambda *_: None)
+        wait_healthy(base)
         yield base
     finally:
         serve.shutdown()
 
 
-def post(url: str, body, timeout: float = 120) -> requests.Response:
+@pytest.fixture(scope="module")
+def locked_url(url, solver_config):
+    """A second solver app beside `url`'s, at /locked: the same config, but clients need the API key
+    (in KEY_ENV, which the application's runtime_env sets in its replicas) and traces are not allowed.
+    `url`'s app is re-applied unchanged with it, so Serve leaves it running."""
+    from squigglray.jobs.serve_deploy import deploy
+    from squigglray.jobs.serve_solver import SOLVER_IMPORT_PATH, load_deploy_config
+
+    config = load_deploy_config(*solver_config)
+    [app] = config.applications
+    locked = app.model_copy(update={
+        "name": "solver-locked", "route_prefix": "/locked", "runtime_env": {"env_vars": {KEY_ENV: KEY}},
+        "args": {**app.args, "require_api_key_env": KEY_ENV, "allow_traces": False}})
+    deploy(config.model_copy(update={"applications": [app, locked]}), SOLVER_IMPORT_PATH, "solver",
+           lambda _: "", blocking=False, timeout_s=300, log=lambda *_: None)
+    wait_healthy(f"{url}/locked")
+    return f"{url}/locked"
+
+
+@pytest.fixture(scope="module")
+def openai_module():
+    return pytest.importorskip("openai", reason="the official OpenAI client (pip install openai) shows the /v1 "
+                                                "errors as OpenAI clients see them")
+
+
+def post(url: str, body, timeout: float = 120, headers: dict | None = None) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout)
+    return requests.post(url, data=data, headers={"Content-Type": "application/json", **(headers or {})},
+                         timeout=timeout)
 
 
 def test_healthz(url):
@@ -69,6 +113,7 @@ def test_healthz(url):
     data = r.json()
     assert data["status"] == "ok" and data["model"] == "nano" and data["backend"] == "hf"
     assert data["sandbox"]["workers"] == 1 and data["max_n"] == 8
+    assert data["sandbox"]["mode"] in ("root", "userns", "userns_1uid")  # CI can isolate: never weak here
 
 
 def test_solve_returns_answer_votes_and_timings(url):
@@ -180,6 +225,61 @@ def test_v1_completions_bad_requests(url, body, status, needle):
     assert r.status_code == status and needle in r.json()["error"]["message"]
 
 
+def test_max_tokens_above_the_limit_is_400_before_the_engine(url, openai_module):
+    """max_tokens_limit (the file's) is checked in the ingress, so the engine never sees the request:
+    for a model it does not serve the engine would answer 404, and the 400 comes back instead."""
+    openai = openai_module
+    limit = requests.get(f"{url}/healthz", timeout=70).json()["max_tokens_limit"]
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+    for model, max_tokens in (("nano", limit + 1), ("not-served", 10**9)):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model=model, prompt=PROBLEM, max_tokens=max_tokens)
+        assert e.value.param == "max_tokens", e.value.body
+        assert (f"max_tokens: {max_tokens} is above this server's limit of {limit} tokens (max_tokens_limit)"
+                in e.value.body["message"])
+    assert client.completions.create(model="nano", prompt=PROBLEM, max_tokens=4).usage.completion_tokens <= 4
+
+
+def test_the_api_key_guards_every_route_but_healthz(locked_url):
+    body = json.dumps({"problem": PROBLEM, "n": 1}).encode()
+    for method, path in (("POST", "/solve"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
+                         ("GET", "/openapi.json")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
+                        {"Authorization": f"Basic {KEY}"}):
+            r = requests.request(method, f"{locked_url}{path}", data=body if method == "POST" else None,
+                                 headers=headers, timeout=30)
+            assert r.status_code == 401, (method, path, headers, r.text)
+            error = r.json()["error"]
+            assert error["type"] == "authentication_error" and "Authorization: Bearer <key>" in error["message"]
+    health = requests.get(f"{locked_url}/healthz", timeout=70)
+    assert health.status_code == 200 and health.json()["allow_traces"] is False
+
+
+def test_the_openai_client_needs_the_key(locked_url, openai_module):
+    openai = openai_module
+    wrong = openai.OpenAI(base_url=f"{locked_url}/v1", api_key="wrong", max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError) as e:
+        wrong.completions.create(model="nano", prompt=PROBLEM, max_tokens=4)
+    assert e.value.status_code == 401 and "invalid API key" in e.value.body["message"]
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    right = openai.OpenAI(base_url=f"{locked_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    done = right.completions.create(model="nano", prompt=PROBLEM, max_tokens=4, temperature=0)
+    assert len(done.choices) == 1 and 1 <= done.usage.completion_tokens <= 4
+    assert [m.id for m in right.models.list()] == ["nano"]
+
+
+def test_traces_are_refused_where_not_allowed(locked_url):
+    """The locked app's allow_traces is false: asking for traces is a 400 naming the flag (`url`'s app,
+    from solver.yaml, allows them: test_traces_when_asked_match_an_in_process_solve_over_v1)."""
+    r = post(f"{locked_url}/solve", {"problem": PROBLEM, "n": 1, "rounds": 1, "traces": True}, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "traces" and "allow_traces is false" in r.json()["error"]["message"]
+    r = post(f"{locked_url}/solve", {"problem": PROBLEM, "n": 1, "rounds": 1}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["n_candidates"] == 1 and r.json()["candidates"] == []
+
+
 def test_solver_metrics_reach_prometheus(url):
     """The replicas' metrics, scraped from the session node's Prometheus endpoint after a solve: one
     candidates and (when there is an answer) one vote-share observation per successful /solve, and the
@@ -228,10 +328,16 @@ def test_config_files_are_valid_serve_configs(name):
     built = solver.app_builder(app.args)  # the args validate; binds only, loads nothing
     assert built is not None
     assert {d.name for d in app.deployments} == {solver.ENGINE_DEPLOYMENT, solver.INGRESS_DEPLOYMENT}
+    assert {"max_tokens_limit", "allow_traces", "require_api_key_env"} <= set(app.args)  # shipped explicitly
     if name == "solver_gpu.yaml":
         engine = next(d for d in app.deployments if d.name == solver.ENGINE_DEPLOYMENT)
         assert engine.ray_actor_options.num_gpus == 1 and app.args["backend"] == "vllm"
         assert app.args["defaults"]["prompt"] == "tir"
+        assert config.http_options.host == "0.0.0.0"  # so: a key, and no traces
+        assert app.args["require_api_key_env"] == "SQUIGGLRAY_API_KEY" and app.args["allow_traces"] is False
+        assert app.args["sandbox_allow_weak_isolation"] is False  # full isolation or no start, never weak
+    else:
+        assert config.http_options.host == "127.0.0.1" and app.args["require_api_key_env"] is None
 
 
 def test_app_builder_names_bad_args():
@@ -247,6 +353,10 @@ def test_app_builder_names_bad_args():
         app_builder({"backend": "openai", "model": "m"})
     with pytest.raises(ConfigError, match="sandbox_limits"):
         app_builder({"sandbox_limits": {"cpu": 3}})
+    with pytest.raises(ConfigError, match="defaults.max_tokens_per_round=256 is above max_tokens_limit=100"):
+        app_builder({"max_tokens_limit": 100})
+    with pytest.raises(ConfigError, match="require_api_key_env: .*NAME of an environment variable"):
+        app_builder({"require_api_key_env": "sk-the-key-itself"})
 
 
 def test_deploy_config_overrides(solver_store, tmp_path):
@@ -278,4 +388,5 @@ def test_the_deployment_is_the_config_file_plus_overrides(url):
     assert health["defaults"]["n"] == DEFAULTS["n"] != file_args["defaults"]["n"]
     assert health["defaults"]["prompt"] == file_args["defaults"]["prompt"]  # only the file says it
     assert health["defaults"]["mode"] == file_args["defaults"]["mode"]
+    assert health["max_tokens_limit"] == file_args["max_tokens_limit"] and health["allow_traces"] is True
 

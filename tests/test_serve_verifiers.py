@@ -1,11 +1,12 @@
 """The tool verifiers served by Ray Serve, over real HTTP on 127.0.0.1: equivalence (answer and
 expression mode, batches of pairs), Z3, the generic /tools routes, status codes for bad input,
 deadlines (504, the replica keeps serving), the memo cache, concurrency, the deployment-handle
-client, and the Serve config file."""
+client, the API key (required by the module's app: every request sends it), and the Serve config file."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,22 +23,35 @@ APP_ARGS = {"num_cpus": 0.25, "workers": 2, "timeout_s": 5.0, "max_timeout_s": 1
             "max_body_bytes": 4096, "max_calls_per_request": 8, "max_batch_size": 16, "batch_wait_timeout_s": 0.005}
 # SymPy grinds on this for far longer than any deadline here (a degree-300 bivariate factorization)
 HANGING = {"expr": "(x + y + 1)**300 - 1"}
-
+KEY_ENV, KEY = "SQUIGGLRAY_TEST_API_KEY", secrets.token_urlsafe(16)
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def url(ray_session):
-    """The app as `squigglray serve-verifiers` deploys it: serve_apps/verifiers.yaml plus overrides
-    (APP_ARGS), through the composition root, on a free port."""
+def verifiers_config(tmp_path_factory) -> tuple[str, dict]:
+    """serve_apps/verifiers.yaml with a runtime_env that puts the API key in KEY_ENV in the replicas,
+    and the overrides: APP_ARGS, require_api_key_env naming KEY_ENV, a free port."""
+    from squigglray.jobs.serve_verifiers import default_config_path
+
+    raw = yaml.safe_load(default_config_path().read_text())
+    raw["applications"][0]["runtime_env"] = {"env_vars": {KEY_ENV: KEY}}
+    config = tmp_path_factory.mktemp("verifiers-config") / "verifiers.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return str(config), {**APP_ARGS, "require_api_key_env": KEY_ENV, "port": free_port()}
+
+
+@pytest.fixture(scope="module")
+def url(ray_session, verifiers_config):
+    """The app as `squigglray serve-verifiers` deploys it: verifiers_config through the composition root."""
     from ray import serve
 
-    from squigglray.jobs.serve_verifiers import default_config_path, serve_verifiers
+    from squigglray.jobs.serve_verifiers import serve_verifiers
 
+    config, overrides = verifiers_config
     try:
-        base = serve_verifiers(str(default_config_path()), blocking=False, log=lambda *_: None,
-                               overrides={**APP_ARGS, "port": free_port()})
+        base = serve_verifiers(config, blocking=False, log=lambda *_: None, overrides=overrides)
         deadline = time.time() + 60
-        while True:
+        while True:  # /healthz is open without the key
             r = requests.get(f"{base}/healthz", timeout=30)
             if r.status_code == 200:
                 break
@@ -48,9 +62,9 @@ def url(ray_session):
         serve.shutdown()
 
 
-def post(url: str, body, timeout: float = 60) -> requests.Response:
+def post(url: str, body, timeout: float = 60, headers: dict = AUTH) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout)
+    return requests.post(url, data=data, headers={"Content-Type": "application/json", **headers}, timeout=timeout)
 
 
 # -- good input ---------------------------------------------------------------------------------
@@ -123,7 +137,7 @@ def test_tools(url, op, args, check):
 
 
 def test_list_tools_and_healthz(url):
-    ops = requests.get(f"{url}/tools", timeout=30).json()["ops"]
+    ops = requests.get(f"{url}/tools", headers=AUTH, timeout=30).json()["ops"]
     assert {"simplify", "answer_equivalent", "equivalent", "z3_prove", "z3_counterexample"} <= set(ops)
     assert all(isinstance(doc, str) and doc for doc in ops.values())
     health = requests.get(f"{url}/healthz", timeout=30).json()
@@ -157,6 +171,48 @@ def test_bad_requests(url, path, body, status, needle):
     assert r.status_code == status, r.text
     data = r.json()
     assert data["error"]["code"] == status and needle in data["error"]["message"], data
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
+                                     {"Authorization": f"Basic {KEY}"}])
+def test_every_route_but_healthz_needs_the_key(url, headers):
+    for path, body in (("/verify/equivalence", {"a": "1", "b": "1"}), ("/verify/z3", {"op": "prove", "claim": "x > 0"}),
+                       ("/tools/simplify", {"expr": "x"}), ("/tools", None), ("/docs", None)):
+        if body is None:
+            r = requests.get(f"{url}{path}", headers=headers, timeout=30)
+        else:
+            r = post(f"{url}{path}", body, headers=headers)
+        assert r.status_code == 401, (path, r.text)
+        error = r.json()["error"]
+        assert error["code"] == 401 and error["type"] == "authentication_error", error
+        assert "Authorization: Bearer <key>" in error["message"] and KEY not in r.text
+    assert requests.get(f"{url}/healthz", headers=headers, timeout=30).status_code == 200
+
+
+def test_a_key_variable_not_set_in_the_replica_fails_the_deployment_at_start(url, verifiers_config):
+    """A second app naming a variable no replica has: its replicas fail in their constructor, Serve
+    gives up on it (DEPLOY_FAILED; the deployment's status carries the replica's message), and the
+    module's app, re-applied unchanged beside it, keeps serving."""
+    from ray import serve
+
+    from serve_apps.verifiers import DEPLOYMENT
+    from squigglray.jobs.serve_deploy import deploy
+    from squigglray.jobs.serve_verifiers import VERIFIERS_IMPORT_PATH, load_deploy_config
+
+    config = load_deploy_config(*verifiers_config)
+    [app] = config.applications
+    unset = app.model_copy(update={"name": "verifiers-unset", "route_prefix": "/unset", "runtime_env": {},
+                                   "args": {**app.args, "require_api_key_env": "SQUIGGLRAY_TEST_UNSET_KEY"}})
+    try:
+        with pytest.raises(RuntimeError, match="'verifiers-unset' is .*DEPLOY_FAILED"):
+            deploy(config.model_copy(update={"applications": [app, unset]}), VERIFIERS_IMPORT_PATH, APP,
+                   lambda _: "", blocking=False, timeout_s=120, log=lambda *_: None)
+        message = serve.status().applications["verifiers-unset"].deployments[DEPLOYMENT].message
+    finally:
+        serve.delete("verifiers-unset")
+    assert ("require_api_key_env names the environment variable 'SQUIGGLRAY_TEST_UNSET_KEY', which is not set"
+            in message), message
+    assert post(f"{url}/tools/expand", {"expr": "(x + 1)**2"}).status_code == 200
 
 
 def test_pairs_over_the_call_budget_is_429_with_the_results_so_far(url):
@@ -291,6 +347,8 @@ def test_app_builder_names_bad_args():
         app_builder({"min_replicas": 3})
     with pytest.raises(ConfigError, match="no_such_field"):
         app_builder({"no_such_field": 1})
+    with pytest.raises(ConfigError, match="require_api_key_env: .*NAME of an environment variable"):
+        app_builder({"require_api_key_env": "sk-the-key-itself"})
 
 
 def test_deploy_config_overrides(tmp_path):

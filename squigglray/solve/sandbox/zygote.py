@@ -289,8 +289,8 @@ class Manager:
         if sess.sock:
             sess.sock.close()
             sess.sock = None
-        self._close_box(sess.box)
-        sess.box, sess.holder = None, None
+        self._close_box(sess.box, sess.workdir)
+        sess.box, sess.holder, sess.workdir = None, None, None
         self._kill_strays()
 
     # -- runs --------------------------------------------------------------------------------
