@@ -110,7 +110,7 @@ def test_an_unprivileged_uid_gets_full_isolation_or_a_refusal(spare_home):
     assert out["mode"] == "userns_1uid"
     assert {"user_namespace", "pid_namespace", "network_namespace", "box_per_run", "hidden_home",
             "no_capabilities"} <= set(out["isolation"])
-    assert out["uid"][1] == "2" and out["capabilities"] == "0000000000000000\n"
+    assert out["uid"][1] == "1" and out["capabilities"] == "0000000000000000\n"
     assert "left" not in out["next_run_sees"], out["next_run_sees"]
     assert out["other_session_sees"] == "False\n" and out["own_session_sees"] == "True 1\n"
     assert out["home"] == "error"  # the home directory (the caller's credentials) is hidden

@@ -29,6 +29,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _libc.capget.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 CAP_SYS_ADMIN = 21
 _CAP_V3 = 0x20080522
 
@@ -126,11 +127,22 @@ def _mapped_user_namespace(uid_base: int, slots: int) -> None:
         raise OSError(1, "the uid map of the new user namespace could not be written")
 
 
+def new_pid_namespace_for_next_child() -> None:
+    """The next fork of this process becomes PID 1 of a new PID namespace (undo with
+    `restore_pid_namespace`: the kernel allows this only while children go to our own namespace)."""
+    unshare(CLONE_NEWPID)
+
+
+def restore_pid_namespace(own_ns_fd: int) -> None:
+    """Children go to this process's own PID namespace again (`own_ns_fd`: /proc/self/ns/pid)."""
+    _check(_libc.setns(own_ns_fd, CLONE_NEWPID), "setns")
+
+
 def enter_box() -> None:
-    """A box for one run or one session: fresh mount, IPC, network and (for the next child, its
-    init) PID namespaces inside the zygote's. Nothing in it sees another box's files, processes,
-    sockets or IPC objects, and all of it dies with the box's init."""
-    unshare(BOX_FLAGS)
+    """As the new init of a box's PID namespace: fresh mount, IPC and network namespaces. Nothing in
+    the box sees another box's files, processes, sockets or IPC objects, and all of it dies with
+    this process."""
+    unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET)
 
 
 def setup_box(tmpfs_mb: int, owner: int | None) -> str:

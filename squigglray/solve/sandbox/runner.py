@@ -2,9 +2,9 @@
 result report; and, for sessions, the holder loop that forks each next block from the state the last
 one left.
 
-A box (one per stateless run, one per session) is ``C -> I -> R``: C (outside the box's PID namespace)
-only waits; I is the box's init (PID 1: it mounts the box's /proc and tmpfs, then reaps); R is the
-run, or for a session the pristine holder. A block runs in a fork of the session's holder. If it
+A box (one per stateless run, one per session) starts as PID 1 of a new PID namespace (`box`): a
+stateless run's code runs in that process itself (one fork per run); a session's box keeps it as a
+reaper and forks the pristine holder. A block runs in a fork of the session's holder. If it
 survives (ok or a Python exception, as in a notebook) it becomes the new holder; if it dies (timeout,
 crash, os._exit) the old holder stays, so the session's earlier state is never lost to a failed
 block. A block that leaves a thread running is not kept: nothing of a session may run between blocks
@@ -22,7 +22,6 @@ import os
 import resource
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -79,7 +78,7 @@ def run_block(code: str, g: dict, res_fd: int, session: bool = False) -> bool:
     """Execute one block in globals g and report {status, exiting, exec_s, peak_memory_mb} on res_fd.
     Returns whether this process may carry on as the session's holder: not when a thread the block
     started is still running (the block is then reported as an error and its state discarded)."""
-    t0 = time.perf_counter()
+    t0, owner = time.perf_counter(), os.getpid()
 
     def report(status: str, exiting: bool = False) -> None:
         _flush()
@@ -91,6 +90,8 @@ def run_block(code: str, g: dict, res_fd: int, session: bool = False) -> bool:
             pass
 
     def reporting_exit(code: int = 0) -> None:
+        if os.getpid() != owner:  # a process the block forked: its exit is not the block's result
+            _real_exit(code)
         print(f"os._exit({code}) called", file=sys.stderr)
         report("ok" if code == 0 else "error", exiting=True)
         _real_exit(code)
@@ -137,29 +138,26 @@ def _close_fds_except(keep: set[int]) -> None:
         last = fd
 
 
-def box_init(job: dict, stateless: bool) -> None:
-    """The box's init (I): set up the box's mounts (namespace modes), fork the run or the pristine
-    holder, then reap. For a stateless run, write the run's raw wait status on job["status_w"] and
-    exit when it ends: the kernel then kills whatever else is left in the box. A session's init
-    lives until the manager kills the box (or nothing is left in it). Never returns."""
+def box(job: dict, session: bool) -> None:
+    """The first process of a new box: PID 1 of its PID namespace. It makes the box (namespace modes:
+    its mount, IPC and network namespaces, /proc and tmpfs) and then runs the code itself (a
+    stateless run: when it exits the kernel kills whatever else is in the box), or, for a session,
+    forks the pristine holder and reaps until the manager kills the box. Never returns."""
     try:
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         if job["namespaces"]:
+            isolation.enter_box()
             job["workdir"] = isolation.setup_box(job["tmpfs_mb"], job.get("uid"))
-        else:
-            isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
-        pid = os.fork()
-        if pid == 0:
+        if not session:
             start_child(job)
-        status_w = job.get("status_w")
-        _close_fds_except({status_w} if status_w is not None else set())
+        isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # process mode: this is no namespace's init
+        if os.fork() == 0:
+            start_child(job)
+        _close_fds_except(set())
         while True:
             try:
-                done, st = os.waitpid(-1, 0)
+                os.waitpid(-1, 0)
             except ChildProcessError:
-                _real_exit(0)
-            if stateless and done == pid:
-                os.write(status_w, struct.pack("!i", st))
                 _real_exit(0)
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"sandbox box set-up failed: {type(e).__name__}: {e}\n".encode())

@@ -22,7 +22,6 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -53,7 +52,7 @@ class RunFailure(Exception):
 @dataclass
 class Session:
     slot: int
-    box: int | None = None  # pid of the box's outer process C (None: no box yet, or it was closed)
+    box: int | None = None  # pid of the box's init (None: no box yet, or it was closed)
     holder: int | None = None  # pid of the process holding the state (None: the box's pristine holder)
     sock: socket.socket | None = None
     workdir: str | None = None  # process mode only (namespace modes: the box's private /tmp/work)
@@ -70,7 +69,7 @@ class Child:
     err_r: int
     res_r: int
     code_w: int | None
-    status_r: int | None  # the box's init writes the run's raw wait status here (stateless runs)
+    direct: bool  # our own child (a stateless run: we can read its exit status), not a holder's
     workdir: str | None
 
 
@@ -163,20 +162,17 @@ class Manager:
         # RLIMIT_NPROC counts every process of a uid: only where runs have uids of their own
         self.nproc = self.limits["processes"] if mode in ("root", "userns") else None
         self.warm: list[Child] = []
+        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if self.ns else -1
         self._timeout = float(self.limits["timeout_s"])
 
     # -- processes ---------------------------------------------------------------------------
     def _keep(self) -> set[int]:
-        """Processes that outlive a run: the pre-forked boxes (whole), and per session its box's C and
-        init and the holder (or, before any block survived, the pristine holder)."""
-        keep: set[int] = set()
-        for w in self.warm:
-            keep |= {w.pid} | set(_descendants(w.pid))
+        """Processes that outlive a run: the pre-forked runs, and per session its box's init and the
+        holder (or, before any block survived, the pristine holder)."""
+        keep = {w.pid for w in self.warm}
         for s in self.sessions.values():
             if s.box:
-                inits = _children(s.box)
-                keep |= {s.box, *inits}
-                keep |= {s.holder} if s.holder else {p for i in inits for p in _children(i)}
+                keep |= {s.box} | ({s.holder} if s.holder else set(_children(s.box)))
         return keep
 
     def _kill_strays(self, sess: Session | None = None) -> None:
@@ -209,13 +205,13 @@ class Manager:
         return None if self.ns else tempfile.mkdtemp(prefix=f"squigglray-sbx-{slot}-")
 
     def _fork_box(self, slot: int, sess: Session | None, code: str | None) -> Child:
-        """Fork a box (C -> I -> R, see `runner`). Stateless: R runs `code`, or without code is
-        pre-forked, set up and waiting for it. Session: R is the pristine holder on a new channel."""
+        """Fork a box: PID 1 of a new PID namespace (`runner.box`). Stateless: it runs `code`, or
+        without code is pre-forked, set up and waiting for it. Session: it forks the pristine holder,
+        which waits on a new channel."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
         code_r, code_w = os.pipe() if sess is None and code is None else (None, None)
-        status_r, status_w = os.pipe() if sess is None else (None, None)
         child_end = None
         if sess is not None:
             if sess.sock:
@@ -224,7 +220,7 @@ class Manager:
         workdir = sess.workdir if sess is not None and sess.workdir else self._workdir(slot)
         job = {
             "code": code, "code_r": code_r, "workdir": workdir, "out_w": out_w, "err_w": err_w, "res_w": res_w,
-            "status_w": status_w, "sock_fd": child_end.fileno() if child_end else None,
+            "sock_fd": child_end.fileno() if child_end else None,
             "address_space": self.address_space, "cpu_s": int(self._timeout) + 2 if code is not None else 3600,
             "file_size": self.limits["file_size_mb"] * 2**20, "open_files": self.limits["open_files"],
             "processes": self.nproc, "uid": self._uid(slot),
@@ -232,30 +228,29 @@ class Manager:
         }
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # C: outside the box's PID namespace, it only waits for the box's init
+        if self.ns:
+            isolation.new_pid_namespace_for_next_child()
+        try:
+            pid = os.fork()
+        finally:
+            if self.ns and pid != 0:
+                isolation.restore_pid_namespace(self.own_pid_ns)
+        if pid == 0:
             try:
-                os.setsid()
-                if self.ns:
-                    isolation.enter_box()
-                init = os.fork()
-                if init == 0:
-                    runner.box_init(job, stateless=sess is None)
-                os.closerange(0, 1 << 16)
-                os.waitpid(init, 0)
+                runner.box(job, session=sess is not None)
             finally:
-                os._exit(0)
-        _close(out_w, err_w, res_w, code_r, status_w)
+                os._exit(71)
+        _close(out_w, err_w, res_w, code_r)
         if child_end:
             child_end.close()
         if sess is not None:
             sess.box, sess.holder, sess.workdir = pid, None, workdir
-        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, status_r, workdir)
+        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir)
 
     def _close_box(self, box: int | None, workdir: str | None = None) -> None:
-        """Kill a box: C and its init share a process group; the init's death takes every process in
-        the box's PID namespace with it (process mode: `_kill_strays` does that part)."""
-        _signal(box, signal.SIGKILL, group=True)
+        """Kill a box: its init's death takes every process in the box's PID namespace with it
+        (process mode: `_kill_strays` does that part)."""
+        _signal(box, signal.SIGKILL)
         if workdir and not self.ns:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -301,7 +296,7 @@ class Manager:
     def _start_stateless(self, code: str) -> Child:
         while self.warm:
             warm = self.warm.pop(0)
-            if not select.select([warm.pidfd, warm.status_r], [], [], 0)[0]:  # still set up and waiting
+            if not select.select([warm.pidfd], [], [], 0)[0]:  # still set up and waiting
                 try:
                     framing.write_fd(warm.code_w, {"code": code, "timeout_s": self._timeout})
                     os.close(warm.code_w)
@@ -331,10 +326,9 @@ class Manager:
             if len(fds) != 1:
                 raise RunFailure("the session's holder answered without a process")
             pid = _pidfd_pid(fds[0])
-            inits = _children(sess.box) if sess.box else []
-            if pid <= 0 or not any(_below(pid, i) for i in inits):
+            if pid <= 0 or not sess.box or not _below(pid, sess.box):
                 raise RunFailure("the session's holder answered with a process outside its box")
-            child = Child(pid, fds.pop(), out_r, err_r, res_r, None, None, sess.workdir)
+            child = Child(pid, fds.pop(), out_r, err_r, res_r, None, False, sess.workdir)
         except (OSError, ValueError, RunFailure):
             _close(out_r, err_r, res_r, *fds)
         finally:
@@ -358,7 +352,7 @@ class Manager:
             sock.setblocking(True)
 
     def _discard(self, child: Child) -> None:
-        _close(child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w, child.status_r)
+        _close(child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w)
         _signal(child.pid, signal.SIGKILL, group=True)
 
     def _watch(self, child: Child, timeout: float, session: bool) -> dict:
@@ -368,9 +362,7 @@ class Manager:
         for fd in (out_r, err_r, res_r):
             os.set_blocking(fd, False)
             poller.register(fd, select.POLLIN)
-        # A stateless run has ended when its box's init reports (the box's teardown goes on after).
-        ended = child.status_r if child.status_r is not None else pidfd
-        poller.register(ended, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
         poller.register(self.sock, select.POLLIN)
         stdout, stderr, reader = bytearray(), bytearray(), framing.FrameReader(RESULT_MAX_BYTES)
         result, exited, status, broken = None, False, None, ""
@@ -395,9 +387,9 @@ class Manager:
                 status = "timeout"
                 break
             for fd, _ev in poller.poll(max(1, int(remaining * 1000))):
-                if fd == ended:
+                if fd == pidfd:
                     exited = True
-                    poller.unregister(ended)
+                    poller.unregister(pidfd)
                 elif fd == self.sock.fileno():
                     self._shutdown()  # the client went away mid-run
                 else:
@@ -417,8 +409,9 @@ class Manager:
             if exited and result is None:  # a result may sit in the pipe behind the exit event
                 while result is None and not broken and (data := drain(res_r)):
                     feed(data)
-            # A stateless run is over when its box is gone; a session block when it reported.
-            if result is not None and (exited or (session and not result.get("exiting"))):
+            # A stateless run is over when it reported (its exit, as a box's init, waits for the box's
+            # teardown: not ours to wait for); a session block when it reported and stays as holder.
+            if result is not None and (exited or not session or not result.get("exiting")):
                 break
             if exited and result is None:
                 break
@@ -489,18 +482,14 @@ class Manager:
 
     @staticmethod
     def _death_status(child: Child) -> tuple[str, str]:
-        """Why a run's process ended without reporting: a signal (crash) or an exit code, as the box's
-        init saw it (a session block has no init of its own to ask)."""
-        raw = b""
-        if child.status_r is not None:
-            try:
-                os.set_blocking(child.status_r, False)
-                raw = os.read(child.status_r, 4)
-            except OSError:
-                pass
-        if len(raw) != 4:
+        """Why a run's process ended without reporting: a signal (crash) or an exit code (a session
+        block is a holder's child, not ours: its status is not ours to read)."""
+        if not child.direct:
             return "killed", "\nthe run's process ended without a result"
-        st = struct.unpack("!i", raw)[0]
+        try:
+            _, st = os.waitpid(child.pid, 0)
+        except ChildProcessError:
+            return "killed", "\nthe run's process ended without a result"
         if os.WIFSIGNALED(st):
             sig = os.WTERMSIG(st)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
