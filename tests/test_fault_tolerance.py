@@ -146,7 +146,7 @@ def test_http_solve_is_answered_when_a_sandbox_actor_is_killed(ray_session, slow
         serve.run(app_builder({
             "backend": "openai", "model": "slow-code", "base_url": slow_code_v1, "engine_num_cpus": 0.1,
             "ingress_num_cpus": 0.1, "sandbox_workers": 2, "sandbox_num_cpus": 0.25, "sandbox_max_in_flight": 2,
-            "sandbox_limits": {"timeout_s": 20},
+            "sandbox_limits": {"timeout_s": 20}, "allow_traces": True,  # the code runs are read from the traces
             "defaults": {"n": 4, "rounds": 2, "early_stop": False, "code_timeout_s": 20}}), name="slow", route_prefix="/")
         assert requests.get(f"{url}/healthz", timeout=70).status_code == 200
         with ThreadPoolExecutor(1) as ex:

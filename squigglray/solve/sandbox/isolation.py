@@ -145,13 +145,15 @@ def enter_box() -> None:
     unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET)
 
 
-def setup_box(tmpfs_mb: int, owner: int | None) -> str:
+def setup_box(tmpfs_mb: int, owner: int | None, carry: dict[str, list[str]]) -> str:
     """As the box's init, before any run code: a /proc of the box's own PID namespace and one fresh
     tmpfs of `tmpfs_mb` for all the world-writable directories (/tmp, and /var/tmp, /dev/shm, ... bound
-    from folders inside it, so the box's total is `tmpfs_mb`). Returns the run's working folder
+    from folders inside it, so the box's total is `tmpfs_mb`), with the interpreter's folders that
+    live there carried over again (`carry`, from `setup_mounts`). Returns the run's working folder
     (/tmp/work, owned by `owner`)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    kept = {d: [(c, os.open(os.path.join(d, c), os.O_PATH)) for c in cs] for d, cs in carry.items()}
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
     for d in WORLD_WRITABLE[1:]:
         if os.path.isdir(d) and not os.path.islink(d):
@@ -159,6 +161,13 @@ def setup_box(tmpfs_mb: int, owner: int | None) -> str:
             os.mkdir(inner, 0o1777)
             os.chmod(inner, 0o1777)
             mount(inner, d, None, MS_BIND)
+    for d, fds in kept.items():
+        for child, fd in fds:
+            target = os.path.join(d, child)
+            os.makedirs(target, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            _read_only(target)
+            os.close(fd)
     work = "/tmp/work"
     os.mkdir(work, 0o700)
     if owner is not None:
@@ -198,37 +207,44 @@ def _covers(expose: list[str], hide: list[str]) -> dict[str, set[str]]:
             rp = os.path.realpath(p)
             if rp.startswith(h + "/"):
                 keep.add(rp[len(h) + 1:].split("/")[0])
-    return out
+
+    def hidden(d: str) -> bool:  # under another cover, and not inside what that cover carries over
+        return any(d.startswith(q + "/") and not any(d == f"{q}/{c}" or d.startswith(f"{q}/{c}/") for c in cs)
+                   for q, cs in out.items() if q != d)
+
+    return {d: cs for d, cs in out.items() if not hidden(d)}
 
 
-def setup_mounts(tmpfs_mb: int, expose: list[str], hide: list[str] = ()) -> None:
+def setup_mounts(tmpfs_mb: int, expose: list[str], hide: list[str] = ()) -> dict[str, list[str]]:
     """Inside the zygote's new mount namespace (as PID 1): private mounts, a fresh /proc that shows
     only the sandbox's processes, private tmpfs over world-writable directories, `hide` (e.g. the
     home directory in user-namespace mode, where runs keep the caller's file permissions) covered by
-    an empty tmpfs, and the interpreter's own directories made reachable again for the runs when an
-    ancestor is closed (e.g. /root) or hidden; then every other mount read-only."""
+    an empty tmpfs, and the interpreter's own folders (`expose`) carried over, read-only, wherever one
+    of those covers (or a closed ancestor, e.g. /root) would hide them -- a checkout or venv under /tmp
+    included; then every other mount read-only. Returns the world-writable directories -> children
+    carried over, which every box carries again over its own tmpfs (`setup_box`)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for d in WORLD_WRITABLE:
-        if os.path.isdir(d) and not os.path.islink(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
-    stage = "/tmp/.squigglray-stage"
-    for n, (parent, children) in enumerate(sorted(_covers(expose, list(hide)).items())):
-        staged = []
-        for child in sorted(children):
-            src = os.path.join(parent, child)
-            tgt = f"{stage}/{n}-{child}"
-            os.makedirs(tgt, exist_ok=True)
-            mount(src, tgt, None, MS_BIND | MS_REC)
-            staged.append((tgt, child))
-        mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for tgt, child in staged:
-            os.makedirs(os.path.join(parent, child), exist_ok=True)
-            mount(tgt, os.path.join(parent, child), None, MS_MOVE)
-            os.rmdir(tgt)
-    if os.path.isdir(stage):
-        os.rmdir(stage)
+    world = [d for d in WORLD_WRITABLE if os.path.isdir(d) and not os.path.islink(d)]
+    covers = _covers(expose, list(hide) + world)
+    for parent, children in sorted(covers.items()):
+        opts = f"size={tmpfs_mb}m,mode=1777" if parent in world else "size=1m,mode=0755"
+        _cover(parent, sorted(children), opts)
     _remount_read_only(keep_writable=set(WORLD_WRITABLE) | {"/proc"})
+    return {d: sorted(covers.get(d, ())) for d in world if covers.get(d)}
+
+
+def _cover(parent: str, carry: list[str], opts: str) -> None:
+    """Mount a tmpfs (`opts`) over `parent`, with the entries `carry` of what was there bound back,
+    read-only (through O_PATH descriptors opened before the tmpfs hides them)."""
+    fds = [(c, os.open(os.path.join(parent, c), os.O_PATH)) for c in carry if os.path.lexists(os.path.join(parent, c))]
+    mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for child, fd in fds:
+        target = os.path.join(parent, child)
+        os.makedirs(target, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        _read_only(target)
+        os.close(fd)
 
 
 MS_RDONLY, MS_REMOUNT = 1, 32
@@ -241,16 +257,25 @@ def _remount_read_only(keep_writable: set[str]) -> None:
     with open("/proc/self/mountinfo") as f:
         entries = [line.split() for line in f]
     for fields in entries:
-        target, opts = fields[4].replace("\\040", " "), fields[5].split(",")
-        if any(target == k or target.startswith(k + "/") for k in keep_writable):
-            continue
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for opt in opts:
-            flags |= _MOUNT_FLAGS.get(opt, 0)
-        try:
-            mount(None, target, None, flags)
-        except OSError:
-            pass  # e.g. a mount hidden under another one; uid drop still protects it
+        target = fields[4].replace("\\040", " ")
+        if not any(target == k or target.startswith(k + "/") for k in keep_writable):
+            _read_only(target, fields[5].split(","))
+
+
+def _read_only(target: str, opts: list[str] | None = None) -> None:
+    """Remount one mount point read-only, keeping its other flags (in a user namespace the kernel
+    refuses to clear a locked nosuid/nodev/noexec)."""
+    if opts is None:
+        with open("/proc/self/mountinfo") as f:
+            opts = next((line.split()[5].split(",") for line in reversed(f.readlines())
+                         if line.split()[4] == target), [])
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+    for opt in opts:
+        flags |= _MOUNT_FLAGS.get(opt, 0)
+    try:
+        mount(None, target, None, flags)
+    except OSError:
+        pass  # e.g. a mount hidden under another one; uid drop still protects it
 
 
 def interpreter_paths() -> list[str]:

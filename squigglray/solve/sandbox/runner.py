@@ -147,7 +147,7 @@ def box(job: dict, session: bool) -> None:
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         if job["namespaces"]:
             isolation.enter_box()
-            job["workdir"] = isolation.setup_box(job["tmpfs_mb"], job.get("uid"))
+            job["workdir"] = isolation.setup_box(job["tmpfs_mb"], job.get("uid"), job["carry"])
         if not session:
             start_child(job)
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # process mode: this is no namespace's init

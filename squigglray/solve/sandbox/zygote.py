@@ -225,6 +225,7 @@ class Manager:
             "file_size": self.limits["file_size_mb"] * 2**20, "open_files": self.limits["open_files"],
             "processes": self.nproc, "uid": self._uid(slot),
             "namespaces": self.ns, "audit": not self.ns, "tmpfs_mb": self.limits["tmpfs_mb"],
+            "carry": self.cfg.get("carry", {}),
         }
         sys.stdout.flush()
         sys.stderr.flush()
@@ -591,8 +592,8 @@ def main() -> None:
             _, st = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        isolation.setup_mounts(cfg["limits"]["tmpfs_mb"], isolation.interpreter_paths(),
-                               hide=[home] if mode == "userns_1uid" else [])
+        cfg["carry"] = isolation.setup_mounts(cfg["limits"]["tmpfs_mb"], isolation.interpreter_paths(),
+                                              hide=[home] if mode == "userns_1uid" else [])
     else:
         print("sandbox: WEAK process isolation (allowed by allow_weak_isolation): runs share this user's "
               "permissions, network and files outside the working folder; see the sandbox threat model",
