@@ -145,6 +145,7 @@ def test_infinite_loop_is_killed_within_timeout(pool):
     "import numpy as np\na = np.ones((60000, 60000))",
 ])
 def test_memory_bomb(pool, code):
+    pool_mechanics(pool)
     r = run(pool, code, timeout_s=5)
     assert r.status == "memory", r
     assert "MemoryError" in r.stderr
@@ -200,6 +201,7 @@ def test_daemon_escaping_with_setsid_and_double_fork(pool, outside):
 
 
 def test_endless_output(pool):
+    pool_mechanics(pool)
     r = run(pool, "while True:\n    print('x' * 1000)")
     assert r.status == "output_limit"
     assert 0 < len(r.stdout) <= Limits().output_bytes
@@ -209,12 +211,14 @@ def test_endless_output(pool):
 @pytest.mark.parametrize("code", ["import os\nos.close(1)\nprint('hi')", "import sys\nsys.stdout.close()\nprint(1)",
                                   "import os\nos.close(2)\nos.close(1)\nraise ValueError('x')"])
 def test_closed_stdout(pool, code):
+    pool_mechanics(pool)
     r = run(pool, code)
     assert r.status in ("ok", "error"), r
     assert_healthy(pool)
 
 
 def test_blocking_on_input(pool):
+    pool_mechanics(pool)
     r = run(pool, "x = input('number? ')")
     assert r.status == "error" and "EOFError" in r.stderr
     assert r.duration_s < 0.5
@@ -294,6 +298,7 @@ def test_signalling_a_process_outside(pool):
 
 
 def test_ignoring_sigterm(pool):
+    pool_mechanics(pool)
     r = run(pool, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass")
     assert r.status == "timeout" and r.duration_s <= TIMEOUT + 0.5
     assert_healthy(pool)
@@ -306,12 +311,14 @@ def test_ignoring_sigterm(pool):
     ("raise KeyboardInterrupt", "error"),
 ])
 def test_exits(pool, code, status):
+    pool_mechanics(pool)
     r = run(pool, code)
     assert r.status == status, r
     assert_healthy(pool)
 
 
 def test_deep_recursion(pool):
+    pool_mechanics(pool)
     r = run(pool, "def f(n):\n    return f(n + 1)\nf(0)")
     assert r.status == "error" and "RecursionError" in r.stderr
     # Python 3.11 keeps Python frames off the C stack: this grows the heap until memory or time runs out.
@@ -354,9 +361,10 @@ def test_sessions_do_not_see_each_other(pool):
 
 
 def pool_mechanics(pool) -> None:
-    """Tests of the pool itself (restarts, batching, metrics plumbing) run in the root pass only."""
+    """Tests of the pool itself (restarts, batching, metrics plumbing) and of limits the run's own
+    process enforces the same way in every mode (rlimits, output caps, exits) run in the root pass only."""
     if pool.mode != "root":
-        pytest.skip("pool mechanics, not isolation: the root pass covers them")
+        pytest.skip("the same in every isolation mode: the root pass covers it")
 
 
 def test_crashed_actor_is_restarted_and_its_queued_work_rerun(pool):
@@ -536,3 +544,17 @@ def _below_pid(root: int) -> list[int]:
             out += kids
             todo += kids
     return out
+
+
+def test_the_interpreter_and_the_package_stay_reachable_and_read_only(pool):
+    """Wherever the checkout and venv live (CI may clone under /tmp, which every box covers with its
+    own tmpfs), a run can start the interpreter and import what the zygote did not preload, and
+    cannot write there."""
+    import squigglray
+
+    pkg = Path(squigglray.__file__).parent
+    r = run(pool, "import os, sys, subprocess, squigglray.ineq.problems\n"
+                  "print(subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True, text=True).stdout)\n"
+                  f"open({str(pkg / 'x.txt')!r}, 'w')", timeout_s=20)
+    assert r.stdout == "7\n\n" and r.status == "error" and ("Read-only" in r.stderr or "Permission" in r.stderr), r
+    assert not (pkg / "x.txt").exists()
