@@ -231,10 +231,11 @@ class Manager:
         sys.stderr.flush()
         if self.ns:
             isolation.new_pid_namespace_for_next_child()
+        pid = -1
         try:
             pid = os.fork()
         finally:
-            if self.ns and pid != 0:
+            if self.ns and pid != 0:  # the parent (or a failed fork): children go to our namespace again
                 isolation.restore_pid_namespace(self.own_pid_ns)
         if pid == 0:
             try:
