@@ -73,7 +73,14 @@ def pool(request, ray_session):
 
     p = SandboxPool(size=2, limits=Limits(timeout_s=TIMEOUT, memory_mb=512), num_cpus=0.5,
                     user_namespace=request.param == "userns")
-    assert {info["mode"] for info in p.ready()} == {request.param}
+    try:
+        infos = p.ready()
+    except Exception as e:  # noqa: BLE001  (an actor whose sandbox refused to start)
+        p.shutdown()
+        if request.param == "userns" and "refused to start" in str(e):
+            pytest.skip(f"this kernel gives root without CAP_SYS_ADMIN no user namespace: {e}"[:300])
+        raise
+    assert {info["mode"] for info in infos} == {request.param}
     p.mode = request.param
     yield p
     p.shutdown()
