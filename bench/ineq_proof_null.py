@@ -52,8 +52,7 @@ def main() -> None:
           f"{time.perf_counter() - t0:.0f} s\n")
     print("| mutation | mutants | shown wrong | false passes | 95% upper bound | not shown wrong | of those passed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    kinds = sorted({r["kind"] for r in rows}, key=lambda k: [r["kind"] for r in rows].index(k))
-    for kind in kinds + ["all"]:
+    for kind in [*dict.fromkeys(r["kind"] for r in rows), "all"]:
         sel = [r for r in rows if kind in ("all", r["kind"])]
         wrong = [r for r in sel if r["wrong"]]
         fp = sum(r["score"] for r in wrong)

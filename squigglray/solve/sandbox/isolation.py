@@ -153,7 +153,7 @@ def setup_box(tmpfs_mb: int, owner: int | None, carry: dict[str, list[str]]) -> 
     (/tmp/work, owned by `owner`)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    kept = {d: [(c, os.open(os.path.join(d, c), os.O_PATH)) for c in cs] for d, cs in carry.items()}
+    held = {d: _hold(d, cs) for d, cs in carry.items()}
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
     for d in WORLD_WRITABLE[1:]:
         if os.path.isdir(d) and not os.path.islink(d):
@@ -161,13 +161,8 @@ def setup_box(tmpfs_mb: int, owner: int | None, carry: dict[str, list[str]]) -> 
             os.mkdir(inner, 0o1777)
             os.chmod(inner, 0o1777)
             mount(inner, d, None, MS_BIND)
-    for d, fds in kept.items():
-        for child, fd in fds:
-            target = os.path.join(d, child)
-            os.makedirs(target, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-            _read_only(target)
-            os.close(fd)
+    for d, fds in held.items():
+        _bind_back(d, fds)
     work = "/tmp/work"
     os.mkdir(work, 0o700)
     if owner is not None:
@@ -237,10 +232,20 @@ def setup_mounts(tmpfs_mb: int, expose: list[str], hide: list[str] = ()) -> dict
 def _cover(parent: str, carry: list[str], opts: str) -> None:
     """Mount a tmpfs (`opts`) over `parent`, with the entries `carry` of what was there bound back,
     read-only (through O_PATH descriptors opened before the tmpfs hides them)."""
-    fds = [(c, os.open(os.path.join(parent, c), os.O_PATH)) for c in carry if os.path.lexists(os.path.join(parent, c))]
+    fds = _hold(parent, carry)
     mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-    for child, fd in fds:
-        target = os.path.join(parent, child)
+    _bind_back(parent, fds)
+
+
+def _hold(parent: str, names: list[str]) -> list[tuple[str, int]]:
+    """O_PATH descriptors of the entries `names` of `parent`, taken before a mount hides them."""
+    return [(n, os.open(os.path.join(parent, n), os.O_PATH)) for n in names if os.path.lexists(os.path.join(parent, n))]
+
+
+def _bind_back(parent: str, held: list[tuple[str, int]]) -> None:
+    """Bind what `_hold` took back to the same names under the mount now over `parent`, read-only."""
+    for name, fd in held:
+        target = os.path.join(parent, name)
         os.makedirs(target, exist_ok=True)
         mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
         _read_only(target)

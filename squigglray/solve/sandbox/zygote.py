@@ -182,10 +182,9 @@ class Manager:
         if self.ns and (sess is None or not sess.box):
             runner.reap_children()
             return
-        root = sess.box if self.ns else os.getpid()
+        root, keep = sess.box if self.ns else os.getpid(), self._keep()
         for attempt in range(2000):
             runner.reap_children()
-            keep = self._keep()
             live = [p for p, state in _descendants(root).items() if p not in keep and state not in "ZX"]
             if not live:
                 return
@@ -440,7 +439,7 @@ class Manager:
                 sess = self.sessions.get(sid) or self._open_session(sid)
                 self.sessions.move_to_end(sid)
                 reset, sess.lost = sess.lost, False
-                for attempt in range(2):
+                for _ in range(2):
                     if sess.box is None:
                         box = self._fork_box(sess.slot, sess, None)  # its blocks get their own pipes
                         _close(box.out_r, box.err_r, box.res_r, box.pidfd)
