@@ -22,7 +22,7 @@ import torch
 from squigglray.config import load_config
 from squigglray.eval.probes import ProbeCallback, build_probes, capture_batch
 from squigglray.geometry import GeometryCapture
-from squigglray.jobs.quickstart import packaged_config
+from squigglray.config import packaged_config
 from squigglray.models import build_model, train_tokenizer
 from squigglray.training import BaseTrainConfig, Trainer
 from squigglray.training.cadence import log_steps

@@ -21,7 +21,7 @@ import torch
 
 from squigglray.config import load_config
 from squigglray.jobs.probe import SweepOptions, grid, run_trials
-from squigglray.jobs.quickstart import packaged_config
+from squigglray.config import packaged_config
 from squigglray.paths import ArtifactStore
 from squigglray.probes.adapter import LoraProbeAdapter, ProbeJob
 from squigglray.probes.config import ProbeConfig

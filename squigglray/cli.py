@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from squigglray import __version__
+from squigglray.entry import user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ray-native math-reasoning LLM research.")
 families_app = typer.Typer(no_args_is_help=True, help="Synthetic problem families.")
@@ -45,21 +46,6 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from squigglray.config import ConfigError
-    from squigglray.families import BadKnob, UnknownFamily
-    from squigglray.models import ModelNotFound, UnknownPreset
-    from squigglray.jobs.solve_cli import BadCsv
-    from squigglray.probes.aggregate import AggregationError
-    from squigglray.schemas import SchemaMismatch
-    from squigglray.data.slice import SliceNotFound
-    from squigglray.data.sources import SourceError
-    from squigglray.dcm.data import DatasetError
-
-    return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv,
-            AggregationError, SourceError, SliceNotFound, DatasetError)
-
-
 def _fail(e: Exception) -> None:
     err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
     raise typer.Exit(2)
@@ -69,7 +55,7 @@ def _run(fn, *args, **kwargs):
     """Call fn; user errors (bad config, unknown family, bad knob...) print one clear line, exit 2."""
     try:
         return fn(*args, **kwargs)
-    except _user_errors() as e:
+    except user_errors() as e:
         _fail(e)
 
 
@@ -141,7 +127,7 @@ def families_sample(
 
 def _load_train_config(config: Optional[str], overrides: list[str], default: str):
     from squigglray.config import load_config
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
     from squigglray.training import BaseTrainConfig
 
     return _run(load_config, BaseTrainConfig, config or packaged_config(default), overrides)
@@ -191,37 +177,24 @@ def quickstart(
          probes=False if no_probes else None)
 
 
-@app.command()
-def dynamics(
-    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds, one Ray Tune trial each"),
-    smoke: bool = typer.Option(False, "--smoke", help="nano model, a few steps"),
-    config: Optional[str] = ConfigOpt,
-    overrides: list[str] = SetOpt,
-    data_dir: Optional[str] = DataDirOpt,
-    cpus_per_trial: float = typer.Option(0.0, "--cpus-per-trial", help="0 = share the cluster's CPUs evenly"),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="e.g. 1 on a GPU cluster"),
-    memory_class: Optional[str] = MemoryClassOpt,
-    accelerator_type: Optional[str] = AcceleratorOpt,
-    max_failures: int = typer.Option(2, "--max-failures", help="times a killed trial resumes from its checkpoint"),
-    schedule_jitter: float = typer.Option(0.0, "--schedule-jitter",
-                                          help="control: f > 0 moves each seed's warmup end and curriculum switches "
-                                               "by a seeded factor in [1 - f, 1 + f]; 0 = a shared schedule"),
-    no_reuse: bool = typer.Option(False, "--no-reuse", help="start the experiment afresh"),
-) -> None:
-    """Multi-seed training with geometry capture and probes (Ray Tune), then events, seed invariance,
-    the probe/loss correlation tests and the reports. Run it again to continue an interrupted experiment."""
-    from squigglray.config import build_config
-    from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics
+def forward(name: str, module: str, help: str) -> None:
+    """Register `squigglray <name>` as the job module's own parser (entry.make_parser): every
+    argument, --help included, goes to `<module>.main`, so the two paths are one."""
 
-    cfg = _load_train_config(config, overrides, "smoke" if smoke else "quickstart")
-    opts = _run(lambda: build_config(DynamicsOptions, {
-        "seeds": parse_seeds(seeds), "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-        "memory_class": memory_class, "accelerator_type": accelerator_type, "max_failures": max_failures,
-        "schedule_jitter": schedule_jitter}))
-    out = _run(run_dynamics, cfg, opts, data_dir, not no_reuse)
-    h1 = out["h1"]
-    console.print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families; H1: {h1['observed']} events "
-                  f"matched across seeds (null mean {h1['null_mean']:.1f}, p={h1['p_value']:.3f})")
+    @app.command(name, help=help, add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _command(ctx: typer.Context) -> None:
+        import importlib
+
+        from squigglray.entry import run_main
+
+        main = importlib.import_module(module).main
+        run_main(lambda: main(list(ctx.args)))
+
+
+forward("dynamics", "squigglray.jobs.dynamics",
+        "Multi-seed training with geometry capture and probes (Ray Tune), then events, seed invariance, "
+        "the probe/loss correlation tests and the reports. Run it again to continue an interrupted experiment.")
 
 
 @app.command()
@@ -294,7 +267,7 @@ def slice_build(
     """Build slices/<slice_id>/ (items.parquet, removed.parquet, manifest.json) on Ray Data."""
     from squigglray.config import load_config
     from squigglray.data.config import SliceConfig
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
     from squigglray.jobs.slice import build_slice
 
     cfg = _run(load_config, SliceConfig, config or packaged_config("slice"), overrides)
@@ -332,7 +305,7 @@ def slice_show(
 def _dcm_config(config: Optional[str], overrides: list[str]):
     from squigglray.config import load_config
     from squigglray.dcm.config import DcmConfig
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
 
     return _run(load_config, DcmConfig, config or packaged_config("dcm_smoke"), overrides)
 
@@ -588,7 +561,7 @@ def ineq_run(config: Optional[str] = ConfigOpt, overrides: list[str] = SetOpt, d
     from squigglray.config import load_config
     from squigglray.ineq.config import IneqConfig
     from squigglray.jobs.ineq import run
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
 
     cfg = _run(load_config, IneqConfig, config or packaged_config("ineq"), overrides)
     out = _run(run, cfg, data_dir, log=lambda m: console.print(m, highlight=False))
@@ -605,7 +578,7 @@ def clmodel_train(config: Optional[str] = ConfigOpt, overrides: list[str] = SetO
     from squigglray.clmodel.run import ClmodelRunConfig
     from squigglray.config import load_config
     from squigglray.jobs.clmodel import train_job
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
 
     cfg = _run(load_config, ClmodelRunConfig, config or packaged_config("clmodel"), overrides)
     _run(train_job, cfg, data_dir, local, num_cpus, num_gpus, log=lambda m: console.print(m, highlight=False))

@@ -87,6 +87,16 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     return build_config(cls, data, overrides)
 
 
+def packaged_config(name: str) -> Path:
+    """A config shipped in the package (squigglray/configs/<name>.yaml): the default of a workflow."""
+    from importlib import resources
+
+    path = Path(str(resources.files("squigglray") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"no packaged config {name!r} (squigglray/configs/{name}.yaml)")
+    return path
+
+
 def canonical_json(obj: Any) -> str:
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json")

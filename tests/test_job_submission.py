@@ -192,7 +192,7 @@ def _wait(client, job_id: str) -> str:
 def test_submitted_clmodel_job_writes_its_run(head, jobs):
     from squigglray.clmodel.run import ClmodelRunConfig, run_id
     from squigglray.config import load_config
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
 
     client, data_dir, temp_dir = head
     status = _wait(client, jobs["ok"])

@@ -302,7 +302,7 @@ def test_workloads_fail_before_starting_work(ray_session, tmp_path):
     from squigglray.jobs.eval_solver import SolverEvalConfig, _make_executor
     from squigglray.config import load_config
     from squigglray.jobs.probe import SweepOptions, run_trials
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
     from squigglray.paths import ArtifactStore
     from squigglray.training import BaseTrainConfig
 

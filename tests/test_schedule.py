@@ -7,7 +7,7 @@ import pytest
 from squigglray.config import ConfigError, build_config, config_hash, load_config
 from squigglray.jobs import dynamics
 from squigglray.jobs.dynamics import DynamicsOptions, experiment_id, seed_config
-from squigglray.jobs.quickstart import packaged_config
+from squigglray.config import packaged_config
 from squigglray.training import BaseTrainConfig, run_id_for
 from squigglray.training.schedule import jittered_config, schedule_marks
 

@@ -39,7 +39,7 @@ def train_job(cfg: ClmodelRunConfig, data_dir: str | None = None, local: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     from squigglray.config import load_config
-    from squigglray.jobs.quickstart import packaged_config
+    from squigglray.config import packaged_config
 
     ap = argparse.ArgumentParser(prog="python -m squigglray.jobs.clmodel")
     ap.add_argument("command", choices=["train"])

@@ -14,15 +14,15 @@ Run it again and the experiment continues where it stopped (Tuner.restore); fini
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import ConfigError, build_config, config_hash, load_config
+from squigglray.config import ConfigError, config_hash, load_config, packaged_config
+from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_main
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
 from squigglray.training import BaseTrainConfig, run_id_for
@@ -33,11 +33,12 @@ class DynamicsOptions(BaseModel):
     """Experiment-level settings; they never change a run's config hash or run id, except
     schedule_jitter, which changes what each seed trains (seed_config)."""
 
-    model_config = ConfigDict(extra="forbid")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    model_config = ConfigDict(extra="forbid", title="experiment options")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="comma-separated distinct seeds, one Ray Tune trial each")
     cpus_per_trial: float = Field(0.0, ge=0, description="0 = the cluster's CPUs shared evenly by the seeds")
-    gpus_per_trial: float = Field(0.0, ge=0)
-    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU, e.g. 16g")
+    gpus_per_trial: float = Field(0.0, ge=0, description="e.g. 1 on a GPU cluster")
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU: 16g, 32g, 40g or 80g")
     accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
     resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'nvme': 1}")
     threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus_per_trial))")
@@ -46,13 +47,21 @@ class DynamicsOptions(BaseModel):
     checkpoint_every: int = Field(0, ge=0, description="0 = about 4 checkpoints per run")
     detector: str = Field("ruptures", pattern="^(ruptures|regression)$",
                           description="change-point method: events.ruptures_backend or events.changepoints")
-    align: str = Field("log_step", pattern="^(log_step|step_frac|loss)$")
+    align: str = Field("log_step", pattern="^(log_step|step_frac|loss)$",
+                       description="time axis on which seeds are matched: log_step, step_frac or loss")
     tolerance: float = Field(0.05, gt=0, lt=1, description="seed-matching tolerance in aligned time")
-    n_perm: int = Field(500, ge=10)
+    n_perm: int = Field(500, ge=10, description="permutations of each null")
     schedule_jitter: float = Field(
         0.0, ge=0, lt=0.5,
         description="0 = all seeds share the schedule; f > 0 moves each seed's warmup end and curriculum switches "
                     "by a seeded factor in [1 - f, 1 + f], so events that follow the schedule move with it")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {v})")
+        return v
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "DynamicsOptions":
@@ -149,30 +158,21 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def main(argv: list[str] | None = None) -> None:
-    from squigglray.jobs.quickstart import packaged_config
+def make_parser():
+    """The parser of `python -m squigglray.jobs.dynamics` and of `squigglray dynamics`."""
+    return make_parser_for("squigglray dynamics", __doc__, TrainJobArgs, DynamicsOptions)
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="the nano model, a few steps")
-    ap.add_argument("--config", help="training YAML (default: the packaged quickstart or smoke config)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--cpus-per-trial", type=float, default=0.0, help="0 = share the cluster's CPUs evenly")
-    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
-    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
-    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
-    ap.add_argument("--schedule-jitter", type=float, default=0.0,
-                    help=DynamicsOptions.model_fields["schedule_jitter"].description)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--no-reuse", action="store_true", help="start the experiment afresh")
-    a = ap.parse_args(argv)
-    cfg = load_config(BaseTrainConfig, a.config or packaged_config("smoke" if a.smoke else "quickstart"), a.overrides)
-    opts = build_config(DynamicsOptions, {"seeds": parse_seeds(a.seeds), "cpus_per_trial": a.cpus_per_trial,
-                                          "gpus_per_trial": a.gpus_per_trial, "memory_class": a.memory_class,
-                                          "accelerator_type": a.accelerator_type,
-                                          "schedule_jitter": a.schedule_jitter})
-    run_dynamics(cfg, opts, a.data_dir, reuse=not a.no_reuse)
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    job, opts = parse_args(make_parser(), argv)
+    cfg = load_config(BaseTrainConfig, job.config or packaged_config("smoke" if job.smoke else "quickstart"),
+                      job.overrides)
+    out = run_dynamics(cfg, opts, job.data_dir, reuse=not job.no_reuse)
+    h1 = out["h1"]
+    print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families; H1: {h1['observed']} events "
+          f"matched across seeds (null mean {h1['null_mean']:.1f}, p={h1['p_value']:.3f})")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

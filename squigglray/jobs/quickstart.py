@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import pyarrow as pa
 import ray
 
 from squigglray import __version__
-from squigglray.config import config_hash, load_config
+from squigglray.config import config_hash, load_config, packaged_config  # noqa: F401 (re-export until callers move)
 from squigglray.eval import heldout_instances, summarize
 from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
@@ -36,10 +35,6 @@ from squigglray.report.plots import loss_curve_png
 from squigglray.schemas import EvalRow, RunRecord
 from squigglray.training import BaseTrainConfig, find_reusable
 from squigglray.training.data import Pool, build_pool
-
-
-def packaged_config(name: str) -> Path:
-    return Path(str(resources.files("squigglray") / "configs" / f"{name}.yaml"))
 
 
 def train_or_reuse(cfg: BaseTrainConfig, store: ArtifactStore, reuse: bool = True, log=print,
