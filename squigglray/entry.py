@@ -13,7 +13,9 @@ the arguments), so the two paths cannot drift: same flags, same defaults, same `
 Flags: a field `max_failures` is `--max-failures`; a bool is a switch (its default must be False);
 a list is comma-separated (`--seeds 0,1,2`), or repeated when the field says
 `json_schema_extra={"repeat": True}`; a dict is YAML/JSON (`--resources '{nvme: 1}'`);
-`json_schema_extra={"flag": "--set"}` renames the flag. Values are validated by the model, so a bad
+`json_schema_extra={"flag": "--set"}` renames the flag, `{"positional": True}` makes it an argument
+(`squigglray slice show SLICE_ID`). A workflow with verbs (`slice build|rebuild|show`) uses
+`make_command_parser` and `parse_command`. Values are validated by the model, so a bad
 one fails with the field's name before any work, exactly as in a YAML config.
 """
 
@@ -103,6 +105,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: type[BaseModel],
         help_text = (field.description or "") + ("" if kind is bool else _default_text(field))
         kw: dict[str, Any] = {"dest": f"{model.__name__}.{name}", "default": argparse.SUPPRESS, "help": help_text,
                               "metavar": extra.get("metavar", name.upper())}
+        if extra.get("positional"):
+            flags = [kw.pop("dest")]
+            if field.default is not PydanticUndefined or field.default_factory is not None:
+                kw["nargs"] = "?"
         if kind is bool:
             if field.default is not False:
                 raise TypeError(f"{model.__name__}.{name}: a switch must default to False")
@@ -129,6 +135,30 @@ def make_parser(prog: str, description: str | None, *models: type[BaseModel]) ->
         add_model_arguments(parser, model, None if i == 0 else model.model_config.get("title") or model.__name__)
     parser.set_defaults(_models=models)
     return parser
+
+
+def make_command_parser(prog: str, description: str | None,
+                        commands: dict[str, tuple[str, Sequence[type[BaseModel]]]]) -> argparse.ArgumentParser:
+    """A workflow with verbs: `commands` maps each verb to (its one-line help, its options models)."""
+    text = (description or "").strip()
+    head, _, tail = text.partition("\n\n")
+    parser = argparse.ArgumentParser(prog=prog, description=head, epilog=tail or None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="_command", required=True, metavar="COMMAND")
+    for verb, (help_text, models) in commands.items():
+        sub = verbs.add_parser(verb, help=help_text, description=help_text,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        for i, model in enumerate(models):
+            add_model_arguments(sub, model, None if i == 0 else model.model_config.get("title") or model.__name__)
+        sub.set_defaults(_models=tuple(models))
+    return parser
+
+
+def parse_command(parser: argparse.ArgumentParser,
+                  argv: Sequence[str] | None = None) -> tuple[str, tuple[BaseModel, ...]]:
+    """(verb, one validated model per options model of that verb)."""
+    ns = parser.parse_args(argv)
+    return ns._command, models_from(ns)
 
 
 def models_from(ns: argparse.Namespace, *models: type[BaseModel]) -> tuple[BaseModel, ...]:
