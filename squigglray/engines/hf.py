@@ -18,6 +18,7 @@ import torch
 from squigglray.engines.base import (
     Completion, Engine, EngineError, SamplingParams, derive_seed, encode_prompt, resolve_seeds,
 )
+from squigglray.models.compat import cache_kwargs
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -142,7 +143,7 @@ class HFEngine(Engine):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
         fan = torch.tensor([uniq.index(r.prompt) for r in rows], device=dev)
         cache.batch_select_indices(fan)
         logits, mask, next_pos = out.logits[fan, -1], mask.to(dev)[fan], pos.to(dev)[fan, -1] + 1
@@ -164,7 +165,7 @@ class HFEngine(Engine):
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
+                             **cache_kwargs(self.model, cache), use_cache=True)
             logits, next_pos = out.logits[:, -1], next_pos + 1
 
     def _advance(self, row: _Row, token: int, encoded: list[list[int]], params: SamplingParams) -> bool:
