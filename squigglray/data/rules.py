@@ -28,8 +28,9 @@ Rule kinds
     tokens and words are rewritten (``\times \cdot \div``, ``\frac{a}{b}`` and ``\sqrt{a}`` with
     brace-free arguments, ``{}``→``()``, ``^``, "times", "plus", "minus", "divided by", ...). SymPy only ever
     sees a candidate of at most 120 characters made of digits, ``+ - * / ^ ( ) .`` and spaces
-    (equations: also one single-letter variable and exactly one ``=``), parsed with
-    ``evaluate=False`` so nothing is computed; any other text is a no-match, never an ``eval``.
+    (equations: also one single-letter variable and exactly one ``=``), parsed by the symbolic
+    core's parser (``squigglray.symbolic``, no ``eval``) with ``evaluate=False`` so nothing is
+    computed; any other text is a no-match.
     ``numeric_expression`` matches a number with no free symbols; ``univariate_equation``
     matches when both sides parse with exactly one free symbol in total (``x = 5`` alone is an
     assignment, not an equation).
@@ -507,14 +508,19 @@ def _normalize_candidate(text: str, equation: bool) -> str | None:
     return _IMPLICIT_MUL.sub("*", s)
 
 
-def _parse_expr(s: str) -> Any:
-    """Parse a *vetted* string with SymPy, unevaluated (nothing is computed)."""
-    from sympy import Symbol
-    from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
+@functools.lru_cache(maxsize=1)
+def _grammar() -> Any:
+    from squigglray.symbolic import Grammar  # SymPy is imported on the first candidate only
 
-    local = {c: Symbol(c) for c in set(re.findall(r"[a-z]", s))}
-    return parse_expr(s, local_dict=local, transformations=standard_transformations + (convert_xor,),
-                      evaluate=False)
+    # any name is a Symbol, nothing is computed (but a//b, as SymPy's parse_expr left it)
+    return Grammar(free_names=True, evaluate=False, floor_div=True)
+
+
+def _parse_expr(s: str) -> Any:
+    """Parse a *vetted* string with the symbolic core's parser, unevaluated (nothing is computed)."""
+    from squigglray.symbolic import parse
+
+    return parse(s, _grammar())
 
 
 _DIGITS = re.compile(r"\d+")

@@ -15,7 +15,7 @@ however true; the solver's opinion of the chain is reported apart, as ``claim_ve
    is a multiple of the constraint's numerator (``reduced``), or it is 0 (rule 1) on every branch of
    the constraint solved for one variable. (Cited ``by constraint`` or not: it is exact algebra.)
 3. ``lemma:<name>`` -- an inequality step citing a lemma of ``problems.LEMMAS`` whose instance
-   ``L >= R`` (``verifier._lemma_instance`` on the cited arguments) matches the step: the step's gap
+   ``L >= R`` (``lemmas.lemma_instance`` on the cited arguments) matches the step: the step's gap
    (its larger side minus its smaller side) is ``k*(L - R)`` identically for a constant ``k > 0``.
    A positive constant multiple is allowed (scaling by a constant is elementary); a variable factor
    is not. Every argument must be evidently real (no even root, fractional power or log of a base
@@ -68,8 +68,10 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from squigglray.ineq import verifier as V
-from squigglray.ineq.verifier import ExpressionError
+from squigglray.ineq.claim import MAX_OPS, Claim, ExpressionError, fmt, in_domain, parse, short, value
+from squigglray.ineq.lemmas import lemma_instance
+from squigglray.ineq.prove import equality_case
+from squigglray.ineq.refute import solved_maps
 
 POS, NONNEG, NEG, NONPOS, ZERO = "pos", "nonneg", "neg", "nonpos", "zero"
 _UP = {">=", ">"}
@@ -199,7 +201,7 @@ def _evident(gap: sp.Expr, strict: bool) -> str | None:
         return "as written"
     if not strict and _paired_nonneg(gap):
         return "similarly ordered factors"
-    if sp.count_ops(gap) > V._MAX_OPS:
+    if sp.count_ops(gap) > MAX_OPS:
         return None
     n, d = sp.fraction(sp.together(gap))
     en = sp.expand(n)
@@ -264,7 +266,7 @@ def exact_zero(e: sp.Expr) -> str | None:
         return None
     if sp.expand(e) == 0:
         return "expand"
-    if sp.count_ops(e) > V._MAX_OPS:
+    if sp.count_ops(e) > MAX_OPS:
         return None
     if sp.expand(sp.fraction(sp.together(e))[0]) == 0:
         return "common denominator"
@@ -275,7 +277,7 @@ def exact_zero(e: sp.Expr) -> str | None:
     return None
 
 
-def _on_surface(d: sp.Expr, c: V._Claim) -> str | None:
+def _on_surface(d: sp.Expr, c: Claim) -> str | None:
     """Rule 2: why `d` vanishes on the constraint surface, or None."""
     if c.cons is None:
         return None
@@ -286,13 +288,13 @@ def _on_surface(d: sp.Expr, c: V._Claim) -> str | None:
             return "its numerator is a multiple of the constraint"
     except (sp.PolynomialError, sp.GeneratorsNeeded, sp.CoercionFailed):
         pass
-    maps = V._solved_maps(c)
+    maps = solved_maps(c)
     if maps and all(exact_zero(d.xreplace(dict(zip(c.order, m.coords)))) for m in maps):
         return f"it is 0 with the constraint {maps[0].how}"
     return None
 
 
-def _rewrite(d: sp.Expr, c: V._Claim) -> tuple[str, str] | None:
+def _rewrite(d: sp.Expr, c: Claim) -> tuple[str, str] | None:
     how = exact_zero(d)
     if how:
         return "identity", f"an identity ({how})"
@@ -301,14 +303,14 @@ def _rewrite(d: sp.Expr, c: V._Claim) -> tuple[str, str] | None:
 
 
 # ---- worker entry points -----------------------------------------------------------------------
-def _claim(spec: dict) -> V._Claim:
+def _claim(spec: dict) -> Claim:
     """The parsed claim (cached: a proof's steps share it; SymPy expressions are immutable)."""
     return _parsed_claim(json.dumps(spec, sort_keys=True))
 
 
 @lru_cache(maxsize=64)
-def _parsed_claim(key: str) -> V._Claim:
-    return V._Claim(json.loads(key))
+def _parsed_claim(key: str) -> Claim:
+    return Claim(json.loads(key))
 
 
 def _justify_step(spec: dict, prev: str, step: dict, family: str = "", ref_lemmas: list | None = None) -> dict:
@@ -320,7 +322,7 @@ def _justify_step(spec: dict, prev: str, step: dict, family: str = "", ref_lemma
     """
     c = _claim(spec)
     rel, lemma, args = step["rel"], step.get("lemma"), step.get("args") or {}
-    p, q = V._parse(prev, c.syms, "step lhs"), V._parse(step["rhs"], c.syms, "step rhs")
+    p, q = parse(prev, c.syms, "step lhs"), parse(step["rhs"], c.syms, "step rhs")
     out = {"rule": None, "why": "", "circular": False, "solver_side": []}
     if rel == "=":
         r = _rewrite(p - q, c)
@@ -347,12 +349,12 @@ def _justify_step(spec: dict, prev: str, step: dict, family: str = "", ref_lemma
     return out
 
 
-def _lemma_step(c: V._Claim, prev: str, step: dict, gap: sp.Expr, family: str, ref_lemmas: list, out: dict) -> dict:
+def _lemma_step(c: Claim, prev: str, step: dict, gap: sp.Expr, family: str, ref_lemmas: list, out: dict) -> dict:
     lemma, args = step["lemma"], step.get("args") or {}
     for key, vals in args.items():
         for x in vals if isinstance(vals, (list, tuple)) else []:
             try:
-                bad = _evidently_real(V._parse(str(x), c.syms, f"{lemma} argument"))
+                bad = _evidently_real(parse(str(x), c.syms, f"{lemma} argument"))
             except ExpressionError as e:
                 out["why"] = f"{lemma} cited with an unusable argument: {e}"
                 return out
@@ -368,7 +370,7 @@ def _lemma_step(c: V._Claim, prev: str, step: dict, gap: sp.Expr, family: str, r
                                       f"own result")
         return out
     for expr, rel in m["side"]:
-        e = V._parse(str(expr), c.syms, f"{lemma} side condition")
+        e = parse(str(expr), c.syms, f"{lemma} side condition")
         if _evident(e, rel == ">"):
             continue
         if _linear(e, c) and _ratio(gap, e, c) is None:
@@ -381,11 +383,11 @@ def _lemma_step(c: V._Claim, prev: str, step: dict, gap: sp.Expr, family: str, r
     return out
 
 
-def _match(c: V._Claim, rel: str, gap: sp.Expr, lemma: str, args: dict) -> dict:
+def _match(c: Claim, rel: str, gap: sp.Expr, lemma: str, args: dict) -> dict:
     """Is the step's `gap` k*(L - R) for the lemma instance L >= R and a constant k > 0?
     {"ok", "reason", "side": [[expr, rel], ...]}."""
     try:
-        L, R, side, text = V._lemma_instance(lemma, args, c.syms)
+        L, R, side, text = lemma_instance(lemma, args, c.syms)
     except ExpressionError as e:
         return {"ok": False, "reason": f"{lemma} cited with unusable arguments: {e}"}
     if rel not in (">=", "<="):
@@ -399,11 +401,11 @@ def _match(c: V._Claim, rel: str, gap: sp.Expr, lemma: str, args: dict) -> dict:
     if k is None:
         big, small = ("lhs", "rhs") if rel == ">=" else ("rhs", "lhs")
         return {"ok": False, "reason": f"{text} does not match the step: {big} - {small} is not a positive "
-                                       f"constant times ({V._short(str(L), 50)}) - ({V._short(str(R), 50)})"}
+                                       f"constant times ({short(str(L), 50)}) - ({short(str(R), 50)})"}
     return {"ok": True, "side": side, "reason": f"instance of {text}" + ("" if k == 1 else f" times {k}")}
 
 
-def _ratio(gap: sp.Expr, diff: sp.Expr, c: V._Claim) -> sp.Expr | None:
+def _ratio(gap: sp.Expr, diff: sp.Expr, c: Claim) -> sp.Expr | None:
     """A constant k > 0 with gap == k*diff identically (rule 1), or None. k is read off at random
     points of the domain (30 digits), then checked exactly."""
     rng = np.random.default_rng(2)
@@ -411,7 +413,7 @@ def _ratio(gap: sp.Expr, diff: sp.Expr, c: V._Claim) -> sp.Expr | None:
     for _ in range(12):
         pt = {s: sp.Rational(int(rng.integers(1, 40)), int(rng.integers(1, 40))) * (1 if c.domain != "real" or
               rng.random() < 0.5 else -1) for s in c.order}
-        g, d = V._value(gap, pt), V._value(diff, pt)
+        g, d = value(gap, pt), value(diff, pt)
         if g is None or d is None or abs(d) < 1e-15:
             continue
         vals.append(g / d)
@@ -423,7 +425,7 @@ def _ratio(gap: sp.Expr, diff: sp.Expr, c: V._Claim) -> sp.Expr | None:
     return k if k.is_positive and exact_zero(gap - k * diff) else None
 
 
-def _linear(e: sp.Expr, c: V._Claim) -> bool:
+def _linear(e: sp.Expr, c: Claim) -> bool:
     try:
         return sp.Poly(e, *c.order).total_degree() <= 1
     except (sp.PolynomialError, sp.GeneratorsNeeded):
@@ -433,7 +435,7 @@ def _linear(e: sp.Expr, c: V._Claim) -> bool:
 def _same_exact(spec: dict, a: str, b: str) -> dict | None:
     """Worker: {"rule", "why"} when a == b by rule 1 or 2 (the chain's ends), else None."""
     c = _claim(spec)
-    r = _rewrite(V._parse(a, c.syms, "chain end") - V._parse(b, c.syms, "claim side"), c)
+    r = _rewrite(parse(a, c.syms, "chain end") - parse(b, c.syms, "claim side"), c)
     return {"rule": r[0], "why": r[1]} if r else None
 
 
@@ -456,12 +458,12 @@ def _conditions(text: str, syms: dict) -> list[sp.Expr]:
         if ":" in part:
             if len(sides) != 2:
                 raise ExpressionError(f"{part!r}: a ratio condition is 'x : y = 1 : 2'")
-            u, v = ([V._parse(x, syms, "ratio term") for x in s.split(":")] for s in sides)
+            u, v = ([parse(x, syms, "ratio term") for x in s.split(":")] for s in sides)
             if len(u) != len(v) or len(u) < 2:
                 raise ExpressionError(f"{part!r}: both sides of a ratio need the same number (>= 2) of terms")
             eqs += [u[i] * v[j] - u[j] * v[i] for i in range(len(u)) for j in range(i + 1, len(u))]
         else:
-            es = [V._parse(s, syms, "equality condition") for s in sides]
+            es = [parse(s, syms, "equality condition") for s in sides]
             eqs += [x - y for x, y in zip(es, es[1:])]
     return [e for e in eqs if e != 0]
 
@@ -474,7 +476,7 @@ def _equality_condition(spec: dict, text: str, point: dict | None = None) -> dic
     if _NEVER.match(t):
         if c.strict:
             return {"ok": True, "why": "the claim is strict, so equality never holds"}
-        if point and V._equality_case(spec, point)["status"] == "proved":
+        if point and equality_case(spec, point)["status"] == "proved":
             return {"ok": False, "why": f"'{text}' is wrong: lhs == rhs at {point}"}
         return {"ok": None, "why": f"'{text}' cannot be checked for a non-strict claim"}
     try:
@@ -500,10 +502,10 @@ def _equality_condition(spec: dict, text: str, point: dict | None = None) -> dic
         g = diff.xreplace(sol)
         if exact_zero(g):
             continue
-        val = V._value(g, at)
-        if val is not None and abs(val) > 1e-12 * (1 + abs(V._value(c.lhs.xreplace(sol), at) or 0)):
-            where = ", ".join(f"{v} = {V._fmt(x)}" for v, x in at.items() if x is not None)
-            return {"ok": False, "why": f"the Equality line {text!r} is wrong: lhs - rhs = {V._fmt(val)} at {where}"}
+        val = value(g, at)
+        if val is not None and abs(val) > 1e-12 * (1 + abs(value(c.lhs.xreplace(sol), at) or 0)):
+            where = ", ".join(f"{v} = {fmt(x)}" for v, x in at.items() if x is not None)
+            return {"ok": False, "why": f"the Equality line {text!r} is wrong: lhs - rhs = {fmt(val)} at {where}"}
         return {"ok": None, "why": f"could not show lhs == rhs exactly on the Equality condition {text!r}"}
     if not inside:
         return {"ok": False, "why": f"the Equality condition {text!r} has no solution in the {c.domain} domain"
@@ -511,7 +513,7 @@ def _equality_condition(spec: dict, text: str, point: dict | None = None) -> dic
     return {"ok": True, "why": f"lhs == rhs wherever {t}"}
 
 
-def _domain_point(c: V._Claim, sol: dict) -> dict | None:
+def _domain_point(c: Claim, sol: dict) -> dict | None:
     """A point of the solution family `sol` (free variables set to trial values) in the domain with
     both sides real, or None."""
     free = sorted(set().union(*(sp.sympify(x).free_symbols for x in sol.values())) | (set(c.order) - set(sol)),
@@ -519,10 +521,10 @@ def _domain_point(c: V._Claim, sol: dict) -> dict | None:
     for trial in _TRIALS:
         sub = {f: sp.Integer(1) * trial[i % len(trial)] for i, f in enumerate(free)}
         vals = {v: sp.sympify(sol.get(v, v)).xreplace(sub) for v in c.order}
-        nums = [V._value(x, {}) for x in vals.values()]
-        if any(x is None or not V._in_domain(x, c.domain) for x in nums):
+        nums = [value(x, {}) for x in vals.values()]
+        if any(x is None or not in_domain(x, c.domain) for x in nums):
             continue
-        if V._value(c.lhs, vals) is None or V._value(c.rhs, vals) is None:
+        if value(c.lhs, vals) is None or value(c.rhs, vals) is None:
             continue
         return vals
     return None

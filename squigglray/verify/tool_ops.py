@@ -7,46 +7,35 @@ canonical arguments from `canonical.canonical_args` (each expression a ``[syntax
 It returns ``{"ok": True, "result": ...}`` or ``{"ok": False, "error_type", "error"}`` for
 bad or oversized input; anything else that raises comes back to the parent as a WorkerError.
 
-Parsing never runs ``eval``: SymPy syntax is parsed with Python's ``ast`` and only whitelisted
-nodes (numbers, names, arithmetic, comparisons, calls of known functions) are turned into SymPy
-objects; names starting with ``_`` are refused. LaTeX goes through latex2sympy2_extended (an
-ANTLR grammar, no eval) and its tree is rebuilt bottom-up. Both paths refuse constant powers
-too big to compute (``9**9**9``) before SymPy tries, since memory can run out before a deadline.
+Parsing never runs ``eval``: SymPy syntax goes through the symbolic core's whitelisting parser
+(`squigglray.symbolic.parse`) with the tools' grammar (`GRAMMAR`: any identifier is a Symbol,
+known functions and constants, relations and logic, implicit multiplication). LaTeX goes through
+latex2sympy2_extended (an ANTLR grammar, no eval) and its tree is rebuilt bottom-up. Both paths
+refuse constant powers and factorials too big to compute (``9**9**9``) before SymPy tries, since
+memory can run out before a deadline (`squigglray.symbolic.guard`). The Z3 ops use the core's
+translation (`squigglray.symbolic.ToZ3`) without roots: integer powers only, ``x/y`` asserted
+only where ``y != 0``, variables real unless ``vars`` says "int".
 """
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
 import random
-import re
 import sys
-from functools import reduce
 
 import sympy as sp
 from latex2sympy2_extended import NormalizationConfig, latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
-try:
-    import z3
-except ImportError:  # the z3 ops then report an error; the rest works
-    z3 = None
+from squigglray.symbolic import ExpressionError, Grammar, Limits, ToZ3, TooLarge, apply, exact_value, load_z3
+from squigglray.symbolic import parse as parse_text, short as _short
+
+z3 = load_z3()  # None: the z3 ops then report an error; the rest works
 
 __all__ = ["BadInput", "TooLarge", "parse", "run"]
 
-_MAX_BITS = 100_000  # a constant power above this many bits is refused
-_MAX_FACTORIAL = 10_000
-_Z3_MAX_EXP = 64
-
-
-class BadInput(ValueError):
-    """The input is not something the op can take (reported as error_type 'bad_input')."""
-
-
-class TooLarge(BadInput):
-    """The input would build a number too large to compute (reported as 'too_large')."""
-
+BadInput = ExpressionError  # the input is not something the op can take (error_type 'bad_input');
+# TooLarge, a kind of it, is input that would build a number too large to compute ('too_large')
 
 # ==================================== parsing ====================================
 _FUNCS = {name: getattr(sp, name) for name in (
@@ -56,131 +45,31 @@ _FUNCS = {name: getattr(sp, name) for name in (
     "Gt", "Ge", "And", "Or", "Not")}
 _FUNCS.update(ln=sp.log, abs=sp.Abs, arcsin=sp.asin, arccos=sp.acos, arctan=sp.atan)
 _CONSTANTS = {"pi": sp.pi, "E": sp.E, "I": sp.I, "oo": sp.oo, "true": sp.true, "false": sp.false}
-_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-_LOGIC = {ast.BitAnd: sp.And, ast.BitOr: sp.Or}
-_COMPARE = {ast.Eq: sp.Eq, ast.NotEq: sp.Ne, ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge}
-_SINGLE_EQ = re.compile(r"(?<![<>=!])=(?!=)")
-_IMPLICIT = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?)(?![eE][+-]?\d)(?=[A-Za-z_(])"
-                       r"|(\))(?=[\d(]|(?!(?:and|or|not|in|is)\b)[A-Za-z_])")
+# texts are at most 2,000 characters (the parent refuses longer); exponents up to 10**6 and literals
+# of any length within that, as numbers for a calculator (the verifier's grammar is stricter)
+_LIMITS = Limits(max_chars=4000, max_exponent=10**6, max_number_chars=4000)
+GRAMMAR = Grammar(functions=_FUNCS, constants=_CONSTANTS, free_names=True, relations=True, implicit_mul=True,
+                  limits=_LIMITS)
 _LATEX_NORM = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
                                   boxed="none", equations=False)
 _LATEX_CONV = ConversionConfig(lowercase_symbols=False, interpret_as_mixed_fractions=False)
 
 
-def _short(x, n: int = 60) -> str:
-    s = str(x)
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def _check_power(base, ex) -> None:
-    if not (base.is_Number and ex.is_Number) or base.is_Float or ex.is_Float:
-        if ex.is_Number and not ex.is_Float and abs(ex) > 10**6:
-            raise TooLarge(f"exponent {_short(ex)} is too large (limit 10**6)")
-        return
-    big = max(abs(int(base.p)), abs(int(base.q))) if base.is_Rational else 0
-    if big > 1 and abs(int(ex.p)) > _MAX_BITS * int(ex.q) / math.log2(big):  # ints: no float overflow
-        raise TooLarge(f"{_short(base)}**{_short(ex)} is too large to compute (over {_MAX_BITS} bits)")
-
-
-def _power(base, ex):
-    _check_power(base, ex)
-    return sp.Pow(base, ex)
-
-
-def _call(name: str, args: list):
-    if name in ("factorial", "binomial", "gamma") and any(a.is_Number and abs(a) > _MAX_FACTORIAL for a in args):
-        raise TooLarge(f"{name} of a number above {_MAX_FACTORIAL} is too large to compute")
-    try:
-        return _FUNCS[name](*args)
-    except (TypeError, ValueError) as e:
-        raise BadInput(f"{name}{_short(tuple(args))}: {e}") from None
-
-
-class _Builder:
-    """Python AST of a SymPy-syntax expression -> SymPy object, whitelisted node by node."""
-
-    def __call__(self, node):
-        method = getattr(self, "_" + type(node).__name__, None)
-        if method is None:
-            raise BadInput(f"{type(node).__name__} is not allowed in an expression")
-        return method(node)
-
-    def _Expression(self, node):
-        return self(node.body)
-
-    def _Constant(self, node):
-        v = node.value
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise BadInput(f"literal {_short(repr(v))} is not allowed")
-        return sp.Integer(v) if isinstance(v, int) else sp.Float(repr(v))
-
-    def _Name(self, node):
-        name = node.id
-        if name.startswith("_"):
-            raise BadInput(f"name {name!r} is not allowed (names may not start with '_')")
-        return _CONSTANTS[name] if name in _CONSTANTS else sp.Symbol(name)
-
-    def _UnaryOp(self, node):
-        x = self(node.operand)
-        if isinstance(node.op, ast.USub):
-            return -x
-        if isinstance(node.op, ast.UAdd):
-            return x
-        if isinstance(node.op, (ast.Not, ast.Invert)):
-            return sp.Not(x)
-        raise BadInput(f"operator {type(node.op).__name__} is not allowed")
-
-    def _BinOp(self, node):
-        a, b = self(node.left), self(node.right)
-        if isinstance(node.op, ast.Pow):
-            return _power(a, b)
-        if type(node.op) in _LOGIC:
-            return _LOGIC[type(node.op)](a, b)
-        if type(node.op) not in _ARITH:
-            raise BadInput(f"operator {type(node.op).__name__} is not allowed")
-        try:
-            return _ARITH[type(node.op)](a, b)
-        except TypeError as e:  # e.g. arithmetic on a relation
-            raise BadInput(str(e)) from None
-
-    def _BoolOp(self, node):
-        return (sp.And if isinstance(node.op, ast.And) else sp.Or)(*[self(v) for v in node.values])
-
-    def _Compare(self, node):
-        sides = [self(node.left)] + [self(c) for c in node.comparators]
-        rels = [_COMPARE[type(op)](l, r, evaluate=False) if type(op) in _COMPARE else None
-                for op, l, r in zip(node.ops, sides, sides[1:])]
-        if None in rels:
-            raise BadInput("only ==, !=, <, <=, >, >= (and =) comparisons are allowed")
-        return rels[0] if len(rels) == 1 else sp.And(*rels)
-
-    def _Call(self, node):
-        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS:
-            what = node.func.id if isinstance(node.func, ast.Name) else type(node.func).__name__
-            raise BadInput(f"unknown function {what!r} (known: {', '.join(sorted(_FUNCS))})")
-        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
-            raise BadInput(f"{node.func.id}(...) takes positional arguments only")
-        return _call(node.func.id, [self(a) for a in node.args])
-
-
 def _parse_sympy(text: str):
-    src = _SINGLE_EQ.sub("==", text.replace("^", "**"))
-    src = _IMPLICIT.sub(lambda m: (m.group(1) or m.group(2)) + "*", src)  # 2x -> 2*x, )( -> )*(
     try:
-        tree = ast.parse(src, mode="eval")
-    except SyntaxError as e:
-        raise BadInput(f"{_short(text)!r} is not a valid SymPy expression: {e.msg}") from None
-    return _Builder()(tree)
+        return parse_text(text, GRAMMAR)
+    except TooLarge:
+        raise
+    except ExpressionError as e:
+        raise BadInput(f"{_short(text)!r} is not a valid SymPy expression: {e}") from None
 
 
 def _rebuild(e):
-    """Evaluate latex2sympy's unevaluated tree bottom-up, refusing oversized constant powers."""
+    """Evaluate latex2sympy's unevaluated tree bottom-up, refusing oversized powers and factorials."""
     if not isinstance(e, sp.Basic) or not e.args or e.is_Atom:
         return e
     args = [_rebuild(a) for a in e.args]
-    if e.is_Pow:
-        return _power(*args)
-    return e.func(*args)
+    return apply(e.func, args, _LIMITS)
 
 
 def _parse_latex(text: str):
@@ -328,78 +217,17 @@ def _answer_equivalent(a, _t):
 
 
 # ==================================== Z3 ops ====================================
-class _ToZ3:
-    """SymPy -> Z3 over declared sorts. x**-n becomes 1/x**n with the side condition x != 0."""
-
-    def __init__(self, sorts: dict[str, str]):
-        self.sorts = sorts
-        self.vars: dict[str, object] = {}
-        self.side: list = []
-
-    def var(self, s):
-        if s.name not in self.vars:
-            self.vars[s.name] = (z3.Int if self.sorts.get(s.name) == "int" else z3.Real)(s.name)
-        return self.vars[s.name]
-
-    def __call__(self, e):
-        if e.is_Symbol:
-            return self.var(e)
-        if e is sp.true or e is sp.false:
-            return z3.BoolVal(bool(e))
-        if e.is_Integer:
-            return z3.IntVal(int(e))
-        if e.is_Rational:
-            return z3.Q(int(e.p), int(e.q))
-        if e.is_Float:
-            r = sp.Rational(str(e))
-            return z3.Q(int(r.p), int(r.q))
-        if e.is_Add:
-            return reduce(operator.add, map(self, e.args))
-        if e.is_Mul:
-            return reduce(operator.mul, map(self, e.args))
-        if e.is_Pow:
-            return self._pow(e.base, e.exp)
-        if isinstance(e, sp.Abs):
-            x = self(e.args[0])
-            return z3.If(x >= 0, x, -x)
-        if isinstance(e, sp.Rel) and type(e) in _Z3_REL:
-            return _Z3_REL[type(e)](self(e.lhs), self(e.rhs))
-        if isinstance(e, (sp.And, sp.Or)):
-            return (z3.And if isinstance(e, sp.And) else z3.Or)(*map(self, e.args))
-        if isinstance(e, sp.Not):
-            return z3.Not(self(e.args[0]))
-        raise BadInput(f"Z3 cannot take {type(e).__name__} ({str(e)[:60]}); use +, -, *, /, integer powers, "
-                       "Abs, relations, And/Or/Not")
-
-    def _pow(self, base, ex):
-        if not ex.is_Integer or abs(ex) > _Z3_MAX_EXP:
-            raise BadInput(f"Z3 takes integer powers up to {_Z3_MAX_EXP} only, not ** {ex}")
-        x = self(base)
-        n = abs(int(ex))
-        out = reduce(operator.mul, [x] * n) if n else z3.IntVal(1)
-        if ex < 0:
-            self.side.append(x != 0)
-            return z3.RealVal(1) / (z3.ToReal(out) if z3.is_int(out) else out)
-        return out
-
-
-_Z3_REL = {sp.Eq: operator.eq, sp.Ne: operator.ne, sp.Lt: operator.lt, sp.Le: operator.le,
-           sp.Gt: operator.gt, sp.Ge: operator.ge}
-
-
-def _model(model, tr: _ToZ3) -> dict[str, str]:
+def _model(model, tr: ToZ3) -> dict[str, str]:
     out = {}
-    for name, v in sorted(tr.vars.items()):
+    for s, v in sorted(tr.vars.items(), key=lambda kv: kv[0].name):
         val = model.eval(v, model_completion=True)
-        if z3.is_int_value(val):
-            out[name] = str(val.as_long())
-        elif z3.is_rational_value(val):
-            n, d = val.numerator_as_long(), val.denominator_as_long()
-            out[name] = str(n) if d == 1 else f"{n}/{d}"
+        exact = exact_value(val)
+        if exact is not None:
+            out[s.name] = str(exact)
         elif z3.is_algebraic_value(val):
-            out[name] = val.as_decimal(30).rstrip("?")
+            out[s.name] = val.as_decimal(30).rstrip("?")
         else:
-            out[name] = str(val)
+            out[s.name] = str(val)
     return out
 
 
@@ -407,7 +235,7 @@ def _check(formulas: list, sorts: dict, timeout_s: float):
     """(z3 result, model dict or None) for the conjunction of SymPy booleans `formulas`."""
     if z3 is None:
         raise RuntimeError("z3-solver is not installed")
-    tr = _ToZ3(sorts)
+    tr = ToZ3(sorts=sorts)  # integer powers only (no roots); reals unless sorts says "int"
     assertions = [tr(f) for f in formulas]
     solver = z3.Solver()
     solver.set("timeout", max(10, int(timeout_s * 800)))  # Z3's own clock, inside the worker deadline
