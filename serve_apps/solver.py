@@ -23,7 +23,6 @@ Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
 
 # no `from __future__ import annotations`: FastAPI must see the real `Request` class in route signatures
 import asyncio
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -39,9 +38,10 @@ from ray import serve
 from ray.util import metrics
 
 from actors.sandbox_pool import SandboxPool
+from serve_apps._http import error, read_json
 from squigglray.config import build_config
 from squigglray.engines import Completion, Engine, EngineConfig, SamplingParams
-from squigglray.engines.openai_api import CompletionRequest, describe, error_body, models_body, respond
+from squigglray.engines.openai_api import CompletionRequest, describe, models_body, respond
 from squigglray.paths import default_root
 from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
 from squigglray.schemas.solve import SolveOptions, SolveRequest
@@ -157,31 +157,6 @@ class SolverAppArgs(ApiKeyArgs):
     @property
     def served_name(self) -> str:
         return self.served_model_name or self.model
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP helpers (error shape shared with squigglray.engines.openai_api)
-
-def error(status: int, message: str, kind: str = "invalid_request_error", param: Optional[str] = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, kind, param), status_code=status)
-
-
-async def read_json(request: Request, limit: int) -> tuple[Any, Optional[JSONResponse]]:
-    """The parsed body, or a 413 (over `limit` bytes, checked before reading it all) / 400 response."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None, error(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes", "request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None, error(413, f"request body is over the limit of {limit} bytes", "request_too_large")
-    if not body.strip():
-        return None, error(400, "the request body is empty; send a JSON object")
-    try:
-        return json.loads(body), None
-    except (ValueError, UnicodeDecodeError) as e:
-        return None, error(400, f"the request body is not valid JSON ({e})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 from ray import serve
 from ray.util import metrics
 
-from serve_apps.solver import error, read_json
+from serve_apps._http import error, read_json
 from squigglray.config import build_config
 from squigglray.engines.openai_api import describe, error_body
 from squigglray.serve_auth import ApiKeyArgs, BearerAuth, read_api_key

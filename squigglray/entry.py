@@ -22,6 +22,7 @@ one fails with the field's name before any work, exactly as in a YAML config.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
@@ -42,6 +43,11 @@ class JobArgs(BaseModel):
     overrides: list[str] = Field(default_factory=list, description="dotted override, e.g. train.steps=100 (repeatable)",
                                  json_schema_extra={"flag": "--set", "repeat": True, "metavar": "KEY=VALUE"})
     data_dir: str | None = Field(None, description="artifact root (default $SQUIGGLRAY_DATA or ./data)")
+    verbose: bool = Field(False, description="Ray Tune's status tables and trial configs instead of one progress "
+                                             "bar (every trial's results are in its folder either way)")
+
+
+VERBOSE_ENV = "SQUIGGLRAY_VERBOSE"  # read by tune_spaces.progress: Tune's own tables instead of a progress bar
 
 
 class TrainJobArgs(JobArgs):
@@ -169,6 +175,8 @@ def models_from(ns: argparse.Namespace, *models: type[BaseModel]) -> tuple[BaseM
         prefix = f"{model.__name__}."
         data = {k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)}
         out.append(build_config(model, data))
+    if any(getattr(m, "verbose", False) is True for m in out):
+        os.environ[VERBOSE_ENV] = "2"
     return tuple(out)
 
 
@@ -185,7 +193,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from squigglray.models import ModelNotFound, UnknownPreset
     from squigglray.probes.aggregate import AggregationError
     from squigglray.schemas import SchemaMismatch
-    from squigglray.jobs.solve_cli import BadCsv  # TODO(issue 23): moves to squigglray/solve
+    from squigglray.solve.problems_csv import BadCsv
 
     return (ConfigError, BadKnob, UnknownFamily, ModelNotFound, UnknownPreset, SchemaMismatch, BadCsv,
             AggregationError, SourceError, SliceNotFound, DatasetError)
@@ -200,5 +208,19 @@ def run_main(body: Callable[[], Any]) -> Any:
     """Run a job's main body; a user error prints `error: ...` and exits 2 (the CLI's convention)."""
     try:
         return body()
-    except user_errors() as e:
-        fail(e)
+    except Exception as e:  # user_errors() imports the domain (torch): not for --help's SystemExit
+        if isinstance(e, user_errors()):
+            fail(e)
+        raise
+
+
+def run_module(name: str) -> Any:
+    """The body of every job module's `if __name__ == "__main__":` (pass `__spec__.name`).
+
+    `python -m squigglray.jobs.slice` executes the file as `__main__`; whatever Ray pickles by
+    reference from it (Ray Data stages, remote functions, their cached globals) would then be looked
+    up as `__main__.<name>` on the workers and not found ("Can't get attribute '_stage' on <module
+    '__main__'>"). So the job runs the `main` of the module imported under its real name."""
+    import importlib
+
+    return run_main(importlib.import_module(name).main)

@@ -243,3 +243,22 @@ def test_no_answer_without_a_statement():
     assert extract_answer(QUESTION) is None  # restating the question gives nothing to vote for
     assert extract_answer(r"\boxed{}") is None
     assert extract_answer("I computed 12 and then 13") is None
+
+
+@pytest.mark.parametrize("text,model_answer,trace_answer", [
+    ("The answer is \\boxed{12}.", "12", "12"),
+    ("\\boxed{\\frac{1}{2}} then \\boxed{7}", "7", "7"),
+    ("\\boxed{}", None, ""),  # an empty box: no answer, but the trace did write its box
+    ("\\boxed {3}", "3", None),  # TeX forms the trace format never writes
+    ("\\boxed 5", "5", None),
+    ("\\fbox{4}", "4", None),
+    ("\\boxed{1} and then \\boxed{2", None, None),  # cut mid-answer
+    ("no box", None, None),
+])
+def test_one_box_parser_two_readings(text, model_answer, trace_answer):
+    """`last_box` is the one parser of boxed answers: `extract_answer` reads a model's answer with
+    it, `extract_boxed` the project's own trace format (the held-out evaluation's reading)."""
+    from squigglray.solve.answers import extract_answer, extract_boxed
+
+    assert extract_answer(text) == model_answer
+    assert extract_boxed(text) == trace_answer

@@ -22,7 +22,7 @@ def small(**kw) -> DcmConfig:
 
 
 def test_run_one_writes_artifacts(solver_store):
-    from squigglray.jobs.dcm import run_one
+    from squigglray.dcm.run import run_one
 
     logs = []
     out = run_one(small(gates={"diagnostic": 0.0, "joint": 0.0}), str(solver_store.base), log=logs.append)
@@ -49,7 +49,7 @@ def test_run_one_writes_artifacts(solver_store):
 
 
 def test_failed_gate_stops_the_run(solver_store):
-    from squigglray.jobs.dcm import run_one
+    from squigglray.dcm.run import run_one
 
     out = run_one(small(gates={"diagnostic": 1.0, "joint": 0.0}, optim={"steps": 2, "restarts": 0}),
                   str(solver_store.base), log=lambda *_: None, write=False)

@@ -187,7 +187,7 @@ def test_bf16_model_keeps_fp32_slots(solver_store):
     """precision bf16 (the GPU default) loads a bf16 model; the slots stay fp32, and the trained
     model still steers toward an answer."""
     from squigglray.dcm.optimizer import optimize
-    from squigglray.jobs.dcm import load_frozen
+    from squigglray.dcm.run import load_frozen
 
     fz = load_frozen(cfg(model="nano", precision="bf16", device="cpu"), solver_store)
     assert next(fz.model.parameters()).dtype == torch.bfloat16
@@ -213,7 +213,7 @@ def test_hub_architectures_from_a_saved_folder(arch, nano_tokenizer, tmp_path):
     import transformers
 
     from squigglray.dcm.optimizer import optimize
-    from squigglray.jobs.dcm import load_frozen
+    from squigglray.dcm.run import load_frozen
     from squigglray.paths import ArtifactStore
 
     tok = copy.deepcopy(nano_tokenizer)

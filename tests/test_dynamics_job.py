@@ -9,7 +9,8 @@ import pytest
 
 from squigglray.config import ConfigError, build_config
 from squigglray.events.schema import EVENT_FAMILIES_SCHEMA, EVENTS_SCHEMA
-from squigglray.jobs.dynamics import DynamicsOptions, experiment_id, parse_seeds, run_dynamics
+from squigglray.entry import parse_args
+from squigglray.jobs.dynamics import DynamicsOptions, experiment_id, make_parser, run_dynamics
 from squigglray.paths import ArtifactStore
 from squigglray.training import BaseTrainConfig, train_base
 
@@ -29,7 +30,9 @@ def experiment(ray_session, tmp_path_factory):
     data = tmp_path_factory.mktemp("dyn")
     cfg = build_config(BaseTrainConfig, {}, FAST)
     opts = DynamicsOptions(seeds=[0, 1], checkpoint_every=8, n_perm=50)
-    out = run_dynamics(cfg, opts, str(data), fault_kill_at_step=11)  # each trial is SIGKILLed once at step 11
+    from fault_drill import KillOnce
+
+    out = run_dynamics(cfg, opts, str(data), hooks=[KillOnce(11)])  # each trial is SIGKILLed once at step 11
     return ArtifactStore(str(data)), out
 
 
@@ -144,10 +147,10 @@ def test_experiment_id_and_seed_parsing():
     assert experiment_id(cfg, [0, 1], "h") == experiment_id(cfg.model_copy(update={"seed": 7}), [1, 0], "h")
     assert experiment_id(cfg, [0, 1], "h") != experiment_id(cfg, [0, 1, 2], "h")
     assert experiment_id(cfg, [0, 1], "h") != experiment_id(cfg, [0, 1], "other data")
-    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    assert parse_args(make_parser(), ["--seeds", "0, 1,2"])[1].seeds == [0, 1, 2]  # the job's own parser
     for bad in ("0,0", "a,b", "", "-1"):
         with pytest.raises(ConfigError):
-            parse_seeds(bad)
+            parse_args(make_parser(), ["--seeds", bad])
     assert 3 * DynamicsOptions(seeds=[0, 1, 2]).resolved(2).cpus_per_trial <= 2
     assert DynamicsOptions(seeds=[0, 1]).resolved(16).threads_per_trial == 8
     json.dumps(DynamicsOptions().model_dump())

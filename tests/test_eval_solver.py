@@ -7,10 +7,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from squigglray.jobs.eval_solver import (
-    ProblemResult, SolverEvalConfig, disjoint_groups, eval_solver, markdown_table, metric_rows,
-    parse_ns, score_problem,
+from squigglray.eval.solver import (
+    ProblemResult, SolverEvalConfig, disjoint_groups, markdown_table, metric_rows, parse_ns, score_problem,
 )
+from squigglray.jobs.eval_solver import eval_solver
 from squigglray.schemas.solve import CandidateRecord
 from squigglray.solve.answers import is_correct
 

@@ -17,7 +17,8 @@ import pytest
 
 from squigglray.families import LEVELS, BadKnob, UnknownFamily, get_family, list_families, sample
 from squigglray.families.base import AIMO_MAX, stable_seed
-from squigglray.families.trace import extract_boxed, extract_code
+from squigglray.families.trace import extract_code
+from squigglray.solve.answers import extract_boxed
 from squigglray.schemas.problems import STEP_TYPES, TARGET_TYPES
 
 FAMILIES = list_families()

@@ -1,5 +1,7 @@
 """End to end through Ray's Job Submission API: a private `ray start --head`, a real CLModel job that
-writes its artifacts, a job with a bad config that fails with the field's name, and a clean teardown.
+writes its artifacts, a job with a bad config that fails with the field's name, every workflow's
+smoke entry submitted as `python -m squigglray.jobs.<w>` with the shipped runtime env's upload rules
+(examples/runtime_env.yaml), and a clean teardown.
 
     .venv/bin/python -m pytest tests/test_job_submission.py -q
 
@@ -57,9 +59,18 @@ TINY = [
     "model.d_model=32", "model.n_heads=2", "model.cond_heads=2", "model.rvq_dim=16", "model.codebook_size=8",
     "model.num_quantizers=1", "model.steps=4", "model.d_state=32", "model.heavy_layers=1", "model.num_branches=2",
 ]
-# Anchored at the repo root ("data" alone would also drop the squigglray/data package).
-EXCLUDES = ["/.venv", "/.git", "/data", "/*.egg-info", "/.pytest_cache", "/tests/.sandbox-target-*", "__pycache__"]
-WHERE = "python -c 'import squigglray, actors; print(\"code from\", squigglray.__file__, actors.__file__)'"
+WHERE = ("python -c 'import squigglray, squigglray.data, actors; "
+         "print(\"code from\", squigglray.__file__, squigglray.data.__file__, actors.__file__)'")
+
+
+def _shipped_runtime_env() -> dict:
+    """examples/runtime_env.yaml's upload rules (working_dir, excludes) as users submit them; its pip
+    list and env vars describe the cluster's shared storage and offline hub, not this machine."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "examples" / "runtime_env.yaml").read_text())
+    assert spec["working_dir"] == "."
+    return {"working_dir": str(REPO), "excludes": spec["excludes"]}
 
 
 def _free_ports(n: int) -> list[int]:
@@ -171,7 +182,7 @@ def head(tmp_path_factory):
 def jobs(head):
     """Both jobs submitted at once (they run side by side): {"ok": id, "bad": id}."""
     client, data_dir, _ = head
-    runtime_env = {"working_dir": str(REPO), "excludes": EXCLUDES}
+    runtime_env = _shipped_runtime_env()
     return {
         "ok": client.submit_job(entrypoint=f"{WHERE} && {_entrypoint(TINY, data_dir)}", runtime_env=runtime_env),
         "bad": client.submit_job(entrypoint=_entrypoint([*TINY, "train.batch_size=0"], data_dir / "bad"),
@@ -179,14 +190,14 @@ def jobs(head):
     }
 
 
-def _wait(client, job_id: str) -> str:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
+def _wait(client, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> str:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = str(client.get_job_status(job_id))
         if status in TERMINAL:
             return status
         time.sleep(1)
-    pytest.fail(f"job {job_id} not done in {JOB_TIMEOUT_S} s; logs:\n{client.get_job_logs(job_id)[-3000:]}")
+    pytest.fail(f"job {job_id} not done in {timeout_s} s; logs:\n{client.get_job_logs(job_id)[-3000:]}")
 
 
 def test_submitted_clmodel_job_writes_its_run(head, jobs):
@@ -225,3 +236,93 @@ def test_bad_config_job_fails_naming_the_field(head, jobs):
     assert "train.batch_size" in logs and "greater than or equal to 1" in logs, logs[-3000:]
     assert "training in a Ray task" not in logs, "the config fails before any work starts"
     assert not (data_dir / "bad").exists()
+
+
+# ---------------------------------------------------------------------------------- every workflow
+# Each workflow's smoke entry as users submit it: `python -m squigglray.jobs.<w>`, the shipped upload
+# rules, all submitted at once to the 2-CPU head. A module run as `-m` is `__main__`; anything Ray
+# pickled by reference from it would not be found on the workers (the slice job failed so with
+# "Can't get attribute '_stage' on <module '__main__'>"), which only a real job shows.
+
+def _ineq_config(verifier: str) -> dict:
+    return {
+        "name": "jobsub", "base_model": "nano",
+        "data": {"families": ["reciprocal", "sos"], "n_per_family": 4},
+        "generation": {"engine": {"backend": "hf", "model": "nano"}, "shots": 1, "max_problems": 2, "max_tokens": 16},
+        "verification": {"engine": {"backend": "hf", "model": verifier}, "shots": 1, "max_tokens": 4, "timeout_s": 30},
+        "sft": {"max_steps": 2, "batch_size": 2, "max_length": 192, "threads": 1, "eval_before": False,
+                "logging_steps": 1},
+        "eval": {"max_problems": 2, "k_shots": 1, "max_new_tokens": 16, "judge_max_tokens": 4, "timeout_s": 30},
+    }
+
+
+@pytest.fixture(scope="module")
+def workflow_jobs(head, solver_store, nano_tokenizer, tmp_path_factory):
+    """{workflow: (job id, data dir)}: one smoke job per workflow, all submitted at once."""
+    import yaml
+
+    from squigglray.models import build_model
+
+    client, _, _ = head
+    root = tmp_path_factory.mktemp("workflows")
+    verifier = root / "nano-verifier"
+    build_model("nano", nano_tokenizer, 256, seed=1).save_pretrained(verifier)
+    nano_tokenizer.save_pretrained(verifier)
+    (root / "slice.yaml").write_text(
+        "name: jobsub\nsources:\n  - {kind: families, families: [crt, gcd_lcm], per_family_level: 6}\n"
+        "quotas: {train: 10, probe_a: 1, holdout: 2}\nfill: {enabled: false}\n")
+    (root / "ineq.yaml").write_text(yaml.safe_dump(_ineq_config(str(verifier))))
+
+    def with_model(name: str) -> Path:  # a data dir holding the session's trained nano (preset "nano")
+        dest = root / name
+        shutil.copytree(solver_store.base, dest)
+        return dest
+
+    entries = {
+        "slice": (root / "slice", f"slice build --config {root / 'slice.yaml'}"),
+        "quickstart": (root / "qs", "quickstart --smoke --no-probes --no-solver-eval --seeds 0,1 "
+                                    "--set train.steps=8 --set train.log_every=2 --set train.log_dense_until=4 "
+                                    "--set eval.n_per_family=1"),
+        "probe": (with_model("probe"), "probe --exp jobsub --base nano --config squigglray/configs/probe_smoke.yaml "
+                                       "--families gcd_lcm --seeds 0 --set finetune.steps=2"),
+        "dcm": (with_model("dcm"), "dcm run --config squigglray/configs/dcm_smoke.yaml --set model=nano "
+                                   "--set dataset.n=2 --set optim.steps=3"),
+        "eval_solver": (with_model("eval"), "eval_solver --model nano --families arithmetic --per-family 1 --ns 1 "
+                                            "--code-modes code --json"),
+        "solve_cli": (with_model("solve"), "solve_cli 'What is 17 * 23?' --model nano --n 2 --json"),
+        "ineq": (with_model("ineq"), f"ineq run --config {root / 'ineq.yaml'}"),
+    }
+    runtime_env = _shipped_runtime_env()
+    out = {}
+    for name, (data, args) in entries.items():
+        module, _, rest = args.partition(" ")
+        entry = f"python -m squigglray.jobs.{module} {rest} --data-dir {data}"
+        out[name] = (client.submit_job(entrypoint=entry, runtime_env=runtime_env), data)
+    return out
+
+
+WORKFLOW_ARTIFACTS = {
+    "slice": "slices/*/manifest.json",
+    "quickstart": "experiments/dyn-*/report.md",
+    "probe": "experiments/jobsub/probe_report.md",
+    "dcm": "experiments/*/result.json",
+    "eval_solver": None,  # prints its table as JSON: checked in the log
+    "solve_cli": None,
+    "ineq": "experiments/ineq-jobsub-*/report.md",
+}
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOW_ARTIFACTS))
+def test_every_workflow_runs_as_a_submitted_job(head, workflow_jobs, workflow):
+    client, _, _ = head
+    job_id, data = workflow_jobs[workflow]
+    status = _wait(client, job_id, timeout_s=480)  # seven jobs share the head's two CPUs
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", f"{workflow}: {logs[-3000:]}"
+    pattern = WORKFLOW_ARTIFACTS[workflow]
+    if pattern:
+        assert list(Path(data).glob(pattern)), f"{workflow}: nothing matches {pattern} under {data}"
+    elif workflow == "eval_solver":
+        assert '"pass@1"' in logs or "pass@1" in logs, logs[-2000:]
+    else:
+        assert '"answer"' in logs, logs[-2000:]

@@ -152,7 +152,8 @@ def test_probe_cli_flags(monkeypatch):
     import squigglray.jobs.probe as probe
 
     seen = {}
-    monkeypatch.setattr(probe, "run_probe_sweep", lambda cfg, exp, base, data_dir, opts: seen.update(opts=opts))
+    monkeypatch.setattr(probe, "run_probe_sweep", lambda cfg, exp, base, data_dir, opts: seen.update(opts=opts)
+                        or {"family_table": [], "probes": 0, "ran": 0})  # main() prints the (empty) ranking
     probe.main(["--exp", "e", "--placement", "probe", "--accelerator-type", "A100", "--families", "arithmetic"])
     assert seen["opts"].trial_placement() == Placement(cpus=1, gpus=0.25, memory_class="16g", accelerator_type="A100")
     probe.main(["--exp", "e", "--gpus-per-trial", "1", "--memory-class", "40g", "--families", "arithmetic"])

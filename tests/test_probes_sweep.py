@@ -55,10 +55,11 @@ def test_adapter_runs_one_probe_in_process(nano_base, store):
 
 @pytest.mark.slow
 def test_sweep_through_tune_with_retries_and_rerun(ray_session, nano_base, store):
+    from fault_drill import KillOnce
     from squigglray.jobs.probe import run_probe_sweep
 
     cfg = build_config(ProbeConfig, TINY)
-    out = run_probe_sweep(cfg, "exp-sweep", nano_base, store.base, fault_kill_at_step=3)
+    out = run_probe_sweep(cfg, "exp-sweep", nano_base, store.base, hooks=[KillOnce(3)])
     assert out["ran"] == 8 and out["probes"] == 8
     exp = store.experiment_dir("exp-sweep")
     names = sorted(p.name for p in store.local_path(f"{exp}/summaries").iterdir())

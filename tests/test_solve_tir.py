@@ -117,3 +117,39 @@ def test_code_block_extraction_and_truncation():
     assert last_code_block("no code") is None
     t = truncate("x" * 1000, 100)
     assert len(t) < 200 and "characters cut" in t
+
+
+def test_heldout_rules_keep_the_trace_as_written():
+    """The held-out evaluation runs this loop with HELDOUT_RULES: the first complete code block
+    runs, its output block follows the text exactly as generated (no newline tidied), an ```output
+    opened without code ends the trace with the marker kept, and the answer round is short."""
+    from squigglray.eval.heldout import HELDOUT_ANSWER_TOKENS, HELDOUT_RULES
+    from squigglray.eval.run_code import SubprocessExecutor
+    from squigglray.solve.tir import Candidate, run_batches
+
+    class Recording(ScriptedEngine):
+        async def generate(self, prompts, params, seeds=None):
+            self.params = getattr(self, "params", []) + [params]
+            return [[Completion(text, "stop", stop, 1, 1)]
+                    for text, stop in (self.script[min(1, p.count("```output"))] for p in prompts)]
+
+    code = ("Compute.\n```python\nprint(6 * 7)\n```\n```python\nprint(0)\n```\n\n", "```output")
+    engine = Recording([code, ("The answer is \\boxed{42}.", None)])
+    opts = SolveOptions.model_construct(n=1, rounds=1, temperature=0.0, max_tokens_per_round=200,
+                                        code_timeout_s=5.0, output_chars=2000, execute_code=True,
+                                        early_stop=False, reflexion=False, critique=False, prompt="squigglray")
+    ex = SubprocessExecutor()
+    try:
+        cands = [Candidate(index=0, prompt="Problem: 6*7\nSolution:\n", seed=0, session="h-0")]
+        asyncio.run(run_batches(cands, engine, ex, opts, 8, HELDOUT_RULES))
+        assert cands[0].text == code[0] + "```output\n42\n```\nThe answer is \\boxed{42}."
+        assert [p.max_tokens for p in engine.params] == [200, HELDOUT_ANSWER_TOKENS]
+        assert engine.params[0].stop == ["```output"] and engine.params[1].stop == []
+
+        bare = Recording([("No code here.\n", "```output")])
+        cands = [Candidate(index=0, prompt="Problem: x\nSolution:\n", seed=0, session="h-1")]
+        asyncio.run(run_batches(cands, bare, ex, opts, 8, HELDOUT_RULES))
+        assert cands[0].text == "No code here.\n```output" and cands[0].finished and not cands[0].runs
+        assert len(bare.params) == 1
+    finally:
+        ex.close()

@@ -15,7 +15,7 @@ def dcm_trial(config: dict[str, Any]) -> None:
     import torch
 
     from squigglray.dcm.config import DcmConfig
-    from squigglray.jobs.dcm import run_one
+    from squigglray.dcm.run import run_one
 
     if config.get("threads"):
         torch.set_num_threads(config["threads"])

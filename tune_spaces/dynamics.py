@@ -8,21 +8,19 @@ continues with `Tuner.restore`. The trial's artifacts (scalars, geometry) go to 
 
 from __future__ import annotations
 
-import os
-import signal
 from contextlib import nullcontext
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ray import tune
 from tune_spaces.metrics import SweepMetrics
+from tune_spaces.progress import callbacks_for, tune_verbosity
+from tune_spaces.trial_hooks import Trial, TrialHook, trial_callbacks, with_hooks
 
 from squigglray.training.callbacks import TrainerCallback
 
 if TYPE_CHECKING:
     from squigglray.training import BaseTrainConfig
 
-FAULT_KEY = "_fault_kill_at_step"  # fault drill: SIGKILL the trial once at this step (tests use it)
 JITTER_KEY = "schedule_jitter"  # in the space only when set: the param spaces of existing experiments stay the same
 
 
@@ -46,25 +44,6 @@ class TuneReporter(TrainerCallback):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-class _KillOnce(TrainerCallback):
-    """Fault drill: SIGKILL this process at `step`, unless `marker` exists. The marker is created
-    atomically, so of the trials sharing one marker exactly one dies; it records `note`."""
-
-    def __init__(self, step: int, marker: Path, note: str = ""):
-        self.step, self.marker, self.note = step, marker, note
-
-    def on_step_end(self, state, model, batch):
-        if state.step != self.step:
-            return
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, (self.note or str(os.getpid())).encode())
-        os.close(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def trial_config(config: dict[str, Any]) -> BaseTrainConfig:
     """The BaseTrainConfig a seed trial trains: the shared config made that seed's by
     `squigglray.training.schedule.seed_config`, the function that names the run ids the experiment returns."""
@@ -77,7 +56,8 @@ def trial_config(config: dict[str, Any]) -> BaseTrainConfig:
 
 def seed_trial(config: dict[str, Any]) -> None:
     """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads,
-    and schedule_jitter when the experiment desynchronizes the seeds' schedules."""
+    schedule_jitter when the experiment desynchronizes the seeds' schedules, and the caller's trial
+    hooks when it gave some."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -90,11 +70,7 @@ def seed_trial(config: dict[str, Any]) -> None:
     store = ArtifactStore(config["store"])
     rid = run_id_for(cfg)
     reporter = TuneReporter(cfg.train.checkpoint_every, rid)
-    callbacks: list[TrainerCallback] = [reporter]
-    if config.get(FAULT_KEY):
-        marker = Path(store.local_path(f"{store.run_dir(rid)}/.fault-drill"))
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker))
+    callbacks: list[TrainerCallback] = [reporter, *trial_callbacks(config, Trial("seed", store, run_id=rid))]
     checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
         rec = train_base(cfg, store, callbacks=callbacks, progress=False, resume_from=resume,
@@ -103,18 +79,19 @@ def seed_trial(config: dict[str, Any]) -> None:
 
 
 def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
-               fault_kill_at_step: int | None = None, schedule_jitter: float = 0.0) -> dict[str, Any]:
-    space = {"train": train_json, "seed": tune.grid_search(list(seeds)), "store": store_uri, "threads": threads}
-    if fault_kill_at_step:
-        space[FAULT_KEY] = fault_kill_at_step
+               hooks: Iterable[TrialHook] | None = None, schedule_jitter: float = 0.0) -> dict[str, Any]:
+    """hooks: extra callbacks for each trial (tune_spaces.trial_hooks)."""
+    space = with_hooks({"train": train_json, "seed": tune.grid_search(list(seeds)), "store": store_uri,
+                        "threads": threads}, hooks)
     if schedule_jitter:
         space[JITTER_KEY] = schedule_jitter
     return space
 
 
 def run_seed_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
-                    max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
-    """Start the experiment, or continue it (`Tuner.restore`) when `storage_path/name` holds one."""
+                    max_failures: int = 2, max_concurrent: int = 0, total_steps: int = 0) -> tune.ResultGrid:
+    """Start the experiment, or continue it (`Tuner.restore`) when `storage_path/name` holds one.
+    Quiet unless SQUIGGLRAY_VERBOSE: one progress bar over `total_steps` (tune_spaces.progress)."""
     trainable = tune.with_resources(seed_trial, resources)
     path = f"{storage_path.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
@@ -125,10 +102,10 @@ def run_seed_trials(space: dict[str, Any], resources: dict[str, float], storage_
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
                                         trial_dirname_creator=lambda t: f"seed_{t.config['seed']}"),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, verbose=verbose,
+                name=name, storage_path=storage_path, verbose=tune_verbosity(),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[SweepMetrics("dynamics")],
+                callbacks=[SweepMetrics("dynamics"), *callbacks_for("seed trials", total_steps)],
             ),
         )
     return tuner.fit()

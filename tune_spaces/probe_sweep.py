@@ -10,15 +10,15 @@ peft load once per worker, not once per probe.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ray import tune
 from tune_spaces.metrics import SweepMetrics
 
 from squigglray.schemas.probes import probe_id_for
 from squigglray.training.callbacks import TrainerCallback
-from tune_spaces.dynamics import FAULT_KEY, _KillOnce
+from tune_spaces.progress import callbacks_for, tune_verbosity
+from tune_spaces.trial_hooks import Trial, TrialHook, trial_callbacks, with_hooks
 
 _PLANS: dict[tuple[str, str], Any] = {}  # (store, experiment) -> plan, per worker process
 
@@ -42,7 +42,8 @@ def _plan(store, experiment_id: str, plan_hash: str):
 
 
 def probe_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable. config: probe {target, seed}, experiment, plan_hash, store (URI), threads."""
+    """Tune function trainable. config: probe {target, seed}, experiment, plan_hash, store (URI), threads,
+    and the caller's trial hooks when it gave some."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -58,12 +59,8 @@ def probe_trial(config: dict[str, Any]) -> None:
         raise RuntimeError(f"the plan of {config['experiment']} changed under the sweep "
                            f"({plan.config_hash[:10]} != {config['plan_hash'][:10]})")
     job = ProbeJob(plan, config["probe"]["target"], int(config["probe"]["seed"]))
-    callbacks: list[TrainerCallback] = [StepReporter(job.probe_id)]
-    if config.get(FAULT_KEY):  # one marker per sweep: the first probe to reach the step dies, once
-        marker = Path(store.local_path(f"{store.experiment_dir(config['experiment'])}/.fault-drill"))
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        callbacks.append(_KillOnce(int(config[FAULT_KEY]), marker, job.probe_id))
-    job.callbacks = tuple(callbacks)
+    trial = Trial("probe", store, experiment=config["experiment"], probe_id=job.probe_id)
+    job.callbacks = (StepReporter(job.probe_id), *trial_callbacks(config, trial))
     t0 = time.perf_counter()
     summary = LoraProbeAdapter().run(job, store)
     write_summary(store, summary)
@@ -84,16 +81,15 @@ def trial_lost(error: BaseException | None) -> bool:
 
 
 def probe_space(specs: list[dict[str, Any]], experiment_id: str, plan_hash: str, store_uri: str, threads: int,
-                fault_kill_at_step: int | None = None) -> dict[str, Any]:
-    space = {"probe": tune.grid_search(specs), "experiment": experiment_id, "plan_hash": plan_hash,
-             "store": store_uri, "threads": threads}
-    if fault_kill_at_step:
-        space[FAULT_KEY] = fault_kill_at_step
-    return space
+                hooks: Iterable[TrialHook] | None = None) -> dict[str, Any]:
+    """hooks: extra callbacks for each trial (tune_spaces.trial_hooks)."""
+    return with_hooks({"probe": tune.grid_search(specs), "experiment": experiment_id, "plan_hash": plan_hash,
+                       "store": store_uri, "threads": threads}, hooks)
 
 
 def run_probe_trials(space: dict[str, Any], resources: dict[str, float], storage_path: str, name: str,
-                     max_failures: int = 2, max_concurrent: int = 0, verbose: int = 1) -> tune.ResultGrid:
+                     max_failures: int = 2, max_concurrent: int = 0, total_steps: int = 0) -> tune.ResultGrid:
+    """Quiet unless SQUIGGLRAY_VERBOSE: one progress bar over `total_steps` (tune_spaces.progress)."""
     def dirname(trial) -> str:  # = the probe id, the name of its summary: squigglray.jobs.probe reads errors by it
         p = trial.config["probe"]
         return probe_id_for(p["target"], p["seed"])
@@ -102,8 +98,8 @@ def run_probe_trials(space: dict[str, Any], resources: dict[str, float], storage
         tune.with_resources(probe_trial, resources), param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=dirname),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=verbose,
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=tune_verbosity(),
                                   failure_config=tune.FailureConfig(max_failures=max_failures),
-                                  callbacks=[SweepMetrics("probe")]),
+                                  callbacks=[SweepMetrics("probe"), *callbacks_for("probes", total_steps)]),
     )
     return tuner.fit()

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-VERBOSE_ENV = "SQUIGGLRAY_VERBOSE"
+from squigglray.entry import VERBOSE_ENV
 
 
 def tune_verbosity() -> int:

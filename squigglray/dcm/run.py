@@ -1,4 +1,6 @@
 """Seed 001's staged experiment on one model: diagnostics, joint Q-A, spot check, with gates.
+`run_one` runs the stages of one config and writes its artifacts (the `squigglray dcm run` job and
+every trial of the Tune sweep, tune_spaces/dcm_sweep.py, call it).
 
 1. diagnostic: Q alone and A alone (modes [q] then [a]); gate: convergence rate >= gates.diagnostic;
 2. joint: Q and A from the same slots (modes [q, a]); gate: >= gates.joint;
@@ -12,17 +14,21 @@ health label, and each stage carries the dataset-level thresholds table.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
+from typing import Any
 
 import numpy as np
+import torch
 
 from squigglray import __version__
 from squigglray.config import config_hash
 from squigglray.dcm.config import DcmConfig
 from squigglray.dcm.criteria import baselines, dataset_table, health, seed_converged
-from squigglray.dcm.data import QAPair
+from squigglray.dcm.data import QAPair, load_pairs, load_paraphrases
 from squigglray.dcm.optimizer import SlotResult, optimize
-from squigglray.dcm.slots import Frozen, greedy_decode, slot_prompt
+from squigglray.dcm.slots import Frozen, freeze, greedy_decode, slot_prompt
+from squigglray.paths import ArtifactStore
 
 
 def pairs_hash(pairs: list[QAPair]) -> str:
@@ -112,4 +118,44 @@ def run_stages(fz: Frozen, cfg: DcmConfig, pairs: list[QAPair], log=print, progr
         good = [r for r in out["stages"]["joint"]["rows"] if r["converged"]][: cfg.spot_check]
         out["spot_check"] = [{k: r[k] for k in ("pair_id", "target", "decoded", "exact_match")} for r in good]
     out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def experiment_id(cfg: DcmConfig) -> str:
+    return f"dcm-{cfg.name}-k{cfg.k}-s{cfg.seed}-{config_hash(cfg)[:10]}"
+
+
+def load_frozen(cfg: DcmConfig, store: ArtifactStore):
+    from squigglray.models import load_model
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
+    model, tok = load_model(cfg.model, store, dtype=torch.bfloat16 if bf16 else torch.float32)
+    return freeze(model.to(device), tok, cfg.mode_words)
+
+
+def pairs_for(cfg: DcmConfig):
+    pairs = load_pairs(dict(cfg.dataset))
+    return load_paraphrases(cfg.paraphrases, pairs) if cfg.paraphrases else pairs
+
+
+def run_one(cfg: DcmConfig, data_dir: str | None = None, log=print, write: bool = True) -> dict[str, Any]:
+    """The staged run of one config; writes its artifacts under experiments/<id>/."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    store = ArtifactStore(data_dir)
+    pairs = pairs_for(cfg)
+    fz = load_frozen(cfg, store)
+    out = run_stages(fz, cfg, pairs, log=log)
+    slots = out.pop("slots")
+    exp = experiment_id(cfg)
+    out["experiment_id"] = exp
+    if write:
+        from squigglray.report.dcm_report import write_run_report
+
+        store.write_json(f"{store.experiment_dir(exp)}/result.json", out)
+        buf = io.BytesIO()
+        torch.save(slots, buf)
+        store.write_bytes(f"{store.experiment_dir(exp)}/slots.pt", buf.getvalue())
+        write_run_report(store, exp, out)
     return out

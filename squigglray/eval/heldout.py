@@ -3,20 +3,43 @@
 Per instance: generate until the model opens ```output, run its code block in a subprocess,
 append the real output, and let the model finish with \\boxed{}. Two exact-match scores:
 `code_acc` (the code's printed result equals the answer) and `boxed_acc` (the final boxed answer).
+
+The generation is the solver's loop (squigglray.solve.tir), run greedily for one code round with
+`HELDOUT_RULES`: the trace stays exactly as the model wrote it (the code is the first complete
+block, an ```output opened without code ends the trace, no newline is tidied), and the last round
+has HELDOUT_ANSWER_TOKENS. The model decodes with transformers' `generate` (`GreedyGenerate`), and
+the code runs in plain subprocesses (squigglray.eval.run_code): a trained model's held-out table is
+what it has always been.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
 import torch
 
-from squigglray.eval.run_code import run_many
+from squigglray.engines import Completion, Engine, SamplingParams
+from squigglray.eval.run_code import MAX_OUTPUT_CHARS, SubprocessExecutor, run_many
 from squigglray.families import sample
-from squigglray.families.trace import FENCE, OUTPUT_OPEN, extract_boxed, extract_code, format_prompt
+from squigglray.families.trace import OUTPUT_OPEN, extract_code, format_prompt
 from squigglray.schemas import EvalRow
 from squigglray.schemas.problems import ProblemInstance
+from squigglray.schemas.solve import SolveOptions
+from squigglray.solve.answers import extract_boxed
+from squigglray.solve.tir import Candidate, RoundRules, run_batches
+
+HELDOUT_ANSWER_TOKENS = 48  # after the code's output: enough for "The answer is \boxed{...}."
+
+
+def _first_block_of_round(text: str) -> str | None:
+    """The first complete ```python block of a round that stopped at ```output (marker put back)."""
+    return extract_code(text + OUTPUT_OPEN)
+
+
+HELDOUT_RULES = RoundRules(code_block=_first_block_of_round, open_without_code="finish", tidy_newlines=False,
+                           final_round_tokens=HELDOUT_ANSWER_TOKENS)
 
 
 def heldout_instances(
@@ -35,41 +58,82 @@ def heldout_instances(
     return out
 
 
-@torch.no_grad()
-def _generate(model, tokenizer, texts: list[str], max_new_tokens: int, stop_ids: list[int]) -> list[str]:
-    enc = tokenizer([tokenizer.bos_token + t for t in texts], return_tensors="pt", padding=True,
-                    add_special_tokens=False)
-    out = model.generate(
-        **enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    new = out[:, enc["input_ids"].shape[1]:]
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in new]
+class GreedyGenerate(Engine):
+    """Greedy decoding of a model held in memory with transformers' `generate`: BOS + text, left
+    padding, each call one batch. A stop string must be one token of the tokenizer (```output is):
+    generation stops at that token, and the completion's text ends before it."""
+
+    name = "hf-generate"
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
+
+    async def generate(self, prompts: list[str], params: SamplingParams,
+                       seeds: list[int] | None = None) -> list[list[Completion]]:
+        if params.n != 1 or params.temperature != 0:
+            raise ValueError("GreedyGenerate decodes greedily: n=1 and temperature=0")
+        return [[c] for c in self.generate_sync(prompts, params)]
+
+    @torch.no_grad()
+    def generate_sync(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        tok = self.tokenizer
+        stop_ids = [tok.eos_token_id]
+        for s in params.stop:
+            i = tok.convert_tokens_to_ids(s)
+            if i is None or i == tok.unk_token_id:
+                raise ValueError(f"stop string {s!r} is not one token of the tokenizer")
+            stop_ids.append(i)
+        tok.padding_side = "left"
+        enc = tok([tok.bos_token + t for t in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        out = self.model.generate(**enc, do_sample=False, max_new_tokens=params.max_tokens, eos_token_id=stop_ids,
+                                  pad_token_id=tok.pad_token_id)
+        completions = []
+        for row, mask in zip(out[:, enc["input_ids"].shape[1]:].tolist(), enc["attention_mask"]):
+            text = tok.decode(row, skip_special_tokens=True)
+            stopped_at = next((k for k, t in enumerate(row) if t in stop_ids), None)  # the rest is padding
+            stop = next((s for s in params.stop if text.rstrip().endswith(s)), None)
+            if stop is not None:  # the text without the stop string, as the Engine contract has it
+                text = text.rstrip()[: -len(stop)]
+            completions.append(Completion(text, "stop" if stopped_at is not None else "length", stop,
+                                          int(mask.sum()), len(row) if stopped_at is None else stopped_at + 1))
+        return completions
+
+    async def aclose(self) -> None:
+        pass
 
 
 def tir_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, timeout_s: float,
                  batch_size: int = 48) -> list[dict[str, Any]]:
-    """One code round of tool-integrated greedy generation for each prompt."""
-    tokenizer.padding_side = "left"
-    output_id = tokenizer.convert_tokens_to_ids(OUTPUT_OPEN)
-    results: list[dict[str, Any]] = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i : i + batch_size]
-        first = _generate(model, tokenizer, chunk, max_new_tokens, [tokenizer.eos_token_id, output_id])
-        codes = [extract_code(t) for t in first]
-        runs = run_many([c or "" for c in codes], timeout_s)
-        cont_idx = [j for j, t in enumerate(first) if codes[j] is not None and t.rstrip().endswith(OUTPUT_OPEN)]
-        cont_texts = [chunk[j] + first[j].rstrip() + "\n" + runs[j].output + f"\n{FENCE}\n" for j in cont_idx]
-        seconds = _generate(model, tokenizer, cont_texts, 48, [tokenizer.eos_token_id]) if cont_idx else []
-        tails = dict(zip(cont_idx, seconds))
-        for j, text in enumerate(first):
-            full = text
-            if j in tails:
-                full = text.rstrip() + "\n" + runs[j].output + f"\n{FENCE}\n" + tails[j]
-            results.append({
-                "completion": full, "code": codes[j], "code_output": runs[j].output if codes[j] else None,
-                "code_status": runs[j].status if codes[j] else "missing", "boxed": extract_boxed(full),
-            })
+    """One code round of tool-integrated greedy generation for each prompt (the solver's loop with
+    HELDOUT_RULES, batch_size prompts a wave), and the code each completion wrote, run."""
+    # constructed, not validated: the training config's eval section bounds these, not the solver's request limits
+    opts = SolveOptions.model_construct(n=1, rounds=1, temperature=0.0, max_tokens_per_round=max_new_tokens,
+                                        code_timeout_s=timeout_s, output_chars=MAX_OUTPUT_CHARS, execute_code=True,
+                                        early_stop=False, reflexion=False, critique=False, prompt="squigglray")
+    cands = [Candidate(index=i, prompt=p, seed=0, session=f"heldout-{i}") for i, p in enumerate(prompts)]
+    executor = SubprocessExecutor()
+    try:
+        asyncio.run(run_batches(cands, GreedyGenerate(model, tokenizer), executor, opts, batch_size, HELDOUT_RULES))
+    finally:
+        executor.close()
+    # a completion that wrote code but did not open ```output was not run in the loop: its code's
+    # output is still what `code_acc` scores
+    unrun = [c for c in cands if not c.runs and extract_code(c.text) is not None]
+    extra = dict(zip((c.index for c in unrun), run_many([extract_code(c.text) for c in unrun], timeout_s)))
+    results = []
+    for c in cands:
+        if c.runs:
+            code, output, status = c.runs[0].code, c.runs[0].output, c.runs[0].status
+        elif c.index in extra:
+            code, output, status = extract_code(c.text), extra[c.index].output, extra[c.index].status
+        else:
+            code, output, status = None, None, "missing"
+        results.append({"completion": c.text, "code": code, "code_output": output, "code_status": status,
+                        "boxed": extract_boxed(c.text)})
     return results
 
 

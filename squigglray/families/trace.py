@@ -2,6 +2,7 @@
 
 A training example is PROMPT + TRACE + eos. The trace is tool-integrated (as in AIMO/TIR data):
 a short reasoning line, a ```python block, its ```output, and a final \\boxed{answer}.
+Reading the answer back out of a trace is squigglray.solve.answers' (`extract_boxed`, one box parser).
 """
 
 from __future__ import annotations
@@ -34,25 +35,3 @@ def extract_code(text: str) -> str | None:
     """The first complete python block of a completion, or None."""
     m = _CODE_RE.search(text)
     return m.group(1) if m else None
-
-
-def balanced_group(text: str, open_at: int) -> str | None:
-    """Content of the brace group opening at `text[open_at] == '{'`; None if it is never closed."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-    return None
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...}, with nested braces balanced."""
-    start = text.rfind(BOXED)
-    if start < 0:
-        return None
-    inner = balanced_group(text, start + len(BOXED) - 1)
-    return inner.strip() if inner is not None else None

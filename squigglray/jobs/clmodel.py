@@ -9,12 +9,26 @@ runs it in this process instead. Artifacts: runs/clmodel-<name>-<hash>/ (see squ
 
 from __future__ import annotations
 
-import argparse
 import functools
 from typing import Any, Callable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from squigglray.clmodel.run import ClmodelRunConfig, run_id, run_training
+from squigglray.config import load_config, packaged_config
+from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.paths import ArtifactStore
+
+PACKAGED_CONFIG = "clmodel"
+
+
+class ClmodelTrainOptions(BaseModel):
+    """Where the training runs; not part of the run's config (nor its id)."""
+
+    model_config = ConfigDict(extra="forbid", title="where it runs")
+    local: bool = Field(False, description="train in this process instead of a Ray task")
+    num_cpus: int = Field(2, ge=0, description="CPUs of the Ray task")
+    num_gpus: float = Field(0, ge=0, description="GPUs of the Ray task")
 
 
 def train_job(cfg: ClmodelRunConfig, data_dir: str | None = None, local: bool = False, num_cpus: int = 2,
@@ -37,22 +51,22 @@ def train_job(cfg: ClmodelRunConfig, data_dir: str | None = None, local: bool = 
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from squigglray.config import load_config
-    from squigglray.config import packaged_config
+COMMANDS = {
+    "train": ("Staged training on the project's families (op traces from step_type labels), then the milestones: "
+              "accuracy, quantizer health, routing, tool-call rate, latency.", [JobArgs, ClmodelTrainOptions]),
+}
 
-    ap = argparse.ArgumentParser(prog="python -m squigglray.jobs.clmodel")
-    ap.add_argument("command", choices=["train"])
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--local", action="store_true", help="train in this process, without Ray")
-    ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--num-gpus", type=float, default=0)
-    a = ap.parse_args(argv)
-    cfg = load_config(ClmodelRunConfig, a.config or packaged_config("clmodel"), a.overrides)
-    train_job(cfg, a.data_dir, a.local, a.num_cpus, a.num_gpus)
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.clmodel` and of `squigglray clmodel`."""
+    return make_command_parser("squigglray clmodel", __doc__, COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    _, (job, opts) = parse_command(make_parser(), argv)
+    cfg = load_config(ClmodelRunConfig, job.config or packaged_config(PACKAGED_CONFIG), job.overrides)
+    return train_job(cfg, job.data_dir, opts.local, opts.num_cpus, opts.num_gpus)
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

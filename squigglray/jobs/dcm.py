@@ -1,6 +1,6 @@
 """DCM phase 1a: one staged run, or a K x seed x dataset sweep on Ray Tune.
 
-    squigglray dcm run --config squigglray/configs/dcm_smoke.yaml
+    squigglray dcm run                                      # the packaged config, squigglray/configs/dcm_smoke.yaml
     squigglray dcm sweep --config squigglray/configs/dcm_smoke.yaml --ks 4,8,16,32 --seeds 0,1
     ray job submit --working-dir . -- python -m squigglray.jobs.dcm sweep --config my.yaml --gpus-per-trial 1
     ray job submit --working-dir . -- python -m squigglray.jobs.dcm sweep --config my.yaml --placement dcm
@@ -16,61 +16,69 @@ experiments/<sweep id>/sweep.json, sweep.md and plots (convergence vs K, loss cu
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
+import functools
 import time
 from typing import Any
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squigglray.config import ConfigError, config_hash, load_config
+from squigglray.config import ConfigError, config_hash, load_config, packaged_config
 from squigglray.dcm.config import DcmConfig
-from squigglray.dcm.data import load_pairs, load_paraphrases
-from squigglray.dcm.run import run_stages
-from squigglray.dcm.slots import freeze
+from squigglray.dcm.data import load_pairs
+from squigglray.dcm.run import experiment_id, run_one
+from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.paths import ArtifactStore
-from squigglray.placement import DEFAULTS, Placement, default_for, make_placement
+from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, make_placement
+
+PACKAGED_CONFIG = "dcm_smoke"
 
 
-def experiment_id(cfg: DcmConfig) -> str:
-    return f"dcm-{cfg.name}-k{cfg.k}-s{cfg.seed}-{config_hash(cfg)[:10]}"
+class DcmSweepOptions(BaseModel):
+    """The sweep's grid and where its trials run; none of them changes a trial's config hash."""
 
+    model_config = ConfigDict(extra="forbid", title="sweep options")
+    ks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128], description="comma-separated K values")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="comma-separated seeds")
+    datasets: str | None = Field(None, description="YAML list of dataset specs, e.g. "
+                                 "'[{kind: arithmetic, n: 32}, {kind: sudoku, n: 32, holes: 8}]' "
+                                 "(default: the config's dataset)", json_schema_extra={"metavar": "YAML"})
+    cpus_per_trial: float | None = Field(None, ge=0, description="default: the placement's (1 CPU)")
+    gpus_per_trial: float | None = Field(None, ge=0, description="e.g. 1: each trial declares a GPU "
+                                         "(default: the placement's, no GPU)")
+    memory_class: MemoryClass | None = Field(None, description="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
+    accelerator_type: str | None = Field(None, description="e.g. A100: trials only on those GPUs")
+    placement: str | None = Field(None, description="start from this workload's cluster default "
+                                  f"(squigglray.placement.DEFAULTS: {', '.join(sorted(DEFAULTS))}), e.g. dcm",
+                                  json_schema_extra={"metavar": "WORKLOAD"})
 
-def load_frozen(cfg: DcmConfig, store: ArtifactStore):
-    from squigglray.models import load_model
+    @field_validator("ks", "seeds", mode="before")
+    @classmethod
+    def _ints(cls, v: Any, info) -> list[int]:
+        text = v if isinstance(v, str) else ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+        return parse_ints(text, info.field_name)
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
-    model, tok = load_model(cfg.model, store, dtype=torch.bfloat16 if bf16 else torch.float32)
-    return freeze(model.to(device), tok, cfg.mode_words)
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: str | None) -> str | None:
+        parse_datasets(v)  # each spec is checked by loading it
+        return v
 
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, v: str | None) -> str | None:
+        if v is not None and v not in DEFAULTS:
+            raise ValueError(f"no placement default for {v!r}; known workloads: {sorted(DEFAULTS)}")
+        return v
 
-def pairs_for(cfg: DcmConfig):
-    pairs = load_pairs(dict(cfg.dataset))
-    return load_paraphrases(cfg.paraphrases, pairs) if cfg.paraphrases else pairs
+    def dataset_specs(self) -> list[dict] | None:
+        import yaml
 
+        return yaml.safe_load(self.datasets) if self.datasets else None
 
-def run_one(cfg: DcmConfig, data_dir: str | None = None, log=print, write: bool = True) -> dict[str, Any]:
-    """The staged run of one config; writes its artifacts under experiments/<id>/."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    store = ArtifactStore(data_dir)
-    pairs = pairs_for(cfg)
-    fz = load_frozen(cfg, store)
-    out = run_stages(fz, cfg, pairs, log=log)
-    slots = out.pop("slots")
-    exp = experiment_id(cfg)
-    out["experiment_id"] = exp
-    if write:
-        from squigglray.report.dcm_report import write_run_report
-
-        store.write_json(f"{store.experiment_dir(exp)}/result.json", out)
-        buf = io.BytesIO()
-        torch.save(slots, buf)
-        store.write_bytes(f"{store.experiment_dir(exp)}/slots.pt", buf.getvalue())
-        write_run_report(store, exp, out)
-    return out
+    def trial_placement(self, cfg: DcmConfig) -> Placement:
+        base = default_for(self.placement) if self.placement else None
+        return trial_placement(cfg, self.cpus_per_trial, self.gpus_per_trial, base, memory_class=self.memory_class,
+                               accelerator_type=self.accelerator_type)
 
 
 def trial_placement(cfg: DcmConfig, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
@@ -160,33 +168,46 @@ def parse_datasets(text: str | None) -> list[dict] | None:
     return specs
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "sweep"])
-    ap.add_argument("--config")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--ks", default="4,8,16,32,64,128")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--datasets", default=None, help="YAML list of dataset specs")
-    ap.add_argument("--cpus-per-trial", type=float, default=None, help="default: the placement's (1 CPU)")
-    ap.add_argument("--gpus-per-trial", type=float, default=None, help="default: the placement's (no GPU)")
-    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
-    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
-    ap.add_argument("--placement", default=None, choices=sorted(DEFAULTS),
-                    help="start from this workload's cluster default (squigglray.placement.DEFAULTS), e.g. dcm")
-    ap.add_argument("--data-dir")
-    a = ap.parse_args(argv)
-    cfg = load_config(DcmConfig, a.config, a.overrides)
-    if a.command == "run":
-        out = run_one(cfg, a.data_dir)
-        print(json.dumps({k: v["summary"] for k, v in out["stages"].items()}, indent=2, default=str))
-    else:
-        base = default_for(a.placement) if a.placement else None
-        p = trial_placement(cfg, a.cpus_per_trial, a.gpus_per_trial, base, memory_class=a.memory_class,
-                            accelerator_type=a.accelerator_type)
-        run_sweep(cfg, parse_ints(a.ks, "ks"), parse_ints(a.seeds, "seeds"), parse_datasets(a.datasets), a.data_dir,
-                  placement=p)
+COMMANDS = {
+    "run": ("Seed 001's stages on one config: Q/A diagnostics, joint Q-A, greedy spot check, with gates.",
+            [JobArgs]),
+    "sweep": ("K x seed x dataset trials on Ray Tune (joint stage): convergence, exact match, losses, steps per K.",
+              [JobArgs, DcmSweepOptions]),
+}
+
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.dcm` and of `squigglray dcm`."""
+    return make_command_parser("squigglray dcm", __doc__, COMMANDS)
+
+
+def print_sweep_table(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"DCM sweep {out['sweep_id']}")
+    for col in ("dataset", "K", "converged", "greedy exact", "seed rule", "steps"):
+        t.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in out["table"]:
+        t.add_row(r["dataset"], str(r["k"]), f"{r['convergence_rate']:.0%}", f"{r['exact_match_rate']:.0%}",
+                  f"{r['seed_rule_rate']:.0%}", "-" if r["steps_to_converge"] is None else f"{r['steps_to_converge']:.0f}")
+    Console().print(t)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    command, (job, *rest) = parse_command(make_parser(), argv)
+    cfg = load_config(DcmConfig, job.config or packaged_config(PACKAGED_CONFIG), job.overrides)
+    log = functools.partial(print, flush=True)  # under `ray job submit` stdout is a file: lines go out live
+    if command == "run":
+        out = run_one(cfg, job.data_dir, log=log)
+        print(f"report: {out['experiment_id']}/report.md")
+        return out
+    (opts,) = rest
+    out = run_sweep(cfg, opts.ks, opts.seeds, opts.dataset_specs(), job.data_dir, log=log,
+                    placement=opts.trial_placement(cfg))
+    print_sweep_table(out)
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squigglray.config import ConfigError, config_hash, load_config, packaged_config
-from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_main
+from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
 from squigglray.training import BaseTrainConfig, run_id_for
@@ -97,8 +97,9 @@ def with_checkpoints(cfg: BaseTrainConfig, opts: DynamicsOptions) -> BaseTrainCo
 
 
 def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStore, exp_id: str,
-                reuse: bool = True, fault_kill_at_step: int | None = None) -> dict[int, str]:
-    """Run (or continue) the Tune experiment; returns seed -> run_id. Raises if a trial failed for good."""
+                reuse: bool = True, hooks=None) -> dict[int, str]:
+    """Run (or continue) the Tune experiment; returns seed -> run_id. Raises if a trial failed for good.
+    hooks: extra callbacks for each seed trial (tune_spaces.trial_hooks)."""
     from squigglray.placement import to_tune_resources
     from tune_spaces.dynamics import run_seed_trials, seed_space
 
@@ -106,10 +107,11 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     if not reuse and store.is_local:
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
     store_uri = store.location
-    space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, fault_kill_at_step,
+    space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, hooks,
                        opts.schedule_jitter)
     grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id,
-                           max_failures=opts.max_failures, max_concurrent=opts.max_concurrent)
+                           max_failures=opts.max_failures, max_concurrent=opts.max_concurrent,
+                           total_steps=cfg.train.steps * len(opts.seeds))
     failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} seed trial(s) failed after {opts.max_failures} retries: "
@@ -119,9 +121,9 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
 
 
 def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data_dir: str | None = None,
-                 reuse: bool = True, fault_kill_at_step: int | None = None,
-                 slice_hash: str | None = None) -> dict[str, Any]:
-    """slice_hash: the training pool's hash when the caller has built the pool already."""
+                 reuse: bool = True, hooks=None, slice_hash: str | None = None) -> dict[str, Any]:
+    """slice_hash: the training pool's hash when the caller has built the pool already.
+    hooks: extra callbacks for each seed trial (tune_spaces.trial_hooks; the tests' fault drill)."""
     from actors.placement import check_feasible
     from squigglray.jobs.dynamics_analysis import analyze_experiment
     from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
@@ -138,7 +140,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
     exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash, opts.schedule_jitter)
     t0 = time.perf_counter()
-    runs = train_seeds(cfg, opts, store, exp_id, reuse, fault_kill_at_step)
+    runs = train_seeds(cfg, opts, store, exp_id, reuse, hooks)
     seconds = {"train": time.perf_counter() - t0}
     t1 = time.perf_counter()
     analysis = analyze_experiment(store, exp_id, cfg, runs, opts, reuse=reuse)
@@ -146,16 +148,6 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     publish(store, cfg.model.preset, runs[opts.seeds[0]])  # the first seed's checkpoint serves the solver
     print(f"experiment report: {store.full(store.experiment_dir(exp_id))}/report.md")
     return {"experiment_id": exp_id, "runs": runs, "config": cfg, "options": opts, "seconds": seconds, **analysis}
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds {text!r}: give distinct non-negative integers, e.g. 0,1,2")
-    return seeds
 
 
 def make_parser():
@@ -175,4 +167,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_module(__spec__.name)

@@ -1,7 +1,7 @@
 """Olympiad inequalities (seed 002): generate -> verify -> split -> few-shot baseline -> SFT ->
 zero-shot eval -> report, each step cached by the hash of what it depends on, so a rerun resumes.
 
-    squigglray ineq run --config squigglray/configs/ineq.yaml
+    squigglray ineq run                                   # the packaged config, squigglray/configs/ineq.yaml
     ray job submit --working-dir . -- python -m squigglray.jobs.ineq run --config examples/ineq_cluster.yaml
 
 Artifacts under experiments/ineq-<name>-<hash of data, seed and base model>/:
@@ -27,7 +27,7 @@ matches is not run again, so a changed SFT section reruns SFT and what follows, 
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import time
 from typing import Any, Callable
@@ -35,9 +35,12 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from squigglray import __version__
-from squigglray.config import config_hash, load_config
+from squigglray.config import config_hash, load_config, packaged_config
+from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.ineq.config import IneqConfig
 from squigglray.paths import ArtifactStore
+
+PACKAGED_CONFIG = "ineq"
 
 
 def experiment_id(cfg: IneqConfig) -> str:
@@ -320,15 +323,24 @@ def step_learning_curve(cfg: IneqConfig, st: Steps) -> dict:
     return {"curve": rows}
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run"])
-    ap.add_argument("--config")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--data-dir")
-    a = ap.parse_args(argv)
-    run(load_config(IneqConfig, a.config, a.overrides), a.data_dir)
+COMMANDS = {
+    "run": ("Every step, each cached by its config hash (a rerun resumes): generate -> verify -> split -> "
+            "few-shot baseline -> SFT -> zero-shot eval -> report.", [JobArgs]),
+}
+
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.ineq` and of `squigglray ineq`."""
+    return make_command_parser("squigglray ineq", __doc__, COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    _, (job,) = parse_command(make_parser(), argv)
+    cfg = load_config(IneqConfig, job.config or packaged_config(PACKAGED_CONFIG), job.overrides)
+    out = run(cfg, job.data_dir, log=functools.partial(print, flush=True))
+    print(f"report: {out['experiment_id']}/report.md")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

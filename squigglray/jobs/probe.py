@@ -5,7 +5,7 @@ DIS scoring, aggregation to Parquet, impact clusters and the probe report (seed 
     squigglray probe --exp hub-probe --base deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --gpus-per-trial 0.25 \\
         --set finetune.max_seq_len=1024 --set lora.r=16
     ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp first-probe --base tiny
-    ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp hub-probe --base <hub id> \
+    ray job submit --working-dir . -- python -m squigglray.jobs.probe --exp hub-probe --base <hub id> \\
         --placement probe --accelerator-type A100      # 0.25 GPU of >= 16 GB per probe, A100 nodes only
 
 A trial's placement (squigglray.placement) is checked against the cluster before Tune starts: a
@@ -19,19 +19,49 @@ the probes without a summary of the same config hash run; widen --families or --
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import ConfigError, build_config, load_config
-from squigglray.jobs.dynamics import parse_seeds
+from squigglray.config import ConfigError, load_config
+from squigglray.entry import JobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, trial_placement
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
+
+
+def check_seeds(seeds: list[int] | None) -> list[int] | None:
+    """Distinct non-negative seeds (a validator of the probe jobs' --seeds)."""
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+        raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {seeds})")
+    return seeds
+
+
+class ProbeArgs(JobArgs):
+    """What to probe: the experiment, the base checkpoint, the families and seeds, the ProbeConfig."""
+
+    config: str | None = Field(None, description="ProbeConfig YAML, e.g. squigglray/configs/probe.yaml "
+                                                 "(default: ProbeConfig's own defaults)",
+                               json_schema_extra={"short": "-c"})
+    exp: str = Field(..., description="experiment id (required): experiments/<EXP_ID>/ under the data dir")
+    base: str = Field("tiny", description="checkpoint folder, trained preset name, or hub id")
+    families: list[str] | None = Field(None, description="comma-separated families (default: every family)")
+    seeds: list[int] | None = Field(None, description="comma-separated distinct probe seeds (default: 0,1)")
+
+    @field_validator("families")
+    @classmethod
+    def _some_family(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("name at least one family, e.g. mod_power,crt")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return check_seeds(v)
 
 
 class SweepOptions(BaseModel):
@@ -40,16 +70,24 @@ class SweepOptions(BaseModel):
     A trial's placement is `placement` (default: one CPU), with each flat option that is set
     (cpus/gpus_per_trial > 0, memory_class, accelerator_type, resources_per_trial) laid over it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="trial placement and retries")
     cpus_per_trial: float = Field(0.0, ge=0, description="0 = the placement's (one CPU by default)")
     gpus_per_trial: float = Field(0.0, ge=0, description="e.g. 0.25: four probes share a GPU")
     memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU, e.g. 16g")
     accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
-    resources_per_trial: dict[str, float] = Field(default_factory=dict)
-    placement: Placement | None = Field(None, description="the base placement (e.g. placement.DEFAULTS['probe'])")
-    threads_per_trial: int = Field(0, ge=0, description="0 = max(1, int(cpus of a trial))")
-    max_concurrent: int = Field(0, ge=0)
-    max_failures: int = Field(2, ge=0, description="a failed probe is run again this many times")
+    resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'nvme': 1}")
+    placement: Placement | None = Field(
+        None, description="start from this workload's cluster default (squigglray.placement.DEFAULTS: "
+                          f"{', '.join(sorted(DEFAULTS))}), e.g. probe = 0.25 GPU of >= 16g; the flags above change it")
+    threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus of a trial))")
+    max_concurrent: int = Field(0, ge=0, description="0 = as many as resources allow")
+    max_failures: int = Field(2, ge=0, description="times a failed probe is run again")
+
+    @field_validator("placement", mode="before")
+    @classmethod
+    def _named_placement(cls, v: Any) -> Any:
+        """A workload's name (the --placement flag) stands for its cluster default."""
+        return default_for(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "SweepOptions":
@@ -96,28 +134,30 @@ def _without_summary(specs: list[dict[str, Any]], have: dict[str, str], config_h
 
 
 def run_trials(store: ArtifactStore, plan, todo: list[dict[str, Any]], opts: SweepOptions,
-               fault_kill_at_step: int | None = None):
+               hooks: Iterable | None = None):
     """The probes as Tune trials; raises PlacementError at once when no node can hold a trial.
 
     Tune retries a trial that fails while it runs (FailureConfig.max_failures), but not one whose
     actor or node dies before it starts running (Tune marks it ERROR at once): probes lost that way
     are run again in a new round, at most `max_failures` rounds. A probe counts as done when its
-    summary (of this config) is in the store. Returns the last round's ResultGrid."""
+    summary (of this config) is in the store. `hooks`: extra callbacks for each trial
+    (tune_spaces.trial_hooks). Returns the last round's ResultGrid."""
     from actors.placement import check_feasible
     from squigglray.placement import to_tune_resources
-    from tune_spaces.probe_sweep import probe_space, run_probe_trials, trial_lost
 
     exp = plan.experiment_id
     store_uri = store.location
     placement = opts.trial_placement()
-    check_feasible(placement, what=f"a probe trial of {exp}")
+    check_feasible(placement, what=f"a probe trial of {exp}")  # before the trials' imports (torch): at once
+    from tune_spaces.probe_sweep import probe_space, run_probe_trials, trial_lost
     name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     remaining, rnd = list(todo), 0
     while True:
-        space = probe_space(remaining, exp, plan.config_hash, store_uri, opts.threads_per_trial, fault_kill_at_step)
+        space = probe_space(remaining, exp, plan.config_hash, store_uri, opts.threads_per_trial, hooks)
         result = run_probe_trials(space, to_tune_resources(placement), store.full(f"{store.experiment_dir(exp)}/tune"),
                                   name + (f"-round{rnd + 1}" if rnd else ""), max_failures=opts.max_failures,
-                                  max_concurrent=opts.max_concurrent)
+                                  max_concurrent=opts.max_concurrent,
+                                  total_steps=len(remaining) * plan.config.finetune.steps)
         errors = {Path(r.path or "").name: r.error for r in result if r.error is not None}
         remaining = _without_summary(remaining, _summary_hashes(store, exp), plan.config_hash)
         lost = [p for p in remaining if trial_lost(errors.get(probe_id_for(p["target"], p["seed"])))]
@@ -180,7 +220,8 @@ def analyze(store: ArtifactStore, exp_id: str, baseline_id: str | None = None, t
 
 
 def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | None = None,
-                    opts: SweepOptions | None = None, fault_kill_at_step: int | None = None) -> dict[str, Any]:
+                    opts: SweepOptions | None = None, hooks: Iterable | None = None) -> dict[str, Any]:
+    """hooks: extra callbacks for each probe trial (tune_spaces.trial_hooks)."""
     from squigglray.jobs.ray_runtime import ensure_ray
     from squigglray.probes.plan import build_plan, write_plan
 
@@ -196,7 +237,7 @@ def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | No
     if todo:
         ensure_ray()
         t1 = time.perf_counter()
-        run_trials(store, plan, todo, opts, fault_kill_at_step)
+        run_trials(store, plan, todo, opts, hooks)
         seconds["probes"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     out = analyze(store, exp_id, cfg.baseline_id)
@@ -205,45 +246,43 @@ def run_probe_sweep(cfg: ProbeConfig, exp_id: str, base: str, data_dir: str | No
     return {"experiment_id": exp_id, "plan": plan, "ran": len(todo), "probes": len(specs), "seconds": seconds, **out}
 
 
-def parse_families(text: str) -> list[str]:
-    families = [x for x in text.replace(" ", "").split(",") if x]
-    if not families:
-        raise ConfigError(f"--families {text!r} names no family")
-    return families
-
-
-def sweep_config(path: str | None, overrides: list[str], families: str | None, seeds: str | None) -> ProbeConfig:
+def sweep_config(path: str | None, overrides: list[str], families: list[str] | None = None,
+                 seeds: list[int] | None = None) -> ProbeConfig:
+    """The ProbeConfig: the file (or the defaults), the --set overrides, then --families and --seeds."""
     extra = list(overrides)
     if families:
-        extra.append(f"families={parse_families(families)}")
+        extra.append(f"families={list(families)}")
     if seeds:
-        extra.append(f"seeds={parse_seeds(seeds)}")
+        extra.append(f"seeds={list(seeds)}")
     return load_config(ProbeConfig, path, extra)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--exp", required=True, help="experiment id (a readable name)")
-    ap.add_argument("--base", default="tiny", help="checkpoint folder, trained preset name, or hub id")
-    ap.add_argument("--families", default=None, help="comma-separated; default: every family")
-    ap.add_argument("--seeds", default=None, help="comma-separated; default 0,1")
-    ap.add_argument("--config", default=None, help="ProbeConfig YAML")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
-    ap.add_argument("--cpus-per-trial", type=float, default=0.0)
-    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
-    ap.add_argument("--memory-class", default=None, help="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
-    ap.add_argument("--accelerator-type", default=None, help="e.g. A100: trials only on those GPUs")
-    ap.add_argument("--placement", default=None, choices=sorted(DEFAULTS),
-                    help="start from this workload's cluster default (squigglray.placement.DEFAULTS), "
-                         "e.g. 'probe' = 0.25 GPU of >= 16g; the flags above change it")
-    ap.add_argument("--data-dir", default=None)
-    a = ap.parse_args(argv)
-    cfg = sweep_config(a.config, a.overrides, a.families, a.seeds)
-    opts = build_config(SweepOptions, {"cpus_per_trial": a.cpus_per_trial, "gpus_per_trial": a.gpus_per_trial,
-                                       "memory_class": a.memory_class, "accelerator_type": a.accelerator_type,
-                                       "placement": default_for(a.placement).model_dump() if a.placement else None})
-    run_probe_sweep(cfg, a.exp, a.base, a.data_dir, opts)
+def print_probe_table(rows: list[dict[str, Any]], title: str) -> None:
+    """The DIS ranking: one row per family (controls dimmed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("family", "DIS", "magnitude", "coherence", "novelty"):
+        t.add_column(col, justify="left" if col == "family" else "right")
+    for r in rows:
+        t.add_row(r["family_id"], *(f"{r[k]:.3f}" for k in ("dis_mean", "magnitude", "coherence", "novelty")),
+                  style="dim" if r["role"] == "control" else None)
+    Console().print(t)
+
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.probe` and of `squigglray probe`."""
+    return make_parser_for("squigglray probe", __doc__, ProbeArgs, SweepOptions)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, opts = parse_args(make_parser(), argv)
+    cfg = sweep_config(args.config, args.overrides, args.families, args.seeds)
+    out = run_probe_sweep(cfg, args.exp, args.base, args.data_dir, opts)
+    print_probe_table(out["family_table"], f"DIS ranking: {args.exp} ({out['probes']} probes, {out['ran']} run now)")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

@@ -12,18 +12,39 @@ confirmation.md. The confirm plan's config hash covers the probe settings and bo
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from squigglray.config import config_hash
-from squigglray.jobs.dynamics import parse_seeds
-from squigglray.jobs.probe import SweepOptions, pending, run_trials
+from squigglray.entry import JobArgs, add_model_arguments, make_parser as make_parser_for, parse_args, run_module
+from squigglray.jobs.probe import SweepOptions, check_seeds, pending, run_trials
 from squigglray.paths import ArtifactStore
 from squigglray.probes.aggregate import read_summaries
 from squigglray.probes.config import ProbeConfig
 from squigglray.probes.confirm import ARMS, confirmation_markdown, confirmation_result, corpus_stats, corpus_targets
 from squigglray.probes.plan import ProbePlan, read_plan, write_plan
 from squigglray.schemas.probes import CORPUS_PREFIX, probe_id_for
+
+
+class ConfirmArgs(BaseModel):
+    """Which scored experiment to confirm, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+    exp: str = Field(..., description="a scored probe experiment (required)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="comma-separated distinct fine-tune seeds per arm")
+    top: int = Field(2, description="families with the highest mean DIS that make the curated corpus")
+    steps: int | None = Field(None, description="fine-tune steps (default: the probes')")
+    corpus_seed: int = Field(0, description="seed of the corpora: their instances and the random mixture")
+    data_dir: str | None = JobArgs.model_fields["data_dir"]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        return check_seeds(v)
+
+
+TRIAL_OPTIONS = ("cpus_per_trial", "gpus_per_trial")  # of SweepOptions: the confirmation's fine-tunes fit anywhere
 
 
 def confirm_plan(plan: ProbePlan, scored, tokenizer, top_families: int, steps: int | None,
@@ -77,20 +98,19 @@ def run_confirmation(store_or_data_dir, exp_id: str, seeds: list[int], top_famil
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--exp", required=True, help="a scored probe experiment")
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated fine-tune seeds")
-    ap.add_argument("--top", type=int, default=2, help="families of the DIS corpus (highest mean DIS)")
-    ap.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: the experiment's)")
-    ap.add_argument("--corpus-seed", type=int, default=0)
-    ap.add_argument("--cpus-per-trial", type=float, default=0.0)
-    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
-    ap.add_argument("--data-dir", default=None)
-    a = ap.parse_args(argv)
-    run_confirmation(a.data_dir, a.exp, parse_seeds(a.seeds), a.top, a.steps,
-                     SweepOptions(cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial), a.corpus_seed)
+def make_parser():
+    """The parser of `python -m squigglray.jobs.probe_confirm` and of `squigglray probe-confirm`."""
+    parser = make_parser_for("squigglray probe-confirm", __doc__, ConfirmArgs)
+    add_model_arguments(parser, SweepOptions, "trial resources",
+                        exclude=[f for f in SweepOptions.model_fields if f not in TRIAL_OPTIONS])
+    parser.set_defaults(_models=(ConfirmArgs, SweepOptions))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, opts = parse_args(make_parser(), argv)
+    return run_confirmation(args.data_dir, args.exp, args.seeds, args.top, args.steps, opts, args.corpus_seed)
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

@@ -16,18 +16,18 @@ outside the training config, so they never change the run id.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import ray
+from pydantic import BaseModel, ConfigDict, Field
 
 from squigglray import __version__
-from squigglray.config import config_hash, load_config, packaged_config  # noqa: F401 (re-export until callers move)
+from squigglray.config import build_config, config_hash, load_config, packaged_config
+from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.eval import heldout_instances, summarize
-from squigglray.jobs.dynamics import DynamicsOptions, parse_seeds, run_dynamics, seed_config, with_checkpoints
+from squigglray.jobs.dynamics import DynamicsOptions, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
 from squigglray.paths import ArtifactStore
 from squigglray.probes.config import ProbeConfig
@@ -37,22 +37,15 @@ from squigglray.training import BaseTrainConfig, find_reusable
 from squigglray.training.data import Pool, build_pool
 
 
-def train_or_reuse(cfg: BaseTrainConfig, store: ArtifactStore, reuse: bool = True, log=print,
-                   pool: Pool | None = None) -> tuple[RunRecord, bool]:
-    """Train as a Ray task using every CPU of the (local) cluster, unless this config already ran."""
-    from actors.base_model import train_base_task
-    from squigglray.jobs.ray_runtime import cluster_cpus
-    from squigglray.training.base import publish
+class QuickstartOptions(BaseModel):
+    """What the quickstart runs besides training; never part of a run's config hash."""
 
-    if reuse and (rec := find_reusable(cfg, store, pool.slice_hash if pool else None)):
-        log(f"reusing run {rec.provenance.run_id} (config hash {rec.provenance.config_hash[:10]} matches)")
-        publish(store, cfg.model.preset, rec.provenance.run_id)
-        return rec, True
-    cpus = cluster_cpus()
-    threads = cfg.train.threads or cpus
-    task = train_base_task.options(num_cpus=min(threads, cpus))
-    rec = RunRecord.model_validate(ray.get(task.remote(cfg.model_dump(mode="json"), store.uri, threads)))
-    return rec, False
+    model_config = ConfigDict(extra="forbid", title="quickstart options")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2],
+                             description="comma-separated distinct seeds of the dynamics experiment; the first "
+                                         "serves the solver")
+    no_solver_eval: bool = Field(False, description="skip the small best-of-N solver evaluation")
+    no_probes: bool = Field(False, description="skip the probe sweep (DIS ranking)")
 
 
 def evaluate(cfg: BaseTrainConfig, store: ArtifactStore, run_id: str, pool: Pool) -> list[dict[str, Any]]:
@@ -208,19 +201,6 @@ def probe_markdown(sweep: dict[str, Any]) -> str:
     ])
 
 
-def print_probe_table(rows: list[dict[str, Any]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col in ("family", "DIS", "magnitude", "coherence", "novelty"):
-        t.add_column(col, justify="left" if col == "family" else "right")
-    for r in rows:
-        t.add_row(r["family_id"], *(f"{r[k]:.3f}" for k in ("dis_mean", "magnitude", "coherence", "novelty")),
-                  style="dim" if r["role"] == "control" else None)
-    Console().print(t)
-
-
 def print_table(table: list[EvalRow], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -242,7 +222,7 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
     probes: None = the packaged probe sweep (probe_config), False = skip it."""
     from squigglray.jobs.eval_solver import eval_solver
     from squigglray.jobs.eval_solver import print_table as print_solver_table
-    from squigglray.jobs.probe import run_probe_sweep
+    from squigglray.jobs.probe import print_probe_table, run_probe_sweep
     from squigglray.jobs.ray_runtime import ensure_ray
 
     store = ArtifactStore(data_dir)
@@ -298,21 +278,18 @@ def load_quickstart_config(smoke: bool, path: str | None, overrides: list[str]) 
     return load_config(BaseTrainConfig, path or packaged_config("smoke" if smoke else "quickstart"), overrides)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="nano model, a few steps (about a minute)")
-    ap.add_argument("--config", help="YAML config (default: the packaged quickstart or smoke config)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted override a.b=value")
-    ap.add_argument("--data-dir", default=None, help="artifact root (default $SQUIGGLRAY_DATA or ./data)")
-    ap.add_argument("--no-reuse", action="store_true", help="train even if this config already ran")
-    ap.add_argument("--no-solver-eval", action="store_true", help="skip the small best-of-N solver evaluation")
-    ap.add_argument("--seeds", default="0,1,2", help="seeds of the dynamics experiment; the first serves the solver")
-    ap.add_argument("--no-probes", action="store_true", help="skip the probe sweep")
-    a = ap.parse_args(argv)
-    cfg = load_quickstart_config(a.smoke, a.config, a.overrides)
-    quickstart(cfg, a.data_dir, reuse=not a.no_reuse, solver_eval=False if a.no_solver_eval else None,
-               dynamics=DynamicsOptions(seeds=parse_seeds(a.seeds)), probes=False if a.no_probes else None)
+def make_parser():
+    """The parser of `python -m squigglray.jobs.quickstart` and of `squigglray quickstart`."""
+    return make_parser_for("squigglray quickstart", __doc__, TrainJobArgs, QuickstartOptions)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    job, opts = parse_args(make_parser(), argv)
+    cfg = load_quickstart_config(job.smoke, job.config, job.overrides)
+    dynamics = build_config(DynamicsOptions, {"seeds": opts.seeds})  # a bad seed list fails before any work
+    return quickstart(cfg, job.data_dir, reuse=not job.no_reuse, solver_eval=False if opts.no_solver_eval else None,
+                      dynamics=dynamics, probes=False if opts.no_probes else None)
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

@@ -8,7 +8,6 @@ Overrides change the application's `args` (dotted keys reach into mappings: `def
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 HTTP_KEYS = ("host", "port")
 
@@ -142,22 +142,34 @@ def deploy(config, import_path: str, what: str, routes: Callable[[str], str], bl
     return url
 
 
-def parse_cli(argv: list[str] | None, description: str, config_name: str, set_example: str,
-              timeout_s: float) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The common command line of the serve jobs: (parsed args, overrides for read_config)."""
-    from squigglray.config import parse_override
+class ServeArgs(BaseModel):
+    """The command line every serve job shares (serve_solver, serve_verifiers)."""
 
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", default=None, help=f"Serve config YAML (default serve_apps/{config_name})")
-    p.add_argument("--host", default=None, help="HTTP host (default: the config's, else 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's, else 8000)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override an application arg, e.g. {set_example} (repeatable)")
-    p.add_argument("--no-block", action="store_true", help="deploy and return (the app stays on a cluster)")
-    p.add_argument("--timeout", type=float, default=timeout_s, help="seconds to wait for the app to be RUNNING")
-    a = p.parse_args(argv)
-    overrides: dict[str, Any] = {"host": a.host, "port": a.port}
-    for text in a.sets:
+    model_config = ConfigDict(extra="forbid")
+    config: str | None = Field(None, description="Serve config YAML (default: the app's own, serve_apps/solver.yaml "
+                                                 "or serve_apps/verifiers.yaml)", json_schema_extra={"short": "-c"})
+    host: str | None = Field(None, description="HTTP host (default: the config's, else 127.0.0.1)")
+    port: int | None = Field(None, description="HTTP port (default: the config's, else 8000)")
+    overrides: list[str] = Field(default_factory=list,
+                                 description="override an application arg, e.g. defaults.n=8 or workers=2 (repeatable)",
+                                 json_schema_extra={"flag": "--set", "repeat": True, "metavar": "KEY=VALUE"})
+    no_block: bool = Field(False, description="deploy and return (the app stays up on a cluster)")
+    timeout: float | None = Field(None, gt=0, description="seconds to wait until the app is RUNNING "
+                                                          "(default: 900 for the solver, 300 for the verifiers)")
+
+
+def run_serve_job(serve_fn: Callable[..., str], args: ServeArgs, **extra: Any) -> str:
+    """Deploy with `serve_fn(config, blocking, overrides, [timeout_s])`: --host/--port, the `extra`
+    application args that are set, then each --set. A deployment that fails exits 1."""
+    from squigglray.config import parse_override
+    from squigglray.entry import fail
+
+    overrides: dict[str, Any] = {"host": args.host, "port": args.port, **extra}
+    for text in args.overrides:
         parts, value = parse_override(text)
         overrides[".".join(parts)] = value
-    return a, overrides
+    timeout = {} if args.timeout is None else {"timeout_s": args.timeout}
+    try:
+        return serve_fn(args.config, blocking=not args.no_block, overrides=overrides, **timeout)
+    except (RuntimeError, TimeoutError) as e:
+        fail(e, 1)

@@ -20,7 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squigglray.jobs.serve_deploy import deploy, parse_cli, read_config, validate
+from pydantic import Field
+
+from squigglray.entry import JobArgs, make_parser as make_parser_for, parse_args, run_module
+from squigglray.jobs.serve_deploy import ServeArgs, deploy, read_config, run_serve_job, validate
 
 SOLVER_IMPORT_PATH = "serve_apps.solver:app_builder"
 
@@ -70,10 +73,23 @@ def serve_solver(config_path: str | None = None, blocking: bool = True, override
                   blocking, timeout_s, log)
 
 
-def main(argv: list[str] | None = None) -> None:
-    a, overrides = parse_cli(argv, __doc__.split("\n\n")[0], "solver.yaml", "model=nano, defaults.n=8", 900)
-    serve_solver(a.config, blocking=not a.no_block, overrides=overrides, timeout_s=a.timeout)
+class SolverServeArgs(ServeArgs):
+    """The solver's own: which model it serves, from which data dir."""
+
+    model: str | None = Field(None, description="override the served model: a trained preset, checkpoint folder or hub id",
+                              json_schema_extra={"short": "-m"})
+    data_dir: str | None = JobArgs.model_fields["data_dir"]
+
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.serve_solver` and of `squigglray serve`."""
+    return make_parser_for("squigglray serve", __doc__, SolverServeArgs)
+
+
+def main(argv: list[str] | None = None) -> str:
+    (args,) = parse_args(make_parser(), argv)
+    return run_serve_job(serve_solver, args, model=args.model, data_dir=args.data_dir)
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squigglray.jobs.serve_deploy import deploy, parse_cli, read_config, validate
+from squigglray.entry import make_parser as make_parser_for, parse_args, run_module
+from squigglray.jobs.serve_deploy import ServeArgs, deploy, read_config, run_serve_job, validate
 
 VERIFIERS_IMPORT_PATH = "serve_apps.verifiers:app_builder"
 DEPLOYMENT_KEYS = ("num_cpus", "max_ongoing_requests", "min_replicas", "max_replicas", "target_ongoing_requests")
@@ -78,10 +79,15 @@ def serve_verifiers(config_path: str | None = None, blocking: bool = True, overr
                               f"GET {url}/tools, {url}/healthz", blocking, timeout_s, log)
 
 
-def main(argv: list[str] | None = None) -> None:
-    a, overrides = parse_cli(argv, __doc__.split("\n\n")[0], "verifiers.yaml", "workers=2, cache=false", 300)
-    serve_verifiers(a.config, blocking=not a.no_block, overrides=overrides, timeout_s=a.timeout)
+def make_parser():
+    """The parser of `python -m squigglray.jobs.serve_verifiers` and of `squigglray serve-verifiers`."""
+    return make_parser_for("squigglray serve-verifiers", __doc__, ServeArgs)
+
+
+def main(argv: list[str] | None = None) -> str:
+    (args,) = parse_args(make_parser(), argv)
+    return run_serve_job(serve_verifiers, args)
 
 
 if __name__ == "__main__":
-    main()
+    run_module(__spec__.name)

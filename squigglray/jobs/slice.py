@@ -1,6 +1,9 @@
 """Build a dataset slice on Ray Data, or rebuild one from its manifest.
 
-    squigglray slice build --config squigglray/configs/slice_smoke.yaml
+    squigglray slice build                      # the packaged config: every synthetic family
+    squigglray slice build --config examples/slice_omr.yaml
+    squigglray slice show <slice_id>            # per-family counts, styles, fill, removals
+    squigglray slice rebuild data/slices/<slice_id>/manifest.json --out /tmp/rebuilt
     ray job submit --working-dir . -- python -m squigglray.jobs.slice build --config my_slice.yaml --data-dir s3://bucket/sq
 
 Pipeline: read_parquet / read_json / synthetic families -> map_batches(to the raw layout) ->
@@ -17,27 +20,27 @@ Metrics (actors/slice_metrics.py, on the Ray dashboard / Prometheus): ray_squigg
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import ray
+from pydantic import BaseModel, Field
 
 from actors.slice_metrics import record_annotate, slice_metrics
-from squigglray.config import ConfigError, load_config
+from squigglray.config import ConfigError, load_config, packaged_config
 from squigglray.data.annotate import Annotator
 from squigglray.data.candidates import CandidateMerger, reduce_batch
 from squigglray.data.config import FamiliesSource, JsonlSource, OmrSource, SliceConfig
 from squigglray.data.rules import DEFAULT_RULES, Rule, load_rules, rules_from_json
 from squigglray.data.select import select_slice
-from squigglray.data.slice import SliceManifest, resolved_config, slice_files, write_slice
+from squigglray.data.slice import SliceManifest, read_manifest, resolved_config, slice_files, write_slice
 from squigglray.data.sources import (
     SourceError, check_omr_file, family_chunks, family_rows, file_sha256, jsonl_to_raw, list_files, omr_to_raw,
 )
+from squigglray.entry import JobArgs, fail, make_command_parser, parse_command, run_module
 from squigglray.jobs.ray_runtime import ensure_ray
 from squigglray.paths import ArtifactStore
 
@@ -219,24 +222,70 @@ def rebuild_slice(manifest_path: str, data_dir: str | None = None, out: str | No
     return new
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m squigglray.jobs.slice", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build")
-    b.add_argument("--config", required=True)
-    b.add_argument("--set", action="append", default=[], dest="overrides")
-    b.add_argument("--data-dir")
-    r = sub.add_parser("rebuild")
-    r.add_argument("manifest")
-    r.add_argument("--data-dir")
-    r.add_argument("--out")
-    args = ap.parse_args(argv)
-    if args.cmd == "build":
-        build_slice(load_config(SliceConfig, args.config, args.overrides), args.data_dir)
+class RebuildArgs(BaseModel):
+    manifest: str = Field(..., description="a slice's manifest.json", json_schema_extra={"positional": True})
+    out: str | None = Field(None, description="folder for the rebuilt slice (default: slices/<id> under the data dir)")
+    data_dir: str | None = JobArgs.model_fields["data_dir"]
+
+
+class ShowArgs(BaseModel):
+    slice_id: str = Field(..., description="slice id under the data dir, or a slice folder",
+                          json_schema_extra={"positional": True})
+    data_dir: str | None = JobArgs.model_fields["data_dir"]
+
+
+COMMANDS = {
+    "build": ("Build slices/<slice_id>/ (items.parquet, removed.parquet, manifest.json) on Ray Data "
+              "(default config: the packaged squigglray/configs/slice.yaml).", (JobArgs,)),
+    "rebuild": ("Rebuild a slice from its manifest alone and check items.parquet is byte-identical.", (RebuildArgs,)),
+    "show": ("Per-family counts, styles, fill and removals of a built slice.", (ShowArgs,)),
+}
+
+
+def print_slice(m: SliceManifest, console) -> None:
+    """A slice's per-family table, styles, fill, removals and hashes."""
+    from rich.table import Table
+
+    t = Table(title=f"slice {m.slice_id}: {m.slice['items']} items, {m.slice['tokens']} tokens")
+    for col in ("family", "target type", "train", "probe_a", "holdout"):
+        t.add_column(col, justify="left" if col in ("family", "target type") else "right")
+    for fam, per in m.slice["families"].items():
+        t.add_row(fam, per["target_type"] or "-", *(str(per[s]) for s in ("train", "probe_a", "holdout")))
+    console.print(t)
+    console.print(f"styles {m.slice['styles']}  synthetic fill {m.slice['synthetic_fill']}  "
+                  f"removed for overlap {m.contamination['by_reason']}", highlight=False)
+    if m.slice["short_families"]:
+        console.print(f"short of their quota (got, wanted): {m.slice['short_families']}", highlight=False)
+    print(f"manifest: {m.slice_id}/manifest.json  items sha256 {m.hashes['items_sha256']}")
+
+
+def make_parser():
+    """The parser of `python -m squigglray.jobs.slice` and of `squigglray slice`."""
+    return make_command_parser("squigglray slice", __doc__, COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> SliceManifest:
+    from rich.console import Console
+
+    verb, (args,) = parse_command(make_parser(), argv)
+    console = Console()
+
+    def log(msg: str) -> None:
+        console.print(msg, highlight=False)
+
+    if verb == "build":
+        cfg = load_config(SliceConfig, args.config or packaged_config("slice"), args.overrides)
+        manifest = build_slice(cfg, args.data_dir, log=log)
+    elif verb == "rebuild":
+        try:
+            return rebuild_slice(args.manifest, args.data_dir, args.out, log=log)
+        except RuntimeError as e:  # the rebuilt items differ: exit 1, not a usage error
+            fail(e, 1)
     else:
-        rebuild_slice(args.manifest, args.data_dir, args.out)
-    return 0
+        manifest = read_manifest(args.slice_id, ArtifactStore(args.data_dir))
+    print_slice(manifest, console)
+    return manifest
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_module(__spec__.name)  # Ray Data pickles the annotate stage by reference: see entry.run_module

@@ -1,173 +1,77 @@
-"""What `squigglray solve` does: solve one problem, or every row of an AIMO-style CSV.
+"""Solve a problem (or every row of a CSV) with tool-integrated best-of-N sampling and a weighted vote.
 
     squigglray solve "What is 17 * 23?" --n 8
     squigglray solve --file problems.csv --out submission.csv     # id,problem[,answer] -> id,answer
+    python -m squigglray.jobs.solve_cli --file problems.csv       # the same
 
-The CSV is checked completely before the model loads (header, then every row: a missing or empty
-problem, an empty or repeated id, an unquoted comma...), so a bad file fails at once naming its
-rows. Answers are appended to the submission as each problem is solved (flushed per row): a crash
-loses nothing already solved, and running the same command again resumes after the last written
-row (`overwrite=True` starts over). Sandboxes are a LocalExecutor: no Ray needed.
+The CSV is checked completely before the model loads (squigglray.solve.problems_csv), so a bad file
+fails at once naming its rows; answers are appended to the submission as each problem is solved,
+and running the same command again resumes after the last written row (--overwrite starts over).
+Sandboxes are a LocalExecutor: no Ray needed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
-import os
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from squigglray.schemas.solve import MAX_PROBLEM_CHARS, SolveOptions, SolveResult
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
+
+from squigglray.config import build_config
+from squigglray.entry import fail, make_parser as make_parser_for, parse_args, run_module
+from squigglray.schemas.solve import SolveOptions, SolveResult
 from squigglray.solve.answers import is_correct
-
-MAX_ERRORS_SHOWN = 5
-
-
-class BadCsv(ValueError):
-    """An input or submission CSV that cannot be used; the message names the file and the rows."""
+from squigglray.solve.problems_csv import check_resume, read_problems, solve_file
 
 
-@dataclass
-class CsvProblem:
-    line: int  # 1-based line of the row in the file (the header is line 1)
-    id: str
-    problem: str
-    answer: str | None  # the gold answer, when the file has an answer column and the cell is not empty
+class SolveArgs(BaseModel):
+    """What to solve, with which model, and how to print it."""
+
+    model_config = ConfigDict(extra="forbid")
+    problem: str | None = Field(None, description="the problem text (or --file)",
+                                json_schema_extra={"positional": True, "metavar": "PROBLEM"})
+    file: str | None = Field(None, description="AIMO-style CSV with columns id,problem[,answer]",
+                             json_schema_extra={"short": "-f", "metavar": "PATH"})
+    out: str = Field("submission.csv", description="with --file: the submission CSV (id,answer)",
+                     json_schema_extra={"short": "-o", "metavar": "PATH"})
+    model: str = Field("tiny", description="preset trained under the data dir (tiny, nano, ...), checkpoint folder "
+                                           "or hub id", json_schema_extra={"short": "-m"})
+    data_dir: str | None = Field(None, description="artifact root (default $SQUIGGLRAY_DATA or ./data)")
+    workers: int = Field(2, ge=1, description="sandbox processes running the candidates' code")
+    no_code: bool = Field(False, description="do not execute the model's code (no tool)")
+    traces: bool = Field(False, description="print every candidate's text (with --file: <out>.traces.jsonl)")
+    as_json: bool = Field(False, description="machine-readable output (with --file: one line per problem)",
+                          json_schema_extra={"flag": "--json"})
+    overwrite: bool = Field(False, description="with --file: start the submission over instead of resuming")
+    default_answer: str = Field("0", description="with --file: written when no candidate gives a valid answer")
 
 
-def _open_text(path: Path):
-    if not path.is_file():
-        raise BadCsv(f"{path}: no such file")
-    return path.open(newline="", encoding="utf-8-sig")
+def _flags_of(model: type[BaseModel], title: str, **fields: dict[str, Any]) -> type[BaseModel]:
+    """Some fields of `model`, exactly as declared there (type, default, bounds, description), with
+    the flag settings of entry.add_model_arguments added (and a description where the field has none)."""
+    def field(name: str, extra: dict[str, Any]) -> tuple[Any, FieldInfo]:
+        info, extra = model.model_fields[name], dict(extra)
+        description = info.description or extra.pop("description", None)
+        extra.pop("description", None)
+        return info.annotation, FieldInfo.merge_field_infos(info, description=description, json_schema_extra=extra)
+
+    return create_model(f"{model.__name__}Flags", __config__=ConfigDict(extra="forbid", title=title),
+                        **{name: field(name, extra) for name, extra in fields.items()})
 
 
-def _rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    try:
-        with _open_text(path) as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = [(reader.line_num, r) for r in reader]
-    except UnicodeDecodeError as e:
-        raise BadCsv(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise BadCsv(f"{path}: not a readable CSV file ({e})") from None
-    return header, rows
-
-
-def read_problems(path: str | Path) -> tuple[list[CsvProblem], bool]:
-    """Rows of an `id,problem[,answer]` CSV (more columns are ignored), and whether it has answers."""
-    path = Path(path)
-    header, raw = _rows(path)
-    if header is None:
-        raise BadCsv(f"{path}: the file is empty; expected a header line `id,problem[,answer]`")
-    cols = [h.strip().lower() for h in header]
-    missing = [c for c in ("id", "problem") if c not in cols]
-    if missing:
-        raise BadCsv(f"{path}: the header needs the columns id and problem (answer optional); "
-                     f"missing {', '.join(missing)}; found {', '.join(repr(h) for h in header) or 'nothing'}")
-    dup = sorted({c for c in cols if c and cols.count(c) > 1} & {"id", "problem", "answer"})
-    if dup:
-        raise BadCsv(f"{path}: the header names column(s) {', '.join(dup)} more than once")
-    i_id, i_problem = cols.index("id"), cols.index("problem")
-    i_answer = cols.index("answer") if "answer" in cols else None
-    errors: list[str] = []
-    out: list[CsvProblem] = []
-    seen: dict[str, int] = {}
-    for line, r in raw:
-        if not r or all(not c.strip() for c in r):
-            continue  # blank line
-        where = f"row at line {line}"
-        if len(r) > len(header):
-            errors.append(f"{where}: {len(r)} fields but the header has {len(header)} "
-                          f"(quote a problem that contains commas)")
-            continue
-        cell = lambda i: r[i] if i is not None and i < len(r) else None  # noqa: E731
-        rid, problem = (cell(i_id) or "").strip(), cell(i_problem)
-        if rid:
-            where += f" (id {rid!r})"
-        if not rid:
-            errors.append(f"{where}: the id is empty")
-        elif rid in seen:
-            errors.append(f"{where}: id {rid!r} repeats the row at line {seen[rid]}")
-        if problem is None:
-            errors.append(f"{where}: the problem is missing (the row has fewer fields than the header)")
-        elif not problem.strip():
-            errors.append(f"{where}: the problem is empty")
-        elif len(problem) > MAX_PROBLEM_CHARS:
-            errors.append(f"{where}: the problem has {len(problem)} characters (at most {MAX_PROBLEM_CHARS})")
-        elif "\x00" in problem:
-            errors.append(f"{where}: the problem is not text (it holds NUL bytes)")
-        if rid:
-            seen.setdefault(rid, line)
-        gold = cell(i_answer)
-        out.append(CsvProblem(line, rid, (problem or "").strip(), gold.strip() if gold and gold.strip() else None))
-    if errors:
-        more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-        raise BadCsv(f"{path}: {len(errors)} bad row(s); nothing was solved:\n  "
-                     + "\n  ".join(errors[:MAX_ERRORS_SHOWN]) + more)
-    if not out:
-        raise BadCsv(f"{path}: the header is there but no problem rows follow")
-    return out, i_answer is not None
-
-
-def read_submission(path: str | Path) -> dict[str, str]:
-    """id -> answer of an existing submission CSV (to resume); {} when the file does not exist."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    header, raw = _rows(path)
-    if header is None:
-        return {}
-    if [h.strip().lower() for h in header] != ["id", "answer"]:
-        raise BadCsv(f"{path} exists and is not a submission file (header {','.join(header)!r}, "
-                     f"expected 'id,answer'); pass --overwrite or another --out")
-    return {r[0]: (r[1] if len(r) > 1 else "") for _, r in raw if r}
-
-
-def check_resume(rows: list[CsvProblem], out: str | Path) -> dict[str, str]:
-    """The answers already in `out` (to skip), after checking that it belongs to this input."""
-    done = read_submission(out)
-    ids = {r.id for r in rows}
-    stray = [i for i in done if i not in ids]
-    if stray:
-        raise BadCsv(f"{out} already holds answers for ids that are not in the input (e.g. {stray[0]!r}); "
-                     f"pass --overwrite or another --out")
-    return done
-
-
-class SubmissionWriter:
-    """Appends `id,answer` rows to a CSV, flushed and fsynced per row."""
-
-    def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
-        fresh = overwrite or not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = self.path.open("w" if fresh else "a", newline="", encoding="utf-8")
-        self.w = csv.writer(self.f)
-        if fresh:
-            self.w.writerow(["id", "answer"])
-            self._sync()
-
-    def _sync(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def write(self, rid: str, answer: str) -> None:
-        self.w.writerow([rid, answer])
-        self._sync()
-
-    def close(self) -> None:
-        self.f.close()
-
-    def __enter__(self) -> SubmissionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# The solver options the command exposes; `SolveOptions` declares them (defaults, bounds), the rest
+# of its fields keep their defaults. --no-code is SolveArgs.no_code (execute_code is True by default).
+SolveFlags = _flags_of(
+    SolveOptions, "solver options",
+    n={"short": "-n"},
+    rounds={},
+    mode={"description": "vote: aimo (integers 0..99999, x2 with working code) | majority | general"},
+    seed={"description": "sampling seed (same seed, same answer)"},
+    code_timeout_s={"flag": "--timeout", "description": "seconds per code run", "metavar": "SECONDS"},
+    temperature={"description": "sampling temperature"},
+)
 
 
 def load_solver(model: str, data_dir: str | None, workers: int, execute_code: bool = True):
@@ -189,61 +93,107 @@ def solve_one(problem: str, engine, executor, opts: SolveOptions, traces: bool =
     return asyncio.run(solve(problem, engine, executor, opts, traces=traces))
 
 
-@dataclass
-class FileSummary:
-    solved: int  # in this call
-    resumed: int  # already in the submission file
-    graded: int  # rows with a gold answer
-    correct: int
-    seconds: float
-    out: str
-    no_answer: int
+def print_solve_result(result: SolveResult, traces: bool, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
 
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.graded if self.graded else None
+    if traces:
+        for c in result.candidates:
+            console.rule(f"candidate {c.index}: answer={escape(str(c.answer))}  code_ok={c.code_ok}  weight={c.weight:g}",
+                         characters="-", style="dim")
+            console.print(c.text or "", markup=False, highlight=False)
+    ans = "none (no candidate gave a valid answer)" if result.answer is None else result.answer
+    console.print(f"[bold]answer:[/] {escape(str(ans))}")
+    if result.votes:
+        t = Table(title="votes")
+        for col in ("answer", "weight", "candidates"):
+            t.add_column(col, justify="left" if col == "answer" else "right")
+        for k, w in list(result.votes.items())[:10]:
+            t.add_row(escape(k), f"{w:g}", str(result.counts.get(k, 0)))
+        console.print(t)
+    tm = result.timings
+    early = " (stopped early: the vote was decided)" if result.stopped_early else ""
+    console.print(f"{result.n_candidates}/{result.n_requested} candidates{early}, {result.tokens:,} tokens; "
+                  f"generate {tm.get('generate_s', 0):.1f} s, execute {tm.get('execute_s', 0):.1f} s, "
+                  f"total {tm.get('total_s', 0):.1f} s", highlight=False)
 
 
-def solve_file(
-    rows: list[CsvProblem], out: str | Path, engine, executor, opts: SolveOptions, *,
-    overwrite: bool = False, default_answer: str = "0", traces_path: str | Path | None = None,
-    on_row: Callable[[CsvProblem, str, SolveResult | None], Any] | None = None,
-) -> FileSummary:
-    """Solve rows in order, appending each answer to `out` as soon as it is known. Rows whose id is
-    already in `out` are skipped (resume). `on_row(row, answer, result)` after every row (result None
-    for a resumed row)."""
-    from squigglray.solve import solve
+def make_parser():
+    """The parser of `python -m squigglray.jobs.solve_cli` and of `squigglray solve`."""
+    return make_parser_for("squigglray solve", __doc__, SolveArgs, SolveFlags)
 
-    done = {} if overwrite else check_resume(rows, out)
-    t0 = time.perf_counter()
-    solved = correct = graded = no_answer = 0
-    traces = open(traces_path, "w" if overwrite else "a", encoding="utf-8") if traces_path else None
 
-    async def run() -> None:
-        nonlocal solved, correct, graded, no_answer
-        with SubmissionWriter(out, overwrite) as sub:
-            for r in rows:
-                if r.id in done:
-                    answer, result = done[r.id], None
-                else:
-                    result = await solve(r.problem, engine, executor, opts, traces=traces is not None)
-                    answer = result.answer if result.answer is not None else default_answer
-                    no_answer += result.answer is None
-                    sub.write(r.id, answer)
-                    solved += 1
-                    if traces is not None:
-                        traces.write(json.dumps({"id": r.id, **result.model_dump(mode="json")}) + "\n")
-                        traces.flush()
-                if r.answer is not None:
-                    graded += 1
-                    correct += is_correct(answer, r.answer)
-                if on_row is not None:
-                    on_row(r, answer, result)
+def main(argv: list[str] | None = None) -> Any:
+    from rich.console import Console
+
+    a, flags = parse_args(make_parser(), argv)
+    console, err = Console(), Console(stderr=True)
+    if (a.problem is None) == (a.file is None):
+        fail("give either a problem (as text) or --file problems.csv, not " + ("both" if a.file else "neither"))
+    opts = build_config(SolveOptions, {**flags.model_dump(), "execute_code": not a.no_code})
+    if a.file is None:
+        if not a.problem.strip():
+            fail("the problem is empty")
+        engine, ex = load_solver(a.model, a.data_dir, a.workers, not a.no_code)
+        try:
+            with err.status("solving ..."):
+                result = solve_one(a.problem, engine, ex, opts, a.traces)
+        finally:
+            if ex is not None:
+                ex.close()
+        if a.as_json:
+            print(result.model_dump_json(indent=2, exclude={"candidates"} if not a.traces else None))
+        else:
+            print_solve_result(result, a.traces, console)
+        return result
+    return _solve_file(a, opts, console, err)
+
+
+def _solve_file(a: SolveArgs, opts: SolveOptions, console, err):
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = Path(a.out)
+    rows, has_answers = read_problems(a.file)
+    if not a.overwrite:
+        check_resume(rows, out)
+    engine, ex = load_solver(a.model, a.data_dir, a.workers, not a.no_code)
+    bar = Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[last]}"), console=err)
+    task = bar.add_task("solve", total=len(rows), last="")
+
+    def on_row(r, answer, result) -> None:
+        bar.update(task, advance=1, last=f"{r.id}: {answer}")
+        if a.as_json:
+            rec = {"id": r.id, "answer": answer, "resumed": result is None}
+            if r.answer is not None:
+                rec.update(gold=r.answer, correct=is_correct(answer, r.answer))
+            if result is not None:
+                rec.update(votes=result.votes, n_candidates=result.n_candidates, stopped_early=result.stopped_early,
+                           tokens=result.tokens, timings=result.timings)
+            print(json.dumps(rec), flush=True)
 
     try:
-        asyncio.run(run())
+        with bar:
+            s = solve_file(rows, out, engine, ex, opts, overwrite=a.overwrite, default_answer=a.default_answer,
+                           on_row=on_row, traces_path=out.with_name(out.stem + ".traces.jsonl") if a.traces else None)
     finally:
-        if traces is not None:
-            traces.close()
-    return FileSummary(solved=solved, resumed=len(done), graded=graded, correct=correct,
-                       seconds=time.perf_counter() - t0, out=str(out), no_answer=no_answer)
+        if ex is not None:
+            ex.close()
+    if a.as_json:
+        print(json.dumps({"summary": {"out": s.out, "solved": s.solved, "resumed": s.resumed, "graded": s.graded,
+                                      "correct": s.correct, "accuracy": s.accuracy, "seconds": round(s.seconds, 2)}}))
+        return s
+    resumed = f" ({s.resumed} already there, resumed)" if s.resumed else ""
+    console.print(f"wrote {s.out}: {s.solved} problems solved in {s.seconds:.1f} s{resumed}", highlight=False)
+    if s.no_answer:
+        console.print(f"{s.no_answer} problem(s) had no valid answer; wrote {a.default_answer!r} for them",
+                      highlight=False)
+    if has_answers and s.graded:
+        console.print(f"[bold]accuracy:[/] {s.correct}/{s.graded} = {s.accuracy:.3f}", highlight=False)
+    return s
+
+
+if __name__ == "__main__":
+    run_module(__spec__.name)

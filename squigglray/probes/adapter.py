@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Protocol
@@ -130,9 +131,11 @@ class LoraProbeAdapter:
         model = AutoModelForCausalLM.from_pretrained(plan.base.path,
                                                      dtype=torch.bfloat16 if bf16 else torch.float32)
         seed_everything(job.seed if cfg.lora.init_seed is None else cfg.lora.init_seed)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                                 lora_dropout=cfg.lora.dropout,
-                                                 target_modules=list(cfg.lora.target_modules), bias="none"))
+        with warnings.catch_warnings():  # peft reads the attribute transformers 5.25 renamed; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                     lora_dropout=cfg.lora.dropout,
+                                                     target_modules=list(cfg.lora.target_modules), bias="none"))
         model.to(device)
         seed_everything(job.seed)  # data order, dropout
         probe_a = encode_probe("a", plan.pairs("a"), tokenizer, ft.max_seq_len)

@@ -1,4 +1,5 @@
-"""Final-answer extraction and normalisation for solver candidates.
+"""Final-answer extraction and normalisation for solver candidates; the one parser of boxed
+answers (`last_box`), which the held-out evaluation reads the project's traces with too.
 
 Kept pure (stdlib only) so voting runs anywhere: a driver, a Ray actor, a notebook.
 AIMO answers are integers in [0, 99999]; `as_aimo_integer` is the gate for that rule.
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import re
 
-from squigglray.families.trace import balanced_group
-
-__all__ = ["extract_answer", "normalize_answer", "as_aimo_integer", "is_correct", "AIMO_MIN", "AIMO_MAX"]
+__all__ = ["extract_answer", "extract_boxed", "last_box", "normalize_answer", "as_aimo_integer", "is_correct",
+           "AIMO_MIN", "AIMO_MAX"]
 
 AIMO_MIN, AIMO_MAX = 0, 99999
 
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_TRACE_BOX = re.compile(r"\\boxed(?=\{)")  # the trace format's own box, squigglray.families.trace.BOXED
 _BOX_SPACE_ARG = re.compile(r"[ \t]+([^\s${}]+)")
 # Plain fallbacks, tried in this order; within one the LAST occurrence wins.
 _FALLBACKS = [
@@ -24,11 +25,31 @@ _FALLBACKS = [
 ]
 
 
-def _extract_boxed(text: str) -> tuple[int | None, str | None]:
-    """(where the last box ends, its content). (None, None) without a box command. An unclosed
-    last box ends at the end of the text and yields None: the trace was cut mid-answer, and an
-    earlier box was an answer the model moved past."""
-    matches = list(_BOX_CMD.finditer(text))
+def balanced_group(text: str, open_at: int) -> str | None:
+    """Content of the brace group opening at `text[open_at] == '{'`; None if it is never closed."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i]
+    return None
+
+
+def last_box(text: str, trace_format: bool = False) -> tuple[int | None, str | None]:
+    """(where the last box ends, its content stripped): the one parser of boxed answers.
+
+    A model's answer (the default): the last ``\\boxed`` / ``\\fbox`` command; its argument is a
+    brace group after optional spaces (nested braces balanced) or a bare token (``\\boxed 5``, TeX
+    allows it); an empty box gives None. `trace_format`: the project's own traces
+    (squigglray.families.trace, "The answer is \\boxed{X}."): only ``\\boxed{`` exactly, and an empty
+    box gives '' (a box was written: the held-out evaluation counts the trace as well-formed).
+
+    (None, None) without a box. An unclosed last box ends at the end of the text and gives None:
+    the trace was cut mid-answer, and an earlier box was an answer the model moved past."""
+    matches = list((_TRACE_BOX if trace_format else _BOX_CMD).finditer(text))
     if not matches:
         return None, None
     end = matches[-1].end()
@@ -39,9 +60,15 @@ def _extract_boxed(text: str) -> tuple[int | None, str | None]:
         inner = balanced_group(text, open_at)
         if inner is None:
             return len(text), None
-        return open_at + len(inner) + 2, inner.strip() or None
-    m = _BOX_SPACE_ARG.match(rest)  # "\boxed 5" (TeX allows a bare token argument)
+        return open_at + len(inner) + 2, inner.strip() if trace_format else inner.strip() or None
+    m = _BOX_SPACE_ARG.match(rest)  # never in trace_format: its box is followed by "{"
     return (end + m.end(), m.group(1).strip()) if m else (end, None)
+
+
+def extract_boxed(text: str) -> str | None:
+    """The answer a trace of the project's format boxed (`last_box(trace_format=True)`): the content
+    of the last ``\\boxed{...}``, stripped; None without one or when it is never closed."""
+    return last_box(text, trace_format=True)[1]
 
 
 _MATH_GROUPS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
@@ -106,7 +133,7 @@ def extract_answer(text: str | None) -> str | None:
     """
     if not text:
         return None
-    box_end, boxed = _extract_boxed(text)
+    box_end, boxed = last_box(text)
     if box_end is not None:
         stated = _last_phrase(text, _FALLBACKS[0], after=box_end)
         return stated if stated is not None else boxed

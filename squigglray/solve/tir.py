@@ -6,6 +6,10 @@ Candidates advance in lockstep rounds: every active candidate of a wave generate
 with its own seed, then all their code runs at once. Batches are as large as they can be, and the
 result depends only on the seeds, not on timing. The vote is checked after every round, so a wave
 stops as soon as the leading answer can no longer be overtaken.
+
+This is the one tool-integrated generation loop: the solver (`solve`), its evaluation
+(`sample_candidates`) and the held-out evaluation of a trained model (squigglray.eval.heldout,
+greedy, one code round, with `RoundRules` that keep the trace exactly as the model wrote it) run it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable, Literal
 
 from squigglray.engines import Engine, SamplingParams, derive_seed
 from squigglray.families.trace import OUTPUT_OPEN
@@ -61,6 +66,24 @@ def last_code_block(segment: str) -> str | None:
     return blocks[-1].rstrip("\n") if blocks else None
 
 
+@dataclass(frozen=True)
+class RoundRules:
+    """How a round's generation becomes the next round's prompt. The defaults are the solver's."""
+
+    # the code a round that opened ```output runs, from the round's text (without the marker)
+    code_block: Callable[[str], str | None] = last_code_block
+    # an ```output opened without a code block: "continue" shows it an empty output and goes on;
+    # "finish" ends the candidate there, the marker kept in its text
+    open_without_code: Literal["continue", "finish"] = "continue"
+    # one newline between the round's text and the output block (else the text as generated)
+    tidy_newlines: bool = True
+    # tokens of the last round (None: max_tokens_per_round, as every round)
+    final_round_tokens: int | None = None
+
+
+SOLVER_RULES = RoundRules()
+
+
 def truncate(output: str, limit: int) -> str:
     if len(output) <= limit:
         return output
@@ -69,11 +92,14 @@ def truncate(output: str, limit: int) -> str:
 
 
 async def advance_round(cands: list[Candidate], engine: Engine, executor: CodeExecutor | None,
-                        opts: SolveOptions, final: bool, timings: dict[str, float]) -> None:
+                        opts: SolveOptions, final: bool, timings: dict[str, float],
+                        rules: RoundRules = SOLVER_RULES) -> None:
     """One lockstep round for the given unfinished candidates."""
     use_code = opts.execute_code and executor is not None and not final
-    params = SamplingParams(n=1, temperature=opts.temperature, top_p=opts.top_p,
-                            max_tokens=opts.max_tokens_per_round * (1 if opts.execute_code else opts.rounds + 1),
+    max_tokens = opts.max_tokens_per_round * (1 if opts.execute_code else opts.rounds + 1)
+    if final and rules.final_round_tokens is not None:
+        max_tokens = rules.final_round_tokens
+    params = SamplingParams(n=1, temperature=opts.temperature, top_p=opts.top_p, max_tokens=max_tokens,
                             stop=[OUTPUT_OPEN] if use_code else [])
     t0 = time.perf_counter()
     outs = await engine.generate([c.prompt + c.text for c in cands], params,
@@ -85,9 +111,12 @@ async def advance_round(cands: list[Candidate], engine: Engine, executor: CodeEx
         c.tokens += out.completion_tokens
         c.rounds += 1
         wants_run = use_code and out.stop_reason == OUTPUT_OPEN
-        code = last_code_block(out.text) if wants_run else None
+        code = rules.code_block(out.text) if wants_run else None
         if code is not None:
             to_run.append((c, code))
+        elif wants_run and rules.open_without_code == "finish":
+            c.text += OUTPUT_OPEN
+            c.finished = True
         elif wants_run:  # opened an output block with no code: show it nothing
             c.text += prompts.output_block("")
         elif opts.critique and not c.critiqued and prompts.CRITIQUE[opts.prompt] and c.answer is not None:
@@ -103,13 +132,13 @@ async def advance_round(cands: list[Candidate], engine: Engine, executor: CodeEx
     for (c, code), r in zip(to_run, results):
         shown = truncate(r.model_output(max_chars=opts.output_chars * 4), opts.output_chars)
         c.runs.append(CodeRun(code=code, status=r.status, output=shown, duration_s=r.duration_s))
-        c.text = c.text.rstrip("\n") + "\n" + prompts.output_block(shown)
+        c.text = (c.text.rstrip("\n") + "\n" if rules.tidy_newlines else c.text) + prompts.output_block(shown)
         if r.status != "ok" and opts.reflexion:
             c.text += prompts.REFLEXION[opts.prompt]
 
 
 async def run_wave(cands: list[Candidate], engine: Engine, executor: CodeExecutor | None, opts: SolveOptions,
-                   timings: dict[str, float], stop_check=None) -> bool:
+                   timings: dict[str, float], stop_check=None, rules: RoundRules = SOLVER_RULES) -> bool:
     """Advance candidates until all finish (or `await stop_check()` says the vote is decided).
     True if stopped early."""
     try:
@@ -117,7 +146,7 @@ async def run_wave(cands: list[Candidate], engine: Engine, executor: CodeExecuto
             active = [c for c in cands if not c.finished]
             if not active:
                 return False
-            await advance_round(active, engine, executor, opts, final=r >= opts.rounds, timings=timings)
+            await advance_round(active, engine, executor, opts, final=r >= opts.rounds, timings=timings, rules=rules)
             if stop_check is not None and await stop_check():
                 return any(not c.finished for c in cands)
         for c in cands:
@@ -186,8 +215,15 @@ async def sample_candidates(problems: list[str], engine: Engine, executor: CodeE
     share engine batches of up to batch_rows candidates."""
     tag = uuid.uuid4().hex[:12]
     cands = [make_candidates(p, opts, 0, opts.n, f"{tag}-{j}") for j, p in enumerate(problems)]
-    flat = [c for group in cands for c in group]
-    timings = {"generate_s": 0.0, "execute_s": 0.0}
-    for i in range(0, len(flat), batch_rows):
-        await run_wave(flat[i:i + batch_rows], engine, executor, opts, timings)
+    await run_batches([c for group in cands for c in group], engine, executor, opts, batch_rows)
     return [[_record(c, traces=False) for c in group] for group in cands]
+
+
+async def run_batches(cands: list[Candidate], engine: Engine, executor: CodeExecutor | None, opts: SolveOptions,
+                      batch_rows: int, rules: RoundRules = SOLVER_RULES) -> dict[str, float]:
+    """Every candidate to its end, no early stop, in consecutive waves of up to batch_rows
+    candidates (a wave's rounds are its engine batches); returns the generate/execute seconds."""
+    timings = {"generate_s": 0.0, "execute_s": 0.0}
+    for i in range(0, len(cands), batch_rows):
+        await run_wave(cands[i:i + batch_rows], engine, executor, opts, timings, rules=rules)
+    return timings

@@ -1,0 +1,140 @@
+"""One parser per workflow: `python -m squigglray.jobs.<w> [verb] --help` prints exactly what
+`squigglray <w> [verb] --help` prints (cli.py only forwards to the job's main), and a workflow's
+packaged default config is the same on both paths."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from squigglray.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = "100"  # argparse wraps the help to the terminal's width: the same width on every path
+
+# `squigglray <name>` -> (its job module, its verbs)
+WORKFLOWS = {
+    "quickstart": ("squigglray.jobs.quickstart", ()),
+    "train-base": ("squigglray.jobs.train_base", ()),
+    "probe": ("squigglray.jobs.probe", ()),
+    "probe-confirm": ("squigglray.jobs.probe_confirm", ()),
+    "slice": ("squigglray.jobs.slice", ("build", "rebuild", "show")),
+    "serve": ("squigglray.jobs.serve_solver", ()),
+    "serve-verifiers": ("squigglray.jobs.serve_verifiers", ()),
+    "dynamics": ("squigglray.jobs.dynamics", ()),
+    "dcm": ("squigglray.jobs.dcm", ("run", "sweep")),
+    "ineq": ("squigglray.jobs.ineq", ("run",)),
+    "clmodel": ("squigglray.jobs.clmodel", ("train",)),
+    "eval-solver": ("squigglray.jobs.eval_solver", ()),
+    "solve": ("squigglray.jobs.solve_cli", ()),
+}
+PATHS = [(name, verb) for name, (_, verbs) in WORKFLOWS.items() for verb in (None, *verbs)]
+
+
+@pytest.fixture(autouse=True)
+def _width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", COLUMNS)
+
+
+def cli_help(name: str, verb: str | None = None) -> str:
+    r = CliRunner().invoke(app, [name, *([verb] if verb else []), "--help"])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def job_help(module: str, verb: str | None = None) -> str:
+    """What `python -m <module> [verb] --help` prints, in this process: its main() with those arguments."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main([*([verb] if verb else []), "--help"])
+    assert e.value.code == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name,verb", PATHS, ids=[" ".join(filter(None, p)) for p in PATHS])
+def test_the_cli_prints_the_job_modules_own_help(name, verb):
+    module, _ = WORKFLOWS[name]
+    shown = cli_help(name, verb)
+    assert shown == job_help(module, verb)
+    if verb is None:
+        assert shown == importlib.import_module(module).make_parser().format_help()
+        assert shown.startswith(f"usage: squigglray {name} ")
+    else:
+        assert shown.startswith(f"usage: squigglray {name} {verb} ")
+
+
+# Runs each job module as `python -m` runs it (runpy, as __main__, with its own sys.argv), in one
+# fresh interpreter: the heavy imports (torch) are paid once, not once per workflow.
+PYTHON_M = """
+import contextlib, io, json, runpy, sys
+out = {}
+for module in sys.argv[1:]:
+    buf = io.StringIO()
+    sys.argv = [module, "--help"]
+    with contextlib.redirect_stdout(buf):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            out[module] = [e.code, buf.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_python_m_prints_the_same_help_as_the_cli():
+    """`python -m squigglray.jobs.<w> --help` for every workflow, in a fresh interpreter."""
+    modules = [module for module, _ in WORKFLOWS.values()]
+    proc = subprocess.run([sys.executable, "-c", PYTHON_M, *modules], cwd=REPO, text=True, capture_output=True,
+                          env={**os.environ, "COLUMNS": COLUMNS}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (module, _) in WORKFLOWS.items():
+        assert shown[module] == [0, cli_help(name)], name
+
+
+class _Stop(Exception):
+    """Raised by a stand-in for a job's work, once it has seen its arguments."""
+
+
+def _packaged(kind: str, name: str):
+    from squigglray.config import load_config, packaged_config
+    from squigglray.data.config import SliceConfig
+    from squigglray.training import BaseTrainConfig
+
+    return load_config({"slice": SliceConfig, "train": BaseTrainConfig}[kind], packaged_config(name))
+
+
+DEFAULTS = [  # (argv after `squigglray`, job module, the function given the config, the packaged config)
+    (["slice", "build"], "squigglray.jobs.slice", "build_slice", ("slice", "slice")),
+    (["quickstart"], "squigglray.jobs.quickstart", "quickstart", ("train", "quickstart")),
+    (["quickstart", "--smoke"], "squigglray.jobs.quickstart", "quickstart", ("train", "smoke")),
+    (["train-base"], "squigglray.jobs.train_base", "train_or_reuse", ("train", "quickstart")),
+]
+
+
+@pytest.mark.parametrize("argv,module,work,packaged", DEFAULTS, ids=[" ".join(d[0]) for d in DEFAULTS])
+def test_packaged_default_config_is_the_same_on_both_paths(argv, module, work, packaged, monkeypatch):
+    import squigglray.jobs.ray_runtime as ray_runtime
+
+    job = importlib.import_module(module)
+    seen = []
+
+    def record(cfg, *args, **kwargs):
+        seen.append(cfg)
+        raise _Stop
+
+    monkeypatch.setattr(job, work, record)
+    monkeypatch.setattr(ray_runtime, "ensure_ray", lambda *a, **k: None)  # train-base starts Ray before its work
+    with pytest.raises(_Stop):
+        job.main(argv[1:])  # python -m squigglray.jobs.<w> ...
+    r = CliRunner().invoke(app, argv)  # squigglray <w> ...
+    assert isinstance(r.exception, _Stop), r.output
+    assert seen == [_packaged(*packaged)] * 2
