@@ -9,6 +9,7 @@ from typing import Any
 
 from ray import tune
 from tune_spaces.metrics import SweepMetrics
+from tune_spaces.progress import callbacks_for, tune_verbosity
 
 
 def dcm_trial(config: dict[str, Any]) -> None:
@@ -40,7 +41,9 @@ def run_dcm_trials(configs: list[dict], data_dir: str, resources: dict[str, floa
         param_space=space,
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=max_failures), verbose=1,
-                                  callbacks=[SweepMetrics("dcm")]),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  verbose=tune_verbosity(),  # quiet: one bar over the trials (tune_spaces.progress)
+                                  callbacks=[SweepMetrics("dcm"),
+                                             *callbacks_for("DCM trials", len(configs), key="", unit="trial")]),
     )
     return tuner.fit()
