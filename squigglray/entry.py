@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -65,7 +66,7 @@ def _extra(field) -> dict[str, Any]:
 def _origin(annotation: Any) -> Any:
     """list/dict/bool/... of an annotation, looking through Optional."""
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _origin(args[0]) if len(args) == 1 else None
     return origin or annotation

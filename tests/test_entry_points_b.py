@@ -1,12 +1,9 @@
-"""One entry point per workflow (dcm, ineq, clmodel, eval-solver, solve): `python -m
-squigglray.jobs.<w> [verb] --help` and `squigglray <w> [verb] --help` are the same parser, and both
-paths start from the same packaged defaults."""
+"""One entry point per workflow (dcm, ineq, clmodel, eval-solver, solve): both paths start from the
+same packaged defaults and hand the same options to the work (their equal --help: test_entry_points.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 from pathlib import Path
 
 import pytest
@@ -16,31 +13,6 @@ from squigglray.cli import app
 from squigglray.config import load_config, packaged_config
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = "100"  # argparse wraps help at the terminal width: the same width on every path
-
-# (job module, the CLI's words for it, its verbs)
-WORKFLOWS = [
-    ("squigglray.jobs.dcm", ["dcm"], ["run", "sweep"]),
-    ("squigglray.jobs.ineq", ["ineq"], ["run"]),
-    ("squigglray.jobs.clmodel", ["clmodel"], ["train"]),
-    ("squigglray.jobs.eval_solver", ["eval-solver"], []),
-    ("squigglray.jobs.solve_cli", ["solve"], []),
-]
-CASES = [(m, words, v) for m, words, verbs in WORKFLOWS for v in [None, *verbs]]
-
-
-@pytest.fixture(autouse=True)
-def _width(monkeypatch):
-    monkeypatch.setenv("COLUMNS", COLUMNS)
-
-
-def help_of(module: str, verb: str | None) -> str:
-    """What the job module's own parser prints for [verb] --help."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
-        importlib.import_module(module).make_parser().parse_args([*([verb] if verb else []), "--help"])
-    assert e.value.code == 0
-    return out.getvalue()
 
 
 def _capture(monkeypatch, module, name):

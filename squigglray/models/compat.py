@@ -20,11 +20,3 @@ def cache_kwargs(model, cache) -> dict:
     """{"cache": cache} on transformers that name it so, else {"past_key_values": cache}."""
     return {"cache" if _takes_cache(type(model).forward) else "past_key_values": cache}
 
-
-def output_cache(output):
-    """The cache a forward returned, under either name (`cache` first: the other one warns)."""
-    for name in ("cache", "past_key_values"):
-        value = getattr(output, name, None)
-        if value is not None:
-            return value
-    return None
