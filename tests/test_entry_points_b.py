@@ -4,7 +4,6 @@ same packaged defaults and hand the same options to the work (their equal --help
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +11,6 @@ from typer.testing import CliRunner
 from squigglray.cli import app
 from squigglray.config import load_config, packaged_config
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _capture(monkeypatch, module, name):
