@@ -87,6 +87,13 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     return build_config(cls, data, overrides)
 
 
+def distinct_non_negative(values: list[int]) -> list[int]:
+    """The one rule for seed lists (and DCM's K list): at least one, no repeats, none negative."""
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {values})")
+    return values
+
+
 def packaged_config(name: str) -> Path:
     """A config shipped in the package (squigglray/configs/<name>.yaml): the default of a workflow."""
     from importlib import resources

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squigglray.config import ConfigError, config_hash, load_config, packaged_config
+from squigglray.config import ConfigError, config_hash, distinct_non_negative, load_config, packaged_config
 from squigglray.dcm.config import DcmConfig
 from squigglray.dcm.data import load_pairs
 from squigglray.dcm.run import experiment_id, run_one
@@ -146,9 +146,10 @@ def parse_ints(text: str, what: str) -> list[int]:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"--{what} {text!r} must be comma-separated integers") from None
-    if not vals or min(vals) < 0 or len(set(vals)) != len(vals):
-        raise ConfigError(f"--{what} {text!r} must name distinct non-negative integers")
-    return vals
+    try:
+        return distinct_non_negative(vals)
+    except ValueError as e:
+        raise ConfigError(f"--{what} {text!r}: {e}") from None
 
 
 def parse_datasets(text: str | None) -> list[dict] | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import ConfigError, config_hash, load_config, packaged_config
+from squigglray.config import ConfigError, config_hash, distinct_non_negative, load_config, packaged_config
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
@@ -56,12 +56,7 @@ class DynamicsOptions(BaseModel):
         description="0 = all seeds share the schedule; f > 0 moves each seed's warmup end and curriculum switches "
                     "by a seeded factor in [1 - f, 1 + f], so events that follow the schedule move with it")
 
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {v})")
-        return v
+    _distinct_seeds = field_validator("seeds")(lambda v: distinct_non_negative(v))
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "DynamicsOptions":

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import ConfigError, load_config
+from squigglray.config import ConfigError, distinct_non_negative, load_config
 from squigglray.entry import JobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, trial_placement
@@ -35,9 +35,7 @@ from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
 
 def check_seeds(seeds: list[int] | None) -> list[int] | None:
     """Distinct non-negative seeds (a validator of the probe jobs' --seeds)."""
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
-        raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {seeds})")
-    return seeds
+    return seeds if seeds is None else distinct_non_negative(seeds)
 
 
 class ProbeArgs(JobArgs):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import config_hash
+from squigglray.config import config_hash, distinct_non_negative
 from squigglray.families import LEVELS, list_families
 
 CONTROLS = ("shuffled_labels", "random_family")
@@ -132,12 +132,7 @@ class ProbeConfig(_Strict):
             raise ValueError(f"families listed twice in {self.families}")
         return self
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
-        return v
+    _seeds = field_validator("seeds")(lambda v: distinct_non_negative(v))
 
     def resolved_families(self) -> list[str]:
         return list(self.families) if self.families else list_families()
