@@ -20,99 +20,17 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from squigglray import __version__
-from squigglray.entry import user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ray-native math-reasoning LLM research.")
-families_app = typer.Typer(no_args_is_help=True, help="Synthetic problem families.")
-app.add_typer(families_app, name="families")
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-    raise typer.Exit(2)
-
-
-def _run(fn, *args, **kwargs):
-    """Call fn; user errors (bad config, unknown family, bad knob...) print one clear line, exit 2."""
-    try:
-        return fn(*args, **kwargs)
-    except user_errors() as e:
-        _fail(e)
 
 
 @app.command()
 def version() -> None:
     """Print the package version."""
-    console.print(__version__)
-
-
-@families_app.command("list")
-def families_list() -> None:
-    """List the registered families with their target types and knobs."""
-    from squigglray.families import describe, list_families
-
-    t = Table(title="problem families")
-    for col in ("family_id", "target type", "knobs (easy/medium/hard)", "title"):
-        t.add_column(col)
-    for fid in list_families():
-        d = describe(fid)
-        knobs = ", ".join(f"{k}={v['easy']}/{v['medium']}/{v['hard']}" for k, v in d["knobs"].items())
-        t.add_row(fid, d["target_type"], knobs, d["title"])
-    console.print(t)
-
-
-@families_app.command("describe")
-def families_describe(family: str) -> None:
-    """Show a family's knobs, ranges and solution strategy as JSON."""
-    from squigglray.families import describe
-
-    console.print_json(json.dumps(_run(describe, family)))
-
-
-def _parse_knobs(pairs: list[str]) -> dict[str, int]:
-    from squigglray.families import BadKnob
-
-    out = {}
-    for p in pairs:
-        name, sep, value = p.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name] = int(value)
-        except ValueError:
-            _fail(BadKnob(f"--knob {p!r} must look like name=<integer>"))
-    return out
-
-
-@families_app.command("sample")
-def families_sample(
-    family: str,
-    n: int = typer.Option(3, "-n", help="number of instances"),
-    seed: int = typer.Option(0, help="sampling seed"),
-    difficulty: str = typer.Option("easy", help="easy | medium | hard"),
-    knob: list[str] = typer.Option([], help="override a knob: name=value (repeatable)"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
-) -> None:
-    """Sample instances of a family (the same arguments give the same instances, anywhere)."""
-    from squigglray.families import sample
-
-    items = _run(sample, family, n, seed, difficulty, _parse_knobs(knob))
-    for x in items:
-        if as_json:
-            print(x.model_dump_json(by_alias=True))
-        else:
-            console.rule(f"{x.instance_id}  answer={x.answer}")
-            console.print(x.problem, markup=False, highlight=False)
-            console.print(x.trace, markup=False, highlight=False)
+    print(__version__)
 
 
 def forward(name: str, module: str, help: str) -> None:
@@ -130,6 +48,8 @@ def forward(name: str, module: str, help: str) -> None:
         run_main(lambda: main(list(ctx.args)))
 
 
+forward("families", "squigglray.jobs.families",
+        "Synthetic problem families: list them, describe one, sample instances.")
 forward("quickstart", "squigglray.jobs.quickstart",
         "The main job: the 3-seed dynamics experiment, per-family held-out accuracy and a small solver "
         "evaluation of seed 0, then a probe sweep of its checkpoint ranked by DIS.")

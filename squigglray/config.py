@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -92,6 +92,9 @@ def distinct_non_negative(values: list[int]) -> list[int]:
     if not values or len(set(values)) != len(values) or min(values) < 0:
         raise ValueError(f"give distinct non-negative integers, e.g. 0,1,2 (got {values})")
     return values
+
+
+Seeds = Annotated[list[int], AfterValidator(distinct_non_negative)]  # a field type: seeds: Seeds = Field(...)
 
 
 def packaged_config(name: str) -> Path:

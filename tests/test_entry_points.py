@@ -23,6 +23,7 @@ COLUMNS = "100"  # argparse wraps the help to the terminal's width: the same wid
 
 # `squigglray <name>` -> (its job module, its verbs)
 WORKFLOWS = {
+    "families": ("squigglray.jobs.families", ("list", "describe", "sample")),
     "quickstart": ("squigglray.jobs.quickstart", ()),
     "train-base": ("squigglray.jobs.train_base", ()),
     "probe": ("squigglray.jobs.probe", ()),

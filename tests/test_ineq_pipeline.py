@@ -1,12 +1,9 @@
-"""The inequality pipeline end to end on nano models, under the session's local Ray: every step
-writes its artifacts, a rerun resumes from the cache, and a bad config fails before any work."""
+"""The inequality pipeline's configs: a bad one fails before any work, an infeasible one names its
+value, SFT targets prefer LLM proofs that pass. The run end to end (every step's artifacts, resuming
+from the cache) is the ineq job of tests/test_job_submission.py, at `small_dict`'s size."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pyarrow.parquet as pq
 import pytest
 
 from squigglray.config import ConfigError, build_config
@@ -24,8 +21,10 @@ def verifier_model(tmp_path_factory, nano_tokenizer) -> str:
     return str(path)
 
 
-def small(verifier: str, **kw) -> IneqConfig:
-    cfg = {
+def small_dict(verifier: str) -> dict:
+    """The pipeline at test size; tests/test_job_submission.py submits it as the ineq job and checks
+    every step's artifacts and the resume rules on that job's data dir."""
+    return {
         "name": "t", "base_model": "nano",
         "data": {"families": ["reciprocal", "sos", "constrained"], "n_per_family": 6},
         "generation": {"engine": {"backend": "hf", "model": "nano"}, "shots": 1, "max_problems": 4, "max_tokens": 40},
@@ -36,55 +35,10 @@ def small(verifier: str, **kw) -> IneqConfig:
         "eval": {"max_problems": 3, "k_shots": 1, "max_new_tokens": 32, "judge_max_tokens": 8, "timeout_s": 20},
         "learning_curve": [4, 8],
     }
-    cfg.update(kw)
-    return build_config(IneqConfig, cfg)
 
 
-def test_pipeline_runs_every_step_and_resumes(solver_store, ray_session, verifier_model):
-    from squigglray.jobs.ineq import run
-
-    logs: list[str] = []
-    out = run(small(verifier_model), solver_store.base, log=logs.append)
-    exp = Path(solver_store.base) / "experiments" / out["experiment_id"]
-    for rel in ("problems/problems.jsonl", "candidates/candidates.parquet", "split/train.jsonl", "split/test.jsonl",
-                "baseline/eval.parquet", "final/eval.parquet", "sft/model/config.json", "learning_curve/curve.json",
-                "report.md", "plots/sft_loss.png", "plots/learning_curve.png", "result.json"):
-        assert (exp / rel).exists(), rel
-    cands = pq.read_table(exp / "candidates/candidates.parquet").to_pylist()
-    by = {r["generated_by"] for r in cands}
-    assert by == {"reference", "nano"} and all(r["verified_by"] == verifier_model for r in cands)
-    assert all(r["mech_score"] == 1 for r in cands if r["generated_by"] == "reference")
-    ref = [r for r in cands if r["generated_by"] == "reference"]
-    assert all(r["mech_claim_verified"] is True and json.loads(r["mech_justification"]) for r in ref)
-    assert all(j["justified"] and j["rule"] for r in ref for j in json.loads(r["mech_justification"]))
-    assert out["candidates"]["by_source"]["reference"]["claim_verified"] == len(ref)
-    assert out["split"]["train"] >= 8 and out["split"]["test"] >= 3
-
-    train = [json.loads(line) for line in (exp / "split/train.jsonl").read_text().splitlines()]
-    mix = out["split"]["target_source"]
-    assert {r["target_source"] for r in train} <= {"llm", "reference"} and sum(mix.values()) == len(train)
-    passed_llm = {r["problem_id"] for r in cands if r["generated_by"] == "nano" and r["mech_score"] == 1}
-    assert mix["llm"] == sum(r["problem_id"] in passed_llm for r in train)  # a passing LLM proof is preferred
-    assert "SFT targets (train rows)" in (exp / "report.md").read_text()
-    base = pq.read_table(exp / "baseline/eval.parquet").to_pylist()
-    final = pq.read_table(exp / "final/eval.parquet").to_pylist()
-    assert {r["mode"] for r in base} == {"few_shot"} and {r["mode"] for r in final} == {"zero_shot"}
-    assert all(r["shots_used"] >= 1 for r in base) and all(r["shots_used"] == 0 for r in final)
-    assert {"score_mechanical", "score_llm"} <= set(base[0])
-    assert [r["n"] for r in out["learning_curve"]["curve"]] == [4, 8]
-    assert "| **all** |" in (exp / "report.md").read_text()
-    assert out["sft"]["steps"] == 4
-
-    logs.clear()
-    (exp / "final/_done.json").unlink()
-    again = run(small(verifier_model), solver_store.base, log=logs.append)
-    assert _ran(logs) == ["final"] and again["final"]["n"] == out["final"]["n"], logs
-
-    logs.clear()  # a changed eval section reruns the evaluations only; SFT and the data are reused
-    changed = run(small(verifier_model, eval={**small(verifier_model).eval.model_dump(), "max_new_tokens": 24}),
-                  solver_store.base, log=logs.append)
-    assert changed["experiment_id"] == out["experiment_id"]
-    assert _ran(logs) == ["baseline", "final", "learning_curve"], logs
+def small(verifier: str, **kw) -> IneqConfig:
+    return build_config(IneqConfig, {**small_dict(verifier), **kw})
 
 
 def _ran(logs: list[str]) -> list[str]:

@@ -45,6 +45,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from test_ineq_pipeline import _ran, small, small_dict
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 180
@@ -244,18 +246,6 @@ def test_bad_config_job_fails_naming_the_field(head, jobs):
 # pickled by reference from it would not be found on the workers (the slice job failed so with
 # "Can't get attribute '_stage' on <module '__main__'>"), which only a real job shows.
 
-def _ineq_config(verifier: str) -> dict:
-    return {
-        "name": "jobsub", "base_model": "nano",
-        "data": {"families": ["reciprocal", "sos"], "n_per_family": 4},
-        "generation": {"engine": {"backend": "hf", "model": "nano"}, "shots": 1, "max_problems": 2, "max_tokens": 16},
-        "verification": {"engine": {"backend": "hf", "model": verifier}, "shots": 1, "max_tokens": 4, "timeout_s": 30},
-        "sft": {"max_steps": 2, "batch_size": 2, "max_length": 192, "threads": 1, "eval_before": False,
-                "logging_steps": 1},
-        "eval": {"max_problems": 2, "k_shots": 1, "max_new_tokens": 16, "judge_max_tokens": 4, "timeout_s": 30},
-    }
-
-
 @pytest.fixture(scope="module")
 def workflow_jobs(head, solver_store, nano_tokenizer, tmp_path_factory):
     """{workflow: (job id, data dir)}: one smoke job per workflow, all submitted at once."""
@@ -271,7 +261,7 @@ def workflow_jobs(head, solver_store, nano_tokenizer, tmp_path_factory):
     (root / "slice.yaml").write_text(
         "name: jobsub\nsources:\n  - {kind: families, families: [crt, gcd_lcm], per_family_level: 6}\n"
         "quotas: {train: 10, probe_a: 1, holdout: 2}\nfill: {enabled: false}\n")
-    (root / "ineq.yaml").write_text(yaml.safe_dump(_ineq_config(str(verifier))))
+    (root / "ineq.yaml").write_text(yaml.safe_dump(small_dict(str(verifier))))
 
     def with_model(name: str) -> Path:  # a data dir holding the session's trained nano (preset "nano")
         dest = root / name
@@ -280,9 +270,7 @@ def workflow_jobs(head, solver_store, nano_tokenizer, tmp_path_factory):
 
     entries = {
         "slice": (root / "slice", f"slice build --config {root / 'slice.yaml'}"),
-        "quickstart": (root / "qs", "quickstart --smoke --no-probes --no-solver-eval --seeds 0,1 "
-                                    "--set train.steps=8 --set train.log_every=2 --set train.log_dense_until=4 "
-                                    "--set eval.n_per_family=1"),
+        "quickstart": (root / "qs", f"quickstart --smoke {' '.join(QUICKSTART)}"),
         "probe": (with_model("probe"), "probe --exp jobsub --base nano --config squigglray/configs/probe_smoke.yaml "
                                        "--families gcd_lcm --seeds 0 --set finetune.steps=2"),
         "dcm": (with_model("dcm"), "dcm run --config squigglray/configs/dcm_smoke.yaml --set model=nano "
@@ -301,6 +289,12 @@ def workflow_jobs(head, solver_store, nano_tokenizer, tmp_path_factory):
     return out
 
 
+# The smoke quickstart, narrowed where other tests cover the breadth: two seeds (the least that seed
+# invariance needs), two probe families (test_probes_sweep has the rest). test_quickstart_job_*
+# checks it whole; in-process reruns on its data dir check what a second run reuses.
+QUICKSTART = ["--seeds", "0,1", "--probe-families", "gcd_lcm,mod_power", "--set", "train.steps=20",
+              "--set", "eval.n_per_family=2"]
+
 WORKFLOW_ARTIFACTS = {
     "slice": "slices/*/manifest.json",
     "quickstart": "experiments/dyn-*/report.md",
@@ -308,7 +302,7 @@ WORKFLOW_ARTIFACTS = {
     "dcm": "experiments/*/result.json",
     "eval_solver": None,  # prints its table as JSON: checked in the log
     "solve_cli": None,
-    "ineq": "experiments/ineq-jobsub-*/report.md",
+    "ineq": "experiments/ineq-t-*/report.md",
 }
 
 
@@ -318,7 +312,7 @@ def test_every_workflow_runs_as_a_submitted_job(head, workflow_jobs, workflow):
     job_id, data = workflow_jobs[workflow]
     status = _wait(client, job_id, timeout_s=480)  # seven jobs share the head's two CPUs
     logs = client.get_job_logs(job_id)
-    assert status == "SUCCEEDED", f"{workflow}: {logs[-3000:]}"
+    assert status == "SUCCEEDED", f"{workflow}: {client.get_job_info(job_id).message}\n{logs[-3000:]}"
     pattern = WORKFLOW_ARTIFACTS[workflow]
     if pattern:
         assert list(Path(data).glob(pattern)), f"{workflow}: nothing matches {pattern} under {data}"
@@ -326,3 +320,125 @@ def test_every_workflow_runs_as_a_submitted_job(head, workflow_jobs, workflow):
         assert '"pass@1"' in logs or "pass@1" in logs, logs[-2000:]
     else:
         assert '"answer"' in logs, logs[-2000:]
+
+
+def test_quickstart_job_trains_evaluates_and_a_rerun_reuses(head, workflow_jobs, ray_session):
+    """The submitted smoke quickstart's artifacts; then the same job run again in-process (what a
+    user's second `squigglray quickstart` does) reuses every stage and evaluates nothing again."""
+    from squigglray.families import list_families
+    from squigglray.jobs.quickstart import EVAL_PROVENANCE, main, stored_eval
+    from squigglray.paths import ArtifactStore
+
+    client, _, _ = head
+    job_id, data = workflow_jobs["quickstart"]
+    status = _wait(client, job_id, timeout_s=480)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "held-out accuracy:" in logs and "solver accuracy:" in logs and "DIS ranking:" in logs, logs[-3000:]
+    [report] = Path(data).glob("runs/*/reports/heldout_summary.json")
+    run = report.parents[1]
+    rid = run.name
+    summary = json.loads(report.read_text())
+    assert summary["provenance"]["run_id"] == rid and summary["provenance"]["seed"] == 0
+    for rel in ("config.json", "run.json", "scalars.parquet", "checkpoints/final/model.safetensors",
+                "reports/report.md", "reports/plots/loss.png", "reports/heldout_eval.parquet"):
+        assert (run / rel).exists(), rel
+    rows = pq.read_table(run / "reports" / "heldout_eval.parquet").to_pylist()
+    assert {r["family_id"] for r in rows} == set(list_families())
+    assert len(rows) == 2 * len(list_families())
+    assert all(r["run_id"] == rid and r["config_hash"] == summary["provenance"]["config_hash"] for r in rows)
+    table = {r["family_id"]: r for r in summary["table"]}
+    assert table["ALL"]["n"] == len(rows)
+    md = (run / "reports" / "report.md").read_text()
+    assert "| family |" in md and "mod_power" in md
+
+    # the small solver evaluation (smoke size: N in 1,4 on one problem of 4 families, Ray sandbox actors)
+    for rel in ("solver_eval.json", "solver_eval.parquet", "solver_eval.md", "plots/solver_accuracy.png"):
+        assert (run / "reports" / rel).exists(), rel
+    solver = json.loads((run / "reports" / "solver_eval.json").read_text())
+    assert {(r["code"], r["n"]) for r in solver["table"]} == {(c, n) for c in (True, False) for n in (1, 4)}
+    assert solver["provenance"]["run_id"] == rid and len(solver["families"]) == 4
+    assert "## Solver" in md and "weighted@N" in md and "plots/solver_accuracy.png" in md
+
+    # the probe sweep of the checkpoint: 2 families x 2 seeds + 2 controls x 2 seeds, ranked by DIS
+    exp = Path(data) / "experiments" / f"probe-{rid}"
+    probes = pq.read_table(exp / "aggregated" / "probe_summaries.parquet").to_pylist()
+    assert len(probes) == 8 and len(list((exp / "summaries").iterdir())) == 8
+    assert {r["family_id"] for r in probes if r["role"] == "family"} == {"gcd_lcm", "mod_power"}
+    assert sum(r["role"] == "family" for r in probes) == 4 and all(r["dis"] is not None for r in probes)
+    assert "## Probe sweep: DIS ranking" in md
+
+    again = main(["--smoke", *QUICKSTART, "--data-dir", str(data)])
+    assert again["reused"] and again["run"].provenance.run_id == rid
+    evaluated = [{k: v for k, v in r.items() if k not in EVAL_PROVENANCE} for r in rows]
+    assert again["rows"] == evaluated  # read back from heldout_eval.parquet (stored_eval), not evaluated again
+    assert again["solver"]["table"] == solver["table"]
+    assert again["solver"]["seconds"] == solver["seconds"]  # read back from solver_eval.json, not sampled again
+    assert again["probe_sweep"]["ran"] == 0
+    assert again["experiment"]["analysis_reused"]  # the dynamics analysis is read back too
+    again_md = (run / "reports" / "report.md").read_text()
+    assert again_md.count("## Events") == md.count("## Events") == 1 and "## Solver" in again_md
+    assert again["probe_sweep"]["family_table"][0]["family_id"] in again_md
+
+    # held-out rows of another package version (or config) are evaluated again, not reused
+    store = ArtifactStore(str(data))
+    assert stored_eval(store, again["run"]) == evaluated
+    path = run / "reports" / "heldout_eval.parquet"
+    t = pq.read_table(path)
+    pq.write_table(t.set_column(t.column_names.index("package_version"), "package_version",
+                                [["0.0.0"] * t.num_rows]), path)
+    assert stored_eval(store, again["run"]) is None
+
+
+def test_ineq_job_runs_every_step_and_a_rerun_resumes(head, workflow_jobs, ray_session):
+    """The submitted inequality pipeline (test_ineq_pipeline's test size) wrote every step; reruns
+    in-process on its data dir resume from the cache and redo only what a changed section needs."""
+    from squigglray.jobs.ineq import run
+
+    client, _, _ = head
+    job_id, data = workflow_jobs["ineq"]
+    status = _wait(client, job_id, timeout_s=480)
+    assert status == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
+    verifier_model = str(Path(data).parent / "nano-verifier")
+    [exp] = Path(data).glob("experiments/ineq-t-*")
+    out = json.loads((exp / "result.json").read_text())
+    assert out["experiment_id"] == exp.name
+    for rel in ("problems/problems.jsonl", "candidates/candidates.parquet", "split/train.jsonl", "split/test.jsonl",
+                "baseline/eval.parquet", "final/eval.parquet", "sft/model/config.json", "learning_curve/curve.json",
+                "report.md", "plots/sft_loss.png", "plots/learning_curve.png", "result.json"):
+        assert (exp / rel).exists(), rel
+    cands = pq.read_table(exp / "candidates/candidates.parquet").to_pylist()
+    by = {r["generated_by"] for r in cands}
+    assert by == {"reference", "nano"} and all(r["verified_by"] == verifier_model for r in cands)
+    assert all(r["mech_score"] == 1 for r in cands if r["generated_by"] == "reference")
+    ref = [r for r in cands if r["generated_by"] == "reference"]
+    assert all(r["mech_claim_verified"] is True and json.loads(r["mech_justification"]) for r in ref)
+    assert all(j["justified"] and j["rule"] for r in ref for j in json.loads(r["mech_justification"]))
+    assert out["candidates"]["by_source"]["reference"]["claim_verified"] == len(ref)
+    assert out["split"]["train"] >= 8 and out["split"]["test"] >= 3
+
+    train = [json.loads(line) for line in (exp / "split/train.jsonl").read_text().splitlines()]
+    mix = out["split"]["target_source"]
+    assert {r["target_source"] for r in train} <= {"llm", "reference"} and sum(mix.values()) == len(train)
+    passed_llm = {r["problem_id"] for r in cands if r["generated_by"] == "nano" and r["mech_score"] == 1}
+    assert mix["llm"] == sum(r["problem_id"] in passed_llm for r in train)  # a passing LLM proof is preferred
+    assert "SFT targets (train rows)" in (exp / "report.md").read_text()
+    base = pq.read_table(exp / "baseline/eval.parquet").to_pylist()
+    final = pq.read_table(exp / "final/eval.parquet").to_pylist()
+    assert {r["mode"] for r in base} == {"few_shot"} and {r["mode"] for r in final} == {"zero_shot"}
+    assert all(r["shots_used"] >= 1 for r in base) and all(r["shots_used"] == 0 for r in final)
+    assert {"score_mechanical", "score_llm"} <= set(base[0])
+    assert [r["n"] for r in out["learning_curve"]["curve"]] == [4, 8]
+    assert "| **all** |" in (exp / "report.md").read_text()
+    assert out["sft"]["steps"] == 4
+
+    logs: list[str] = []
+    (exp / "final/_done.json").unlink()
+    again = run(small(verifier_model), str(data), log=logs.append)
+    assert _ran(logs) == ["final"] and again["final"]["n"] == out["final"]["n"], logs
+
+    logs.clear()  # a changed eval section reruns the evaluations only; SFT and the data are reused
+    changed = run(small(verifier_model, eval={**small(verifier_model).eval.model_dump(), "max_new_tokens": 24}),
+                  str(data), log=logs.append)
+    assert changed["experiment_id"] == out["experiment_id"]
+    assert _ran(logs) == ["baseline", "final", "learning_curve"], logs

@@ -91,6 +91,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from squigglray.solve.answers import last_box
+
 UNASSIGNED = "unassigned"
 
 FAMILIES: dict[str, str | None] = {
@@ -388,7 +390,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 # --------------------------------------------------------------------------------------------
 # Answer types.
 
-_BOXED = re.compile(r"^\\boxed\s*\{(.*)\}$", re.S)
 _ANS_FUNCTION = re.compile(r"^[fgh]\s*\(\s*[a-z]\s*\)\s*=")
 _ANS_INTERVAL_MARK = re.compile(r"\\infty|∞|\\cup|∪")
 _ANS_INTERVAL = re.compile(r"^(?:\\left)?[\[(]\s*[^,\[\]()]+,\s*[^,\[\]()]+(?:\\right)?[\])]$")
@@ -406,9 +407,10 @@ def classify_answer(answer: Any) -> str | None:
     if len(s) > 500:
         return None
     s = s.strip("$").strip()
-    m = _BOXED.match(s)
-    if m:
-        s = m.group(1).strip()
+    if s.startswith("\\boxed") and s.count("\\boxed") == 1:  # one box: its content (the one box parser)
+        end, inner = last_box(s)
+        if end == len(s) and inner is not None:
+            s = inner
     if s.startswith("\\(") and s.endswith("\\)"):
         s = s[2:-2].strip()
     if not s:

@@ -19,9 +19,9 @@ import shutil
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from squigglray.config import ConfigError, config_hash, distinct_non_negative, load_config, packaged_config
+from squigglray.config import ConfigError, Seeds, config_hash, load_config, packaged_config
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
@@ -34,8 +34,8 @@ class DynamicsOptions(BaseModel):
     schedule_jitter, which changes what each seed trains (seed_config)."""
 
     model_config = ConfigDict(extra="forbid", title="experiment options")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
-                             description="comma-separated distinct seeds, one Ray Tune trial each")
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2],
+                         description="comma-separated distinct seeds, one Ray Tune trial each")
     cpus_per_trial: float = Field(0.0, ge=0, description="0 = the cluster's CPUs shared evenly by the seeds")
     gpus_per_trial: float = Field(0.0, ge=0, description="e.g. 1 on a GPU cluster")
     memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU: 16g, 32g, 40g or 80g")
@@ -55,8 +55,6 @@ class DynamicsOptions(BaseModel):
         0.0, ge=0, lt=0.5,
         description="0 = all seeds share the schedule; f > 0 moves each seed's warmup end and curriculum switches "
                     "by a seeded factor in [1 - f, 1 + f], so events that follow the schedule move with it")
-
-    _distinct_seeds = field_validator("seeds")(lambda v: distinct_non_negative(v))
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "DynamicsOptions":

@@ -24,7 +24,7 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from squigglray import __version__
-from squigglray.config import build_config, config_hash, load_config, packaged_config
+from squigglray.config import Seeds, build_config, config_hash, load_config, packaged_config
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.eval import heldout_instances, summarize
 from squigglray.jobs.dynamics import DynamicsOptions, run_dynamics, seed_config, with_checkpoints
@@ -41,11 +41,14 @@ class QuickstartOptions(BaseModel):
     """What the quickstart runs besides training; never part of a run's config hash."""
 
     model_config = ConfigDict(extra="forbid", title="quickstart options")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2],
-                             description="comma-separated distinct seeds of the dynamics experiment; the first "
-                                         "serves the solver")
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2],
+                         description="comma-separated distinct seeds of the dynamics experiment; the first "
+                                     "serves the solver")
     no_solver_eval: bool = Field(False, description="skip the small best-of-N solver evaluation")
     no_probes: bool = Field(False, description="skip the probe sweep (DIS ranking)")
+    probe_families: list[str] = Field(default_factory=list,
+                                      description="comma-separated families of the probe sweep (default: the "
+                                                  "packaged probe config's)")
 
 
 def evaluate(cfg: BaseTrainConfig, store: ArtifactStore, run_id: str, pool: Pool) -> list[dict[str, Any]]:
@@ -182,9 +185,12 @@ def solver_markdown(result: dict[str, Any]) -> str:
     ])
 
 
-def probe_config(cfg: BaseTrainConfig) -> ProbeConfig:
-    """The quickstart's probe sweep: configs/probe.yaml, or probe_smoke.yaml for the nano model."""
-    return load_config(ProbeConfig, packaged_config("probe_smoke" if cfg.model.preset == "nano" else "probe"))
+def probe_config(cfg: BaseTrainConfig, families: list[str] | None = None) -> ProbeConfig:
+    """The quickstart's probe sweep: configs/probe.yaml, or probe_smoke.yaml for the nano model;
+    `families` replaces the file's (checked like the file's: an unknown one fails before any work)."""
+    overrides = [f"families=[{','.join(families)}]"] if families else []
+    return load_config(ProbeConfig, packaged_config("probe_smoke" if cfg.model.preset == "nano" else "probe"),
+                       overrides)
 
 
 def probe_markdown(sweep: dict[str, Any]) -> str:
@@ -286,9 +292,10 @@ def make_parser():
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     job, opts = parse_args(make_parser(), argv)
     cfg = load_quickstart_config(job.smoke, job.config, job.overrides)
-    dynamics = build_config(DynamicsOptions, {"seeds": opts.seeds})  # a bad seed list fails before any work
+    dynamics = build_config(DynamicsOptions, {"seeds": opts.seeds})
+    probes = False if opts.no_probes else probe_config(cfg, opts.probe_families)  # so does a bad family
     return quickstart(cfg, job.data_dir, reuse=not job.no_reuse, solver_eval=False if opts.no_solver_eval else None,
-                      dynamics=dynamics, probes=False if opts.no_probes else None)
+                      dynamics=dynamics, probes=probes)
 
 
 if __name__ == "__main__":

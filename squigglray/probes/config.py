@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import config_hash, distinct_non_negative
+from squigglray.config import Seeds, config_hash
 from squigglray.families import LEVELS, list_families
 
 CONTROLS = ("shuffled_labels", "random_family")
@@ -111,7 +111,7 @@ class SignatureSection(_Strict):
 class ProbeConfig(_Strict):
     name: str = Field("probe", pattern=r"^[A-Za-z0-9_.-]+$")
     families: list[str] = Field(default_factory=list, description="families to probe; empty = every family")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1])
     controls: list[Literal["shuffled_labels", "random_family"]] = Field(
         default_factory=lambda: list(CONTROLS), min_length=1,
         description="control probes per seed: Magnitude is measured against them")
@@ -131,8 +131,6 @@ class ProbeConfig(_Strict):
         elif len(set(self.families)) != len(self.families):
             raise ValueError(f"families listed twice in {self.families}")
         return self
-
-    _seeds = field_validator("seeds")(lambda v: distinct_non_negative(v))
 
     def resolved_families(self) -> list[str]:
         return list(self.families) if self.families else list_families()

@@ -16,20 +16,22 @@ class SolveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: int = Field(16, ge=1, le=1024, description="candidates (best-of-N)")
     rounds: int = Field(4, ge=0, le=16, description="code rounds per candidate (generate, run, feed back)")
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens_per_round: int = Field(256, ge=1, le=32_768)
-    code_timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling: keep the smallest token set of this mass")
+    max_tokens_per_round: int = Field(256, ge=1, le=32_768, description="tokens a candidate writes per round")
+    code_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="wall-clock limit of one code block in the sandbox")
     output_chars: int = Field(600, ge=16, le=20_000, description="code output shown back to the model")
-    execute_code: bool = True
-    mode: VoteModeName = "aimo"
-    early_stop: bool = True
+    execute_code: bool = Field(True, description="run the candidates' code (False: text-only sampling)")
+    mode: VoteModeName = Field("aimo", description="the vote: aimo (integers in [0, 99999], weighted by "
+                                                   "code success), majority, or general (math-verify equivalence)")
+    early_stop: bool = Field(True, description="stop sampling once the leader cannot be overtaken or tied")
     agree_k: int | None = Field(None, ge=1, description="also stop once this many candidates agree")
     wave_size: int = Field(16, ge=1, le=1024, description="candidates generated together between vote checks")
-    reflexion: bool = True
-    critique: bool = False
-    prompt: Literal["squigglray", "tir"] = "squigglray"
-    seed: int = 0
+    reflexion: bool = Field(True, description="after a failed code run, add a 'fix it' line (prompt style tir)")
+    critique: bool = Field(False, description="one draft -> critique -> refine pass once a candidate has an answer")
+    prompt: Literal["squigglray", "tir"] = Field("squigglray", description="prompt format: the project's own "
+                                                                            "traces, or a generic TIR prompt")
+    seed: int = Field(0, description="sampling seed: each candidate gets its own seed derived from it")
 
 
 class SolveRequest(BaseModel):
