@@ -6,7 +6,8 @@ resources). Each runs in its own process so the test session's Ray is left alone
     python tests/cluster_scenarios.py probe_fault   # a probe sweep survives losing a worker node
 
 The last line of stdout is `SCENARIO_RESULT <json>`; tests/test_placement.py and
-tests/test_fault_tolerance.py assert on it.
+tests/test_fault_tolerance.py assert on it; tests/scenario_runner.py starts them in the background when
+pytest has collected the tests that read them.
 """
 
 from __future__ import annotations
