@@ -6,8 +6,7 @@ resources). Each runs in its own process so the test session's Ray is left alone
     python tests/cluster_scenarios.py probe_fault   # a probe sweep survives losing a worker node
 
 The last line of stdout is `SCENARIO_RESULT <json>`; tests/test_placement.py and
-tests/test_fault_tolerance.py assert on it; tests/scenario_runner.py starts them in the background when
-pytest has collected the tests that read them.
+tests/test_fault_tolerance.py assert on it.
 """
 
 from __future__ import annotations

@@ -12,16 +12,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")
 
 
-def pytest_collection_finish(session):
-    """Start the cluster scenarios the selected tests read (marker `cluster_scenario(name)`) in the
-    background now: they wait more than they compute, so they overlap the first tests."""
-    from scenario_runner import start_in_background
-
-    names = [m.args[0] for item in session.items for m in item.iter_markers("cluster_scenario")]
-    if names:
-        start_in_background(list(dict.fromkeys(names)))
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     import ray

@@ -20,12 +20,11 @@ from squigglray.engines import Completion, Engine
 from squigglray.solve.sandbox import Limits
 
 from metrics_scenario import free_port
-from scenario_runner import run_scenario
+from test_placement import run_scenario
 
 PROBES = sorted(f"{t}.seed{s}" for t in ("arithmetic", "control-shuffled_labels") for s in (0, 1))
 
 
-@pytest.mark.cluster_scenario("probe_fault")
 def test_probe_sweep_survives_losing_a_worker_node():
     out = run_scenario("probe_fault")
     assert "error" not in out, out.get("error")

@@ -4,12 +4,15 @@ cluster (tests/cluster_scenarios.py, in a subprocess) where each workload lands 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from scenario_runner import run_scenario
 
 from squigglray.config import ConfigError, build_config, config_hash
 from squigglray.placement import (
@@ -341,7 +344,15 @@ def test_solver_app_built_on_the_cluster_checks_the_engine(ray_session):
 
 # -- a simulated heterogeneous cluster ----------------------------------------------------------
 
-@pytest.mark.cluster_scenario("placement")
+def run_scenario(name: str, timeout_s: float = 240) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster_scenarios.py"), name], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SCENARIO_RESULT ")]
+    assert proc.returncode == 0 and lines, f"scenario {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1].split(" ", 1)[1])
+
+
 def test_each_workload_lands_on_its_node_type():
     out = run_scenario("placement")
     node = {v: k for k, v in out["nodes"].items()}
