@@ -12,7 +12,6 @@ from squigglray.cli import app
 from squigglray.config import load_config, packaged_config
 
 
-
 def _capture(monkeypatch, module, name):
     """Replace module.<name> with a recorder that stops the job before any work."""
     seen = {}
@@ -39,8 +38,7 @@ def test_packaged_default_config_on_both_paths(monkeypatch, module, argv, fn, mo
         importlib.import_module(module).main(argv)
     assert seen["args"][0] == expected
     seen.clear()
-    words = {"squigglray.jobs.dcm": "dcm", "squigglray.jobs.ineq": "ineq", "squigglray.jobs.clmodel": "clmodel"}
-    r = CliRunner().invoke(app, [words[module], *argv])
+    r = CliRunner().invoke(app, [module.rsplit(".", 1)[1], *argv])  # squigglray.jobs.dcm: `squigglray dcm`
     assert r.exit_code == 0, r.output
     assert seen["args"][0] == expected
 

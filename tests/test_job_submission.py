@@ -202,15 +202,22 @@ def _wait(client, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> str:
     pytest.fail(f"job {job_id} not done in {timeout_s} s; logs:\n{client.get_job_logs(job_id)[-3000:]}")
 
 
+def _succeeded(client, job_id: str, what: str, timeout_s: float = 480) -> str:
+    """The logs of a job that must succeed; else fail with its status message and log tail (the
+    workflow jobs share the head's two CPUs, hence the longer wait)."""
+    status = _wait(client, job_id, timeout_s)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", f"{what}: {client.get_job_info(job_id).message}\n{logs[-3000:]}"
+    return logs
+
+
 def test_submitted_clmodel_job_writes_its_run(head, jobs):
     from squigglray.clmodel.run import ClmodelRunConfig, run_id
     from squigglray.config import load_config
     from squigglray.config import packaged_config
 
     client, data_dir, temp_dir = head
-    status = _wait(client, jobs["ok"])
-    logs = client.get_job_logs(jobs["ok"])
-    assert status == "SUCCEEDED", logs[-3000:]
+    logs = _succeeded(client, jobs["ok"], "clmodel", JOB_TIMEOUT_S)
     assert "training in a Ray task" in logs and "report:" in logs, logs[-3000:]
     # The job runs the uploaded snapshot of the repo (its folder comes first on sys.path), not the
     # editable install in the venv, though both would import.
@@ -310,9 +317,7 @@ WORKFLOW_ARTIFACTS = {
 def test_every_workflow_runs_as_a_submitted_job(head, workflow_jobs, workflow):
     client, _, _ = head
     job_id, data = workflow_jobs[workflow]
-    status = _wait(client, job_id, timeout_s=480)  # seven jobs share the head's two CPUs
-    logs = client.get_job_logs(job_id)
-    assert status == "SUCCEEDED", f"{workflow}: {client.get_job_info(job_id).message}\n{logs[-3000:]}"
+    logs = _succeeded(client, job_id, workflow)
     pattern = WORKFLOW_ARTIFACTS[workflow]
     if pattern:
         assert list(Path(data).glob(pattern)), f"{workflow}: nothing matches {pattern} under {data}"
@@ -331,9 +336,7 @@ def test_quickstart_job_trains_evaluates_and_a_rerun_reuses(head, workflow_jobs,
 
     client, _, _ = head
     job_id, data = workflow_jobs["quickstart"]
-    status = _wait(client, job_id, timeout_s=480)
-    logs = client.get_job_logs(job_id)
-    assert status == "SUCCEEDED", logs[-3000:]
+    logs = _succeeded(client, job_id, "quickstart")
     assert "held-out accuracy:" in logs and "solver accuracy:" in logs and "DIS ranking:" in logs, logs[-3000:]
     [report] = Path(data).glob("runs/*/reports/heldout_summary.json")
     run = report.parents[1]
@@ -397,8 +400,7 @@ def test_ineq_job_runs_every_step_and_a_rerun_resumes(head, workflow_jobs, ray_s
 
     client, _, _ = head
     job_id, data = workflow_jobs["ineq"]
-    status = _wait(client, job_id, timeout_s=480)
-    assert status == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
+    _succeeded(client, job_id, "ineq")
     verifier_model = str(Path(data).parent / "nano-verifier")
     [exp] = Path(data).glob("experiments/ineq-t-*")
     out = json.loads((exp / "result.json").read_text())
