@@ -27,7 +27,7 @@ def eval_shard_task(checkpoint: str, items_json: list[dict[str, Any]], max_new_t
     """Greedy tool-integrated evaluation of one shard of held-out instances."""
     import torch
 
-    from squigglray.eval import evaluate_heldout
+    from squigglray.eval.heldout import evaluate_heldout
     from squigglray.models import load_model
     from squigglray.schemas import ProblemInstance
 

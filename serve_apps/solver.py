@@ -16,7 +16,7 @@ Limits a client cannot lift: n (max_n), max_tokens of /v1/completions (max_token
 the ingress before the engine sees the request), traces (only where allow_traces), and, when
 require_api_key_env names a variable, the API key on every route but /healthz (squigglray.serve_auth).
 
-Thin on purpose: the TIR loop and vote are `squigglray.solve.solve`, request validation is
+Thin on purpose: the TIR loop and vote are `squigglray.solve.tir.solve`, request validation is
 `squigglray.schemas.solve.SolveRequest`, the completions surface is `squigglray.engines.openai_api`.
 Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
 """
@@ -46,7 +46,7 @@ from squigglray.paths import default_root
 from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
 from squigglray.schemas.solve import SolveOptions, SolveRequest
 from squigglray.serve_auth import ApiKeyArgs, BearerAuth, read_api_key
-from squigglray.solve import solve as solve_problem
+from squigglray.solve.tir import solve as solve_problem
 from squigglray.solve.sandbox import Limits
 
 logger = logging.getLogger("ray.serve")

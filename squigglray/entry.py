@@ -64,8 +64,10 @@ def _extra(field) -> dict[str, Any]:
 
 
 def _origin(annotation: Any) -> Any:
-    """list/dict/bool/... of an annotation, looking through Optional."""
+    """list/dict/bool/... of an annotation, looking through Optional and Annotated (config.Seeds)."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _origin(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _origin(args[0]) if len(args) == 1 else None

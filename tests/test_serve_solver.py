@@ -130,7 +130,8 @@ def test_solve_returns_answer_votes_and_timings(url):
 def test_traces_when_asked_match_an_in_process_solve_over_v1(url):
     """/solve with traces, and solve() run here with an OpenAIEngine on <url>/v1 and a LocalExecutor:
     same options and seed, so the same candidates, texts and vote."""
-    from squigglray.solve import LocalExecutor, solve
+    from squigglray.solve.executor import LocalExecutor
+    from squigglray.solve.tir import solve
 
     served = post(f"{url}/solve", {"problem": PROBLEM, "n": 2, "rounds": 1, "seed": 7, "traces": True})
     assert served.status_code == 200, served.text

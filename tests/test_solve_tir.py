@@ -9,7 +9,9 @@ import pytest
 
 from squigglray.engines import Completion, Engine, HFEngine
 from squigglray.families import sample
-from squigglray.solve import LocalExecutor, SolveOptions, solve
+from squigglray.schemas.solve import SolveOptions
+from squigglray.solve.executor import LocalExecutor
+from squigglray.solve.tir import solve
 from squigglray.solve.tir import last_code_block, truncate
 
 

@@ -1,5 +1,3 @@
-"""Held-out evaluation of a trained model on the families (greedy, tool-integrated, exact match)."""
-
-from squigglray.eval.heldout import evaluate_heldout, heldout_instances, summarize
-
-__all__ = ["evaluate_heldout", "heldout_instances", "summarize"]
+"""Held-out evaluation of a trained model on the families (greedy, tool-integrated, exact match):
+`eval.heldout`; the solver's evaluation: `eval.solver`. The package imports nothing, so the solver
+evaluation's options load without torch."""

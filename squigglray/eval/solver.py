@@ -37,7 +37,6 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squigglray.eval.heldout import heldout_instances
 from squigglray.families import LEVELS, list_families
 from squigglray.paths import ArtifactStore
 from squigglray.schemas.problems import ProblemInstance
@@ -315,6 +314,8 @@ def eval_instances(cfg: SolverEvalConfig, target: EvalTarget,
             from squigglray.training.data import build_pool
 
             exclude_problems = build_pool(train).problems()
+    from squigglray.eval.heldout import heldout_instances  # torch: not at import (--help, options)
+
     return heldout_instances(families, cfg.levels, cfg.per_family, seed, exclude_problems), seed
 
 

@@ -78,7 +78,7 @@ def _make_executor(kind, cfg: SolverEvalConfig):
                            sandbox_nodes=cfg.sandbox_nodes, allow_weak_isolation=cfg.sandbox_allow_weak_isolation)
         return pool, pool.shutdown
     if kind == "local":
-        from squigglray.solve import LocalExecutor
+        from squigglray.solve.executor import LocalExecutor
 
         ex = LocalExecutor(cfg.sandbox_workers, limits, allow_weak_isolation=cfg.sandbox_allow_weak_isolation)
         return ex, ex.close

@@ -25,17 +25,12 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squigglray.config import ConfigError, distinct_non_negative, load_config
+from squigglray.config import ConfigError, Seeds, load_config
 from squigglray.entry import JobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, trial_placement
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
-
-
-def check_seeds(seeds: list[int] | None) -> list[int] | None:
-    """Distinct non-negative seeds (a validator of the probe jobs' --seeds)."""
-    return seeds if seeds is None else distinct_non_negative(seeds)
 
 
 class ProbeArgs(JobArgs):
@@ -47,7 +42,7 @@ class ProbeArgs(JobArgs):
     exp: str = Field(..., description="experiment id (required): experiments/<EXP_ID>/ under the data dir")
     base: str = Field("tiny", description="checkpoint folder, trained preset name, or hub id")
     families: list[str] | None = Field(None, description="comma-separated families (default: every family)")
-    seeds: list[int] | None = Field(None, description="comma-separated distinct probe seeds (default: 0,1)")
+    seeds: Seeds | None = Field(None, description="comma-separated distinct probe seeds (default: 0,1)")
 
     @field_validator("families")
     @classmethod
@@ -55,11 +50,6 @@ class ProbeArgs(JobArgs):
         if v is not None and not v:
             raise ValueError("name at least one family, e.g. mod_power,crt")
         return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
-        return check_seeds(v)
 
 
 class SweepOptions(BaseModel):

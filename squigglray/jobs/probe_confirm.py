@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from squigglray.config import config_hash
+from squigglray.config import Seeds, config_hash
 from squigglray.entry import JobArgs, add_model_arguments, make_parser as make_parser_for, parse_args, run_module
-from squigglray.jobs.probe import SweepOptions, check_seeds, pending, run_trials
+from squigglray.jobs.probe import SweepOptions, pending, run_trials
 from squigglray.paths import ArtifactStore
 from squigglray.probes.aggregate import read_summaries
 from squigglray.probes.config import ProbeConfig
@@ -32,16 +32,11 @@ class ConfirmArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     exp: str = Field(..., description="a scored probe experiment (required)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="comma-separated distinct fine-tune seeds per arm")
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2], description="comma-separated distinct fine-tune seeds per arm")
     top: int = Field(2, description="families with the highest mean DIS that make the curated corpus")
     steps: int | None = Field(None, description="fine-tune steps (default: the probes')")
     corpus_seed: int = Field(0, description="seed of the corpora: their instances and the random mixture")
     data_dir: str | None = JobArgs.model_fields["data_dir"]
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int]) -> list[int]:
-        return check_seeds(v)
 
 
 TRIAL_OPTIONS = ("cpus_per_trial", "gpus_per_trial")  # of SweepOptions: the confirmation's fine-tunes fit anywhere

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from squigglray import __version__
 from squigglray.config import Seeds, build_config, config_hash, load_config, packaged_config
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
-from squigglray.eval import heldout_instances, summarize
+from squigglray.eval.heldout import heldout_instances, summarize
 from squigglray.jobs.dynamics import DynamicsOptions, run_dynamics, seed_config, with_checkpoints
 from squigglray.jobs.eval_solver import SolverEvalConfig
 from squigglray.paths import ArtifactStore

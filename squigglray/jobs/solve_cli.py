@@ -50,12 +50,10 @@ class SolveArgs(BaseModel):
 
 def _flags_of(model: type[BaseModel], title: str, **fields: dict[str, Any]) -> type[BaseModel]:
     """Some fields of `model`, exactly as declared there (type, default, bounds, description), with
-    the flag settings of entry.add_model_arguments added (and a description where the field has none)."""
+    the flag settings of entry.add_model_arguments added."""
     def field(name: str, extra: dict[str, Any]) -> tuple[Any, FieldInfo]:
-        info, extra = model.model_fields[name], dict(extra)
-        description = info.description or extra.pop("description", None)
-        extra.pop("description", None)
-        return info.annotation, FieldInfo.merge_field_infos(info, description=description, json_schema_extra=extra)
+        info = model.model_fields[name]
+        return info.annotation, FieldInfo.merge_field_infos(info, json_schema_extra=extra)
 
     return create_model(f"{model.__name__}Flags", __config__=ConfigDict(extra="forbid", title=title),
                         **{name: field(name, extra) for name, extra in fields.items()})
@@ -67,10 +65,10 @@ SolveFlags = _flags_of(
     SolveOptions, "solver options",
     n={"short": "-n"},
     rounds={},
-    mode={"description": "vote: aimo (integers 0..99999, x2 with working code) | majority | general"},
-    seed={"description": "sampling seed (same seed, same answer)"},
-    code_timeout_s={"flag": "--timeout", "description": "seconds per code run", "metavar": "SECONDS"},
-    temperature={"description": "sampling temperature"},
+    mode={},
+    seed={},
+    code_timeout_s={"flag": "--timeout", "metavar": "SECONDS"},
+    temperature={},
 )
 
 
@@ -79,14 +77,14 @@ def load_solver(model: str, data_dir: str | None, workers: int, execute_code: bo
     (a local command: weak process isolation is allowed where no namespaces exist, with a warning)."""
     from squigglray.engines.hf import HFEngine
     from squigglray.paths import ArtifactStore
-    from squigglray.solve import LocalExecutor
+    from squigglray.solve.executor import LocalExecutor
 
     engine = HFEngine.from_pretrained(model, ArtifactStore(data_dir))
     return engine, (LocalExecutor(workers, allow_weak_isolation=True) if execute_code else None)
 
 
 def solve_one(problem: str, engine, executor, opts: SolveOptions, traces: bool = False) -> SolveResult:
-    from squigglray.solve import solve
+    from squigglray.solve.tir import solve
 
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("the problem is empty")

@@ -1,17 +1,7 @@
 """The AIMO-style solver: tool-integrated best-of-N sampling, a sandbox for the code, weighted vote.
 
-Domain code (no Ray): the TIR loop talks to an `Engine` (squigglray.engines) and a `CodeExecutor`
-(a LocalExecutor here, or actors.sandbox_pool.SandboxPool on Ray).
+Domain code (no Ray): the TIR loop (`solve.tir.solve`) talks to an `Engine` (squigglray.engines) and
+a `CodeExecutor` (`solve.executor.LocalExecutor` here, or actors.sandbox_pool.SandboxPool on Ray).
+Import from the modules: this package imports nothing, so `squigglray.solve.answers` (stdlib only,
+the one box parser that data.rules reads too) stays light.
 """
-
-from squigglray.schemas.solve import SolveOptions, SolveRequest, SolveResult
-from squigglray.solve.answers import as_aimo_integer, extract_answer, normalize_answer
-from squigglray.solve.executor import CodeExecutor, LocalExecutor
-from squigglray.solve.tir import sample_candidates, solve
-from squigglray.solve.vote import CandidateAnswer, VoteResult, weighted_vote
-
-__all__ = [
-    "CandidateAnswer", "CodeExecutor", "LocalExecutor", "SolveOptions", "SolveRequest", "SolveResult",
-    "VoteResult", "as_aimo_integer", "extract_answer", "normalize_answer", "sample_candidates", "solve",
-    "weighted_vote",
-]
