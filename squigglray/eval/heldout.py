@@ -122,14 +122,14 @@ def tir_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, time
         executor.close()
     # a completion that wrote code but did not open ```output was not run in the loop: its code's
     # output is still what `code_acc` scores
-    unrun = [c for c in cands if not c.runs and extract_code(c.text) is not None]
-    extra = dict(zip((c.index for c in unrun), run_many([extract_code(c.text) for c in unrun], timeout_s)))
+    unrun = {c.index: code for c in cands if not c.runs and (code := extract_code(c.text)) is not None}
+    extra = dict(zip(unrun, run_many(list(unrun.values()), timeout_s)))
     results = []
     for c in cands:
         if c.runs:
             code, output, status = c.runs[0].code, c.runs[0].output, c.runs[0].status
         elif c.index in extra:
-            code, output, status = extract_code(c.text), extra[c.index].output, extra[c.index].status
+            code, output, status = unrun[c.index], extra[c.index].output, extra[c.index].status
         else:
             code, output, status = None, None, "missing"
         results.append({"completion": c.text, "code": code, "code_output": output, "code_status": status,
