@@ -53,6 +53,10 @@ class SandboxWorker:
     def close_session(self, session: str) -> None:
         self.sandbox.close_session(session)
 
+    def close(self) -> None:
+        """Stop the zygote cleanly (it removes its boxes' cgroups), before the actor is killed."""
+        self.sandbox.close()
+
     def info(self) -> dict[str, Any]:
         return {"actor_pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 "zygote_pid": self.sandbox.pid, "isolation": self.sandbox.isolation, "mode": self.sandbox.mode,
@@ -178,5 +182,6 @@ class SandboxPool:
         return results  # type: ignore[return-value]
 
     def shutdown(self) -> None:
+        ray.wait([w.close.remote() for w in self.workers], num_returns=len(self.workers), timeout=10)
         for w in self.workers:
             ray.kill(w)

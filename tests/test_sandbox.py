@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from squigglray.solve.sandbox import Limits, Sandbox
+from squigglray.solve.sandbox.cgroups import BoxCgroups
 from squigglray.solve.sandbox.zygote import WARM_BOXES
 
 TIMEOUT = 1.0
@@ -156,6 +157,32 @@ def test_memory_bomb(pool, code):
     r = run(pool, code, timeout_s=5)
     assert r.status == "memory", r
     assert "MemoryError" in r.stderr
+    assert_healthy(pool)
+
+
+BOX_HOG = ("import os, time\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+           "        x = b'x' * (300 << 20)\n        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+           "print([os.waitpid(k, 0)[1] for k in kids])")
+
+
+def test_a_box_is_limited_as_a_whole(pool):
+    """Three processes of one run, each well under the per-process limit (memory_mb=512), together over
+    the box's (512 MiB + the 256 MiB tmpfs): the box's cgroup stops them, and the run (or the block)
+    fails for memory; the session keeps its state. Wherever this machine lets root make cgroups, the
+    sandbox must use them."""
+    cgroups, why = BoxCgroups.setup()
+    if cgroups is None:
+        assert "cgroup_memory" not in run(pool, "pass").isolation
+        pytest.skip(f"no writable cgroup tree here: memory is bounded per process ({why})")
+    cgroups.remove_all()
+    r = run(pool, BOX_HOG, timeout_s=10)
+    assert {"cgroup_memory", "cgroup_pids"} <= set(r.isolation)
+    assert r.status == "memory" and "reached its memory limit (768 MiB" in r.stderr, r
+    assert run(pool, "state = 7", session="hog").status == "ok"
+    r = run(pool, BOX_HOG, session="hog", timeout_s=10)
+    assert r.status == "memory", r
+    assert run(pool, "print(state)", session="hog").stdout == "7\n"
+    asyncio.run(pool.close_session("hog"))
     assert_healthy(pool)
 
 

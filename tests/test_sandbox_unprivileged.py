@@ -33,7 +33,7 @@ out = {}
 secret_file = os.path.join(os.environ["HOME"], "credentials")
 open(secret_file, "w").write("hunter2")
 sleeper = subprocess.Popen(["sleep", "30"])
-with Sandbox(Limits(timeout_s=2)) as sb:
+with Sandbox(Limits(timeout_s=2, processes=16)) as sb:
     out["mode"], out["isolation"] = sb.mode, sb.isolation
     out["uid"] = sb.run("import os; print(os.getuid(), os.getpid())").stdout.split()
     sb.run("open('/tmp/left', 'w').write('x'); open('/dev/shm/left', 'w').write('x')")
@@ -55,6 +55,9 @@ with Sandbox(Limits(timeout_s=2)) as sb:
                           "        try:\n            os.write(fd, b'\\xff' * 8)\n        except OSError:\n            pass",
                           session="a").status
     out["after_break"] = sb.run("print(state)", session="a").stdout
+    out["forks"] = sb.run("import os, time\nn = 0\ntry:\n    for _ in range(100):\n        if os.fork() == 0:\n"
+                          "            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept BlockingIOError:\n"
+                          "    pass\nprint(n)").stdout
     out["restarts"] = sb.restarts
 out["sleeper_alive"] = sleeper.poll() is None
 sleeper.kill()
@@ -120,4 +123,7 @@ def test_an_unprivileged_uid_gets_full_isolation_or_a_refusal(spare_home):
     assert "ProcessLookupError" in out["signal_outside"] and out["sleeper_alive"]
     assert out["outlived"] == []
     assert out["break"] in ("error", "killed") and out["after_break"] == "1\n"
+    # the process limit holds per box although every box has this one uid outside: the box's init
+    # and 15 children (a count per uid would leave fewer: the caller and the zygote share the uid)
+    assert out["forks"] == "15\n", out["forks"]
     assert out["restarts"] == 0

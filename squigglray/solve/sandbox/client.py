@@ -12,13 +12,14 @@ import sys
 import threading
 from dataclasses import asdict
 
-from squigglray.solve.sandbox import framing
+from squigglray.solve.sandbox import cgroups, framing
 from squigglray.solve.sandbox.result import PRELOAD, WARMUP, Limits, RunResult
 
 MAX_CODE_BYTES = 1 << 20
 # The zygote's whole environment: what Python needs to start and import, nothing of the caller's
 # secrets (cloud credentials, HF/OpenAI/W&B tokens, Ray's addresses): runs can read their zygote's.
-ENV_ALLOWLIST = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TZ")
+ENV_ALLOWLIST = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TZ",
+                 "SQUIGGLRAY_SANDBOX_CGROUP")  # cgroups.PARENT_ENV
 log = logging.getLogger(__name__)
 
 
@@ -98,6 +99,7 @@ class Sandbox:
         if self._proc and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+            cgroups.remove_left_by(self._proc.pid)
 
     def _restart(self) -> None:
         self._kill()

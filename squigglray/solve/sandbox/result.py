@@ -33,7 +33,9 @@ np.linalg.det(np.eye(3)); np.arange(10).sum(); np.array([1.5]).round()
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run resource limits. Memory is headroom above what the pre-imported zygote already maps."""
+    """Per-run resource limits. `memory_mb` is each process's headroom above what the pre-imported
+    zygote already maps; where the cgroup tree is writable, a whole box (all its processes and its
+    tmpfs) also gets `memory_mb + tmpfs_mb`. `processes` counts a box's processes (process mode: none)."""
 
     timeout_s: float = 10.0
     memory_mb: int = 1024

@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 
-from squigglray.solve.sandbox import framing, isolation
+from squigglray.solve.sandbox import cgroups, framing, isolation
 
 _real_exit = os._exit
 CELL = "<cell>"
@@ -145,6 +145,7 @@ def box(job: dict, session: bool) -> None:
     forks the pristine holder and reaps until the manager kills the box. Never returns."""
     try:
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+        cgroups.join(job["cgroup_fds"])  # before anything of the run: all of it counts against the box
         if job["namespaces"]:
             isolation.enter_box()
             job["workdir"] = isolation.setup_box(job["tmpfs_mb"], job.get("uid"), job["carry"])
@@ -182,6 +183,8 @@ def start_child(job: dict) -> None:
         os.chdir(job["workdir"])
         os.environ.clear()
         os.environ.update(SAFE_ENV, HOME=job["workdir"], TMPDIR=job["workdir"])
+        if job["namespaces"] and job.get("uid") is None:
+            isolation.own_user_namespace()  # the process limit then counts this box alone
         isolation.set_rlimits(job["address_space"], job["cpu_s"], job["file_size"], job["open_files"],
                               job.get("processes"))
         if job["namespaces"]:

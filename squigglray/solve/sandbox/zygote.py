@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from squigglray.solve.sandbox import framing, isolation, runner
+from squigglray.solve.sandbox.cgroups import BoxCgroup, BoxCgroups
 from squigglray.solve.sandbox.result import STATUSES
 
 _NS = ["pid_namespace", "network_namespace", "mount_namespace", "ipc_namespace", "box_per_run", "private_tmp"]
@@ -57,6 +58,8 @@ class Session:
     sock: socket.socket | None = None
     workdir: str | None = None  # process mode only (namespace modes: the box's private /tmp/work)
     lost: bool = False
+    cgroup: BoxCgroup | None = None  # the box's cgroup, where there are cgroups
+    oom_kills: int = 0  # its OOM-kill count before the current block
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Child:
     code_w: int | None
     direct: bool  # our own child (a stateless run: we can read its exit status), not a holder's
     workdir: str | None
+    cgroup: BoxCgroup | None = None  # a stateless run's box's cgroup
 
 
 def _vm_bytes() -> int:
@@ -150,17 +154,21 @@ def _signal(pid: int | None, sig: int, group: bool = False) -> None:
 
 
 class Manager:
-    def __init__(self, sock: socket.socket, cfg: dict, mode: str, uid_base: int) -> None:
+    def __init__(self, sock: socket.socket, cfg: dict, mode: str, uid_base: int,
+                 cgroups: BoxCgroups | None = None) -> None:
         self.sock, self.cfg, self.mode, self.uid_base = sock, cfg, mode, uid_base
         self.ns = mode != "process"
         self.limits = cfg["limits"]
         self.address_space = _vm_bytes() + self.limits["memory_mb"] * 2**20
+        self.cgroups = cgroups  # a memory and process limit per box, where the cgroup tree is writable
+        self.box_memory = (self.limits["memory_mb"] + self.limits["tmpfs_mb"]) * 2**20
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.evicted: OrderedDict[str, None] = OrderedDict()
         self.free_slots = list(range(1, MAX_SLOTS))
-        self.isolation = ISOLATION[mode]
-        # RLIMIT_NPROC counts every process of a uid: only where runs have uids of their own
-        self.nproc = self.limits["processes"] if mode in ("root", "userns") else None
+        self.isolation = ISOLATION[mode] + (cgroups.labels if cgroups else [])
+        # RLIMIT_NPROC counts a uid's processes in one user namespace: runs have uids of their own
+        # ("root", "userns") or, in "userns_1uid", a user namespace of their own per box (`isolation.own_user_namespace`)
+        self.nproc = self.limits["processes"] if self.ns else None
         self.warm: list[Child] = []
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if self.ns else -1
         self._timeout = float(self.limits["timeout_s"])
@@ -217,6 +225,11 @@ class Manager:
                 sess.sock.close()
             sess.sock, child_end = socket.socketpair()
         workdir = sess.workdir if sess is not None and sess.workdir else self._workdir(slot)
+        try:
+            cgroup = self.cgroups.create(self.box_memory, self.limits["processes"]) if self.cgroups else None
+        except OSError as e:
+            _close(out_r, out_w, err_r, err_w, res_r, res_w, code_r, code_w)
+            raise RunFailure(f"the box's cgroup could not be made ({e})") from None
         job = {
             "code": code, "code_r": code_r, "workdir": workdir, "out_w": out_w, "err_w": err_w, "res_w": res_w,
             "sock_fd": child_end.fileno() if child_end else None,
@@ -224,7 +237,7 @@ class Manager:
             "file_size": self.limits["file_size_mb"] * 2**20, "open_files": self.limits["open_files"],
             "processes": self.nproc, "uid": self._uid(slot),
             "namespaces": self.ns, "audit": not self.ns, "tmpfs_mb": self.limits["tmpfs_mb"],
-            "carry": self.cfg.get("carry", {}),
+            "carry": self.cfg.get("carry", {}), "cgroup_fds": cgroup.join_fds if cgroup else [],
         }
         sys.stdout.flush()
         sys.stderr.flush()
@@ -241,19 +254,25 @@ class Manager:
                 runner.box(job, session=sess is not None)
             finally:
                 os._exit(71)
-        _close(out_w, err_w, res_w, code_r)
+        _close(out_w, err_w, res_w, code_r, *(cgroup.join_fds if cgroup else []))
+        if cgroup:
+            cgroup.join_fds = []
         if child_end:
             child_end.close()
         if sess is not None:
-            sess.box, sess.holder, sess.workdir = pid, None, workdir
-        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir)
+            sess.box, sess.holder, sess.workdir, sess.cgroup = pid, None, workdir, cgroup
+            sess.oom_kills = 0
+            return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir)
+        return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir, cgroup)
 
-    def _close_box(self, box: int | None, workdir: str | None = None) -> None:
+    def _close_box(self, box: int | None, workdir: str | None = None, cgroup: BoxCgroup | None = None) -> None:
         """Kill a box: its init's death takes every process in the box's PID namespace with it
-        (process mode: `_kill_strays` does that part)."""
+        (process mode: `_kill_strays` does that part); its cgroup goes once they have."""
         _signal(box, signal.SIGKILL)
         if workdir and not self.ns:
             shutil.rmtree(workdir, ignore_errors=True)
+        if self.cgroups:
+            self.cgroups.release(cgroup)
 
     # -- sessions ----------------------------------------------------------------------------
     def _open_session(self, sid: str) -> Session:
@@ -276,7 +295,7 @@ class Manager:
             return
         if sess.sock:
             sess.sock.close()
-        self._close_box(sess.box, sess.workdir)
+        self._close_box(sess.box, sess.workdir, sess.cgroup)
         self._kill_strays()
         self.free_slots.append(sess.slot)
 
@@ -285,14 +304,18 @@ class Manager:
         if sess.sock:
             sess.sock.close()
             sess.sock = None
-        self._close_box(sess.box, sess.workdir)
-        sess.box, sess.holder, sess.workdir = None, None, None
+        self._close_box(sess.box, sess.workdir, sess.cgroup)
+        sess.box, sess.holder, sess.workdir, sess.cgroup = None, None, None, None
         self._kill_strays()
 
     # -- runs --------------------------------------------------------------------------------
-    def _spawn_warm(self) -> None:
+    def _spawn_warm(self) -> bool:
         self._timeout = self.limits["timeout_s"]
-        self.warm.append(self._fork_box(0, None, None))
+        try:
+            self.warm.append(self._fork_box(0, None, None))
+        except RunFailure:  # no box now (e.g. its cgroup); a run will make its own and fail alone
+            return False
+        return True
 
     def _start_stateless(self, code: str) -> Child:
         while self.warm:
@@ -355,6 +378,9 @@ class Manager:
     def _discard(self, child: Child) -> None:
         _close(child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w)
         _signal(child.pid, signal.SIGKILL, group=True)
+        if self.cgroups:
+            self.cgroups.release(child.cgroup)
+            child.cgroup = None
 
     def _watch(self, child: Child, timeout: float, session: bool) -> dict:
         cap, tail = self.limits["output_bytes"], self.limits["stderr_tail_bytes"]
@@ -456,6 +482,8 @@ class Manager:
                 status = res["status"]
             elif status is None:
                 status, note = self._death_status(child)
+            if self.cgroups:
+                status, note = self._box_memory_status(child, sess, status, note)
             survived = res is not None and not res.get("exiting") and not w["exited"] and w["status"] is None
             if sess is not None and survived:
                 sess.holder = child.pid  # the block's process now holds the session's state
@@ -480,6 +508,18 @@ class Manager:
             "peak_memory_mb": (w.get("result") or {}).get("peak_memory_mb", 0.0), "isolation": self.isolation,
             "session": sid, "session_reset": reset,
         }
+
+    def _box_memory_status(self, child: Child, sess: Session | None, status: str, note: str) -> tuple[str, str]:
+        """A run some of whose processes the kernel killed at the box's memory limit ran out of memory,
+        whatever its own process reported."""
+        before = sess.oom_kills if sess is not None else 0
+        kills = self.cgroups.oom_kills(sess.cgroup if sess is not None else child.cgroup)
+        if sess is not None:
+            sess.oom_kills = kills
+        if kills <= before:
+            return status, note
+        return "memory", (f"{note}\nsandbox: the box's processes together reached its memory limit "
+                          f"({self.box_memory >> 20} MiB: memory_mb + tmpfs_mb)")
 
     @staticmethod
     def _death_status(child: Child) -> tuple[str, str]:
@@ -507,6 +547,8 @@ class Manager:
             self._close_session(sid)
         try:
             self._kill_strays()
+            if self.cgroups and not self.ns:  # namespace modes: the zygote's outer process does it
+                self.cgroups.remove_all()
         finally:
             os._exit(0)
 
@@ -519,8 +561,10 @@ class Manager:
             "ping": lambda m: {"ok": True, "sessions": len(self.sessions)},
         }
         while True:
-            while len(self.warm) < WARM_BOXES:
-                self._spawn_warm()  # between requests, off the next run's critical path
+            if self.cgroups:
+                self.cgroups.sweep()
+            while len(self.warm) < WARM_BOXES and self._spawn_warm():
+                pass  # between requests, off the next run's critical path
             msg, _ = framing.recv(self.sock)
             if msg is None or msg.get("op") == "shutdown":
                 self._shutdown()
@@ -550,8 +594,6 @@ def _isolate(cfg: dict) -> str:
     why = "process isolation was asked for (isolation='process')"
     if cfg["isolation"] != "process":
         try:
-            if cfg.get("user_namespace") and os.geteuid() == 0:  # give up the host's CAP_SYS_ADMIN first
-                isolation.drop_capabilities(only=isolation.CAP_SYS_ADMIN)
             return isolation.enter_namespaces(cfg["uid_base"], MAX_SLOTS)
         except OSError as e:
             why = e.strerror or str(e)
@@ -572,9 +614,14 @@ def main() -> None:
     cfg = json.loads(sys.argv[2])
     home = os.path.expanduser("~")  # before any namespace: in user-namespace mode it is hidden from runs
     cfg["uid_base"] = 1_000_000 + (os.getpid() % 100_000) * MAX_SLOTS
+    if cfg["isolation"] != "process" and cfg.get("user_namespace") and os.geteuid() == 0:
+        isolation.drop_capabilities(only=isolation.CAP_SYS_ADMIN)  # as a container without it: before anything
+    cgroups, no_cgroups = BoxCgroups.setup()  # while the cgroup tree is still writable (host mounts)
     try:
         mode = _isolate(cfg)
     except _Refused as e:
+        if cgroups:
+            cgroups.remove_all()
         framing.send(sock, {"ready": False, "error": str(e)})
         os._exit(2)
     for name in cfg["preload"]:
@@ -587,9 +634,11 @@ def main() -> None:
     gc.collect()
     if mode != "process":
         pid = os.fork()
-        if pid:  # outside the PID namespace: wait for its init, then go with it
+        if pid:  # outside the PID namespace: wait for its init, then go with it (and its boxes' cgroups)
             sock.close()
             _, st = os.waitpid(pid, 0)
+            if cgroups:
+                cgroups.remove_all()
             os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         cfg["carry"] = isolation.setup_mounts(cfg["limits"]["tmpfs_mb"], isolation.interpreter_paths(),
@@ -601,7 +650,10 @@ def main() -> None:
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
     gc.freeze()  # keep the collector from dirtying the shared pages of every fork
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    Manager(sock, cfg, mode, cfg["uid_base"]).serve()
+    if not cgroups:
+        print(f"sandbox: no cgroup per box ({no_cgroups}); memory is bounded per process (memory_mb), not per "
+              f"box", file=sys.stderr)
+    Manager(sock, cfg, mode, cfg["uid_base"], cgroups).serve()
 
 
 if __name__ == "__main__":
