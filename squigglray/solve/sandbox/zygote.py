@@ -378,6 +378,7 @@ class Manager:
     def _discard(self, child: Child) -> None:
         _close(child.out_r, child.err_r, child.res_r, child.pidfd, child.code_w)
         _signal(child.pid, signal.SIGKILL, group=True)
+        _signal(child.pid, signal.SIGKILL)  # a box still setting up has no process group of its own yet
         if self.cgroups:
             self.cgroups.release(child.cgroup)
             child.cgroup = None
