@@ -144,6 +144,34 @@ def spectral_stats(W) -> tuple[float, float]:
     return top, float((s * s).sum()) / (top * top)
 
 
+COLD_START_ITERATIONS = 30  # a power iteration with no earlier subspace to start from
+POWER_BLOCK = 8  # vectors iterated together: the top value is found even where the next ones are close
+
+
+def power_spectral_stats(W, v0: torch.Tensor | None = None, iterations: int = 4) -> tuple[float, float, torch.Tensor]:
+    """(spectral_norm, stable_rank_fro_spec, V) by block power (subspace) iteration on W^T W in float32
+    on W's device: `iterations` steps of V <- orth(W^T W V) with POWER_BLOCK columns from `v0` (the
+    subspace of the previous capture: weights move little between captures), or
+    `COLD_START_ITERATIONS` more from a fixed start when there is none; sigma_max is then the largest
+    singular value of W V (Rayleigh-Ritz). A block, not one vector: where the top singular values are
+    close (init-like weights) a single vector converges slowly. Costs O(iterations x m x n x block)
+    instead of a decomposition's O(m n min(m, n)); the estimate never exceeds the true value. Returns
+    the new V for the next capture."""
+    W = torch.as_tensor(W).detach()
+    W = W.reshape(W.shape[0], -1).to(torch.float32)
+    fro2 = float((W * W).sum())
+    k = min(POWER_BLOCK, *W.shape)
+    if v0 is None or v0.shape != (W.shape[1], k):
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        v0 = torch.randn(W.shape[1], k, generator=gen)
+        iterations += COLD_START_ITERATIONS
+    V = torch.linalg.qr(v0.to(W.device, torch.float32)).Q
+    for _ in range(iterations):
+        V = torch.linalg.qr(W.T @ (W @ V)).Q
+    top = float(torch.linalg.svdvals(W @ V)[0])
+    return top, (fro2 / (top * top) if top > _EPS else 0.0), V
+
+
 def effective_rank_entropy(X, center: bool = True) -> float:
     """Effective rank exp(H(p)), H(p) = -sum_i p_i log p_i, p_i = sigma_i / sum_j sigma_j.
 

@@ -90,7 +90,7 @@ def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, 
     if cfg.geometry.enabled:
         steps = log_steps(cfg.train.steps, cfg.train.log_dense_until, cfg.train.log_every)
         geometry = GeometryCapture(steps, capture_batch(probe_a, cfg.geometry.capture_batch_size), prov,
-                                   modules=cfg.geometry.modules)
+                                   **cfg.geometry.capture_options())
         manifest["capture_batch_hash"] = geometry.capture_batch_hash
         cbs.append(geometry)
     store.write_json(f"{store.run_dir(prov.run_id)}/probes.json", manifest)

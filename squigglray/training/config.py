@@ -124,6 +124,20 @@ class GeometrySection(_Strict):
         default_factory=lambda: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
         description="matrices watched in every block")
+    spectral: Literal["exact", "power"] = Field(
+        "exact", description="spectral norm (and stable rank) by an exact float64 decomposition, or by power "
+                             "iteration warm-started from the previous capture (float32, on the weights' device; "
+                             "for 125M+ models)")
+    power_iterations: int = Field(4, ge=1, le=100, description="power-iteration steps per capture (spectral=power)")
+    layer_stride: int = Field(1, ge=1, description="watch blocks 0, k, 2k, ... and the last one")
+    lag_copies: Literal["cpu_float32", "device_bfloat16"] = Field(
+        "cpu_float32", description="lag-1 copies on the CPU in float32, or on the weights' device with gradients "
+                                   "and hidden states in bfloat16 (weights stay float32)")
+
+    def capture_options(self) -> dict:
+        """The GeometryCapture keyword arguments this section sets."""
+        return {"modules": self.modules, "spectral": self.spectral, "power_iterations": self.power_iterations,
+                "layer_stride": self.layer_stride, "lag_copies": self.lag_copies}
 
 
 class ProbeSection(_Strict):
