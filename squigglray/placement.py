@@ -33,9 +33,10 @@ there.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 MemoryClass = Literal["16g", "32g", "40g", "80g"]
 MEMORY_CLASSES: dict[str, str] = {"16g": "gpu_mem_16g", "32g": "gpu_mem_32g", "40g": "gpu_mem_40g",
@@ -262,3 +263,7 @@ def default_for(workload: str, **update: Any) -> Placement:
     if workload not in DEFAULTS:
         raise ValueError(f"no placement default for {workload!r}; known workloads: {sorted(DEFAULTS)}")
     return Placement.model_validate({**DEFAULTS[workload].model_dump(), **update})
+
+
+# An options field: a Placement, or a workload's name (the --placement flag) standing for its default.
+NamedPlacement = Annotated[Placement | None, BeforeValidator(lambda v: default_for(v) if isinstance(v, str) else v)]

@@ -73,12 +73,13 @@ def test_k_sweep_on_tune(solver_store, ray_session):
 
 
 def test_cli_options_are_checked():
-    from squigglray.jobs.dcm import parse_datasets, parse_ints
+    from squigglray.config import build_config
+    from squigglray.jobs.dcm import DcmSweepOptions, parse_datasets
 
-    assert parse_ints("4, 8,16", "ks") == [4, 8, 16]
-    for bad in ("4,x", "", "4,4", "-1"):
-        with pytest.raises(ConfigError, match="--ks"):
-            parse_ints(bad, "ks")
+    assert build_config(DcmSweepOptions, {"ks": ["4", "8", "16"]}).ks == [4, 8, 16]  # as the parser splits them
+    for bad in (["4", "x"], [], ["4", "4"], ["-1"]):
+        with pytest.raises(ConfigError, match="ks"):
+            build_config(DcmSweepOptions, {"ks": bad})
     assert parse_datasets(None) is None
     specs = parse_datasets("[{kind: arithmetic, n: 3}, {kind: sudoku, n: 2}]")
     assert [s["kind"] for s in specs] == ["arithmetic", "sudoku"]

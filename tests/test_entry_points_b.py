@@ -54,7 +54,7 @@ def test_dcm_sweep_flags_reach_the_sweep(monkeypatch):
     assert (ks, seeds, datasets, data_dir) == ([4, 8], [0, 1], [{"kind": "arithmetic", "n": 3}], None)
     assert seen["kwargs"]["placement"] == DEFAULTS["dcm"].model_copy(update={"gpus": 2.0})
     bad = CliRunner().invoke(app, ["dcm", "sweep", "--ks", "4,x"])
-    assert bad.exit_code == 2 and "--ks '4,x' must be comma-separated integers" in bad.output
+    assert bad.exit_code == 2 and "ks.1: Input should be a valid integer" in bad.output
     bad = CliRunner().invoke(app, ["dcm", "sweep", "--placement", "nowhere"])
     assert bad.exit_code == 2 and "known workloads" in bad.output
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squigglray.config import ConfigError, config_hash, distinct_non_negative, load_config, packaged_config
+from squigglray.config import ConfigError, Seeds, config_hash, load_config, packaged_config
 from squigglray.dcm.config import DcmConfig
 from squigglray.dcm.data import load_pairs
 from squigglray.dcm.run import experiment_id, run_one
 from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.paths import ArtifactStore
-from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, make_placement
+from squigglray.placement import DEFAULTS, MemoryClass, NamedPlacement, Placement, make_placement
 
 PACKAGED_CONFIG = "dcm_smoke"
 
@@ -37,8 +37,8 @@ class DcmSweepOptions(BaseModel):
     """The sweep's grid and where its trials run; none of them changes a trial's config hash."""
 
     model_config = ConfigDict(extra="forbid", title="sweep options")
-    ks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128], description="comma-separated K values")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="comma-separated seeds")
+    ks: Seeds = Field(default_factory=lambda: [4, 8, 16, 32, 64, 128], description="comma-separated K values")
+    seeds: Seeds = Field(default_factory=lambda: [0], description="comma-separated seeds")
     datasets: str | None = Field(None, description="YAML list of dataset specs, e.g. "
                                  "'[{kind: arithmetic, n: 32}, {kind: sudoku, n: 32, holes: 8}]' "
                                  "(default: the config's dataset)", json_schema_extra={"metavar": "YAML"})
@@ -47,27 +47,14 @@ class DcmSweepOptions(BaseModel):
                                          "(default: the placement's, no GPU)")
     memory_class: MemoryClass | None = Field(None, description="minimum GPU memory per trial: 16g, 32g, 40g or 80g")
     accelerator_type: str | None = Field(None, description="e.g. A100: trials only on those GPUs")
-    placement: str | None = Field(None, description="start from this workload's cluster default "
-                                  f"(squigglray.placement.DEFAULTS: {', '.join(sorted(DEFAULTS))}), e.g. dcm",
-                                  json_schema_extra={"metavar": "WORKLOAD"})
-
-    @field_validator("ks", "seeds", mode="before")
-    @classmethod
-    def _ints(cls, v: Any, info) -> list[int]:
-        text = v if isinstance(v, str) else ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
-        return parse_ints(text, info.field_name)
+    placement: NamedPlacement = Field(None, description="start from this workload's cluster default "
+                                      f"(squigglray.placement.DEFAULTS: {', '.join(sorted(DEFAULTS))}), e.g. dcm",
+                                      json_schema_extra={"metavar": "WORKLOAD"})
 
     @field_validator("datasets")
     @classmethod
     def _datasets(cls, v: str | None) -> str | None:
         parse_datasets(v)  # each spec is checked by loading it
-        return v
-
-    @field_validator("placement")
-    @classmethod
-    def _placement(cls, v: str | None) -> str | None:
-        if v is not None and v not in DEFAULTS:
-            raise ValueError(f"no placement default for {v!r}; known workloads: {sorted(DEFAULTS)}")
         return v
 
     def dataset_specs(self) -> list[dict] | None:
@@ -76,8 +63,8 @@ class DcmSweepOptions(BaseModel):
         return yaml.safe_load(self.datasets) if self.datasets else None
 
     def trial_placement(self, cfg: DcmConfig) -> Placement:
-        base = default_for(self.placement) if self.placement else None
-        return trial_placement(cfg, self.cpus_per_trial, self.gpus_per_trial, base, memory_class=self.memory_class,
+        return trial_placement(cfg, self.cpus_per_trial, self.gpus_per_trial, self.placement,
+                               memory_class=self.memory_class,
                                accelerator_type=self.accelerator_type)
 
 
@@ -139,17 +126,6 @@ def run_sweep(cfg: DcmConfig, ks: list[int], seeds: list[int], datasets: list[di
     out = write_sweep_report(store, sweep_id, trials, results)
     log(f"sweep {sweep_id}: {len(trials)} trials; report {store.full(store.experiment_dir(sweep_id))}/sweep.md")
     return out
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--{what} {text!r} must be comma-separated integers") from None
-    try:
-        return distinct_non_negative(vals)
-    except ValueError as e:
-        raise ConfigError(f"--{what} {text!r}: {e}") from None
 
 
 def parse_datasets(text: str | None) -> list[dict] | None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from squigglray.config import ConfigError, Seeds, load_config
 from squigglray.entry import JobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
-from squigglray.placement import DEFAULTS, MemoryClass, Placement, default_for, trial_placement
+from squigglray.placement import DEFAULTS, MemoryClass, NamedPlacement, Placement, trial_placement
 from squigglray.probes.config import ProbeConfig
 from squigglray.schemas.probes import CONTROL_PREFIX, probe_id_for
 
@@ -64,18 +64,12 @@ class SweepOptions(BaseModel):
     memory_class: MemoryClass | None = Field(None, description="minimum GPU memory of a trial's GPU, e.g. 16g")
     accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
     resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'nvme': 1}")
-    placement: Placement | None = Field(
+    placement: NamedPlacement = Field(
         None, description="start from this workload's cluster default (squigglray.placement.DEFAULTS: "
                           f"{', '.join(sorted(DEFAULTS))}), e.g. probe = 0.25 GPU of >= 16g; the flags above change it")
     threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus of a trial))")
     max_concurrent: int = Field(0, ge=0, description="0 = as many as resources allow")
     max_failures: int = Field(2, ge=0, description="times a failed probe is run again")
-
-    @field_validator("placement", mode="before")
-    @classmethod
-    def _named_placement(cls, v: Any) -> Any:
-        """A workload's name (the --placement flag) stands for its cluster default."""
-        return default_for(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _placement_is_valid(self) -> "SweepOptions":
