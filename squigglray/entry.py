@@ -57,6 +57,15 @@ class TrainJobArgs(JobArgs):
     smoke: bool = Field(False, description="the nano model, a few steps (the packaged smoke config)")
     no_reuse: bool = Field(False, description="start afresh even if this config already ran")
 
+    def train_config(self):
+        """The BaseTrainConfig these flags name: --config, else the packaged smoke or quickstart
+        config; then each --set."""
+        from squigglray.config import load_config, packaged_config
+        from squigglray.training.config import BaseTrainConfig
+
+        return load_config(BaseTrainConfig, self.config or packaged_config("smoke" if self.smoke else "quickstart"),
+                           self.overrides)
+
 
 def _extra(field) -> dict[str, Any]:
     extra = field.json_schema_extra

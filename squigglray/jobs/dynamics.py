@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from squigglray.config import ConfigError, Seeds, config_hash, load_config, packaged_config
+from squigglray.config import ConfigError, Seeds, config_hash
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import MemoryClass, Placement, trial_placement
@@ -150,8 +150,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     job, opts = parse_args(make_parser(), argv)
-    cfg = load_config(BaseTrainConfig, job.config or packaged_config("smoke" if job.smoke else "quickstart"),
-                      job.overrides)
+    cfg = job.train_config()
     out = run_dynamics(cfg, opts, job.data_dir, reuse=not job.no_reuse)
     h1 = out["h1"]
     print(f"{len(out['runs'])} runs, {out['families'].num_rows} event families; H1: {h1['observed']} events "

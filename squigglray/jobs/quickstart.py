@@ -280,10 +280,6 @@ def quickstart(cfg: BaseTrainConfig, data_dir: str | None = None, reuse: bool = 
             "experiment": experiment, "probe_sweep": sweep}
 
 
-def load_quickstart_config(smoke: bool, path: str | None, overrides: list[str]) -> BaseTrainConfig:
-    return load_config(BaseTrainConfig, path or packaged_config("smoke" if smoke else "quickstart"), overrides)
-
-
 def make_parser():
     """The parser of `python -m squigglray.jobs.quickstart` and of `squigglray quickstart`."""
     return make_parser_for("squigglray quickstart", __doc__, TrainJobArgs, QuickstartOptions)
@@ -291,7 +287,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     job, opts = parse_args(make_parser(), argv)
-    cfg = load_quickstart_config(job.smoke, job.config, job.overrides)
+    cfg = job.train_config()
     dynamics = build_config(DynamicsOptions, {"seeds": opts.seeds})
     probes = False if opts.no_probes else probe_config(cfg, opts.probe_families)  # so does a bad family
     return quickstart(cfg, job.data_dir, reuse=not job.no_reuse, solver_eval=False if opts.no_solver_eval else None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ray
 
-from squigglray.config import load_config, packaged_config
 from squigglray.entry import TrainJobArgs, make_parser as make_parser_for, parse_args, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.schemas import RunRecord
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> RunRecord:
     from squigglray.jobs.ray_runtime import ensure_ray
 
     (job,) = parse_args(make_parser(), argv)
-    cfg = load_config(BaseTrainConfig, job.config or packaged_config("smoke" if job.smoke else "quickstart"),
-                      job.overrides)
+    cfg = job.train_config()
     ensure_ray()
     rec, _ = train_or_reuse(cfg, ArtifactStore(job.data_dir), not job.no_reuse)
     Console().print_json(rec.to_json())
