@@ -76,6 +76,39 @@ def test_loss_is_on_trace_only(nano_tokenizer):
     assert nano_tokenizer.decode(labelled) == x.trace + nano_tokenizer.eos_token
 
 
+def test_long_solutions_are_chunked_not_dropped(nano_tokenizer):
+    """Each chunk fits, starts with BOS and the prompt (no loss), and every solution token is trained
+    exactly once across the chunks, in order; a sampler at a short max_seq_len drops nothing."""
+    from squigglray.families import sample
+    from squigglray.models import train_tokenizer
+    from squigglray.training.data import MIN_WINDOW, CurriculumSampler, build_pool, chunks, collate, encode
+
+    e = encode(nano_tokenizer, sample("mod_power", 2, 0)[0])
+    head = e.ids[:e.n_prompt]
+    max_len = e.n_prompt + 24
+    assert len(e.ids) > max_len + 24  # at least three chunks
+    parts = chunks(e, max_len)
+    assert len(parts) >= 3 and all(len(c.ids) <= max_len and c.ids[:len(head)] == head for c in parts)
+    trained = []
+    for c in parts:
+        labels = collate([c], nano_tokenizer.pad_token_id)["labels"][0]
+        trained += labels[labels != -100].tolist()
+        assert c.n_prompt == len(head) or c.n_prompt > len(head) + 1  # later chunks keep context
+    assert trained == e.ids[e.n_prompt:]
+    assert chunks(e, len(e.ids)) == [e] and chunks(e, e.n_prompt + 8) == []  # fits as is; no room at all
+
+    cfg = build_config(BaseTrainConfig, {}, [*FAST, "model.max_seq_len=96"])
+    pool = build_pool(cfg)
+    tok = train_tokenizer(pool.texts(), 400)
+    s = CurriculumSampler(cfg, pool, tok)
+    enc = [encode(tok, x) for xs in pool.items.values() for x in xs]
+    fits = [x for x in enc if x.n_prompt + MIN_WINDOW <= 96]  # the only ones dropped: no room after the prompt
+    assert s.dropped == len(enc) - len(fits) and s.chunked == sum(len(x.ids) > 96 for x in fits) > 0
+    assert max(len(c.ids) for cs in s.encoded.values() for c in cs) <= 96
+    assert sum(len(c.ids) - c.n_prompt for cs in s.encoded.values() for c in cs) == sum(
+        len(x.ids) - x.n_prompt for x in fits)  # every solution token of every kept example, once
+
+
 def test_curriculum_phases_and_schedule():
     cfg = build_config(BaseTrainConfig, {}, [*FAST, "train.steps=100", "train.warmup_steps=10"])
     from squigglray.training.data import CurriculumSampler, build_pool

@@ -128,7 +128,7 @@ def train_base(
         sampler.rng.bit_generator.state = saved["sampler_rng"]
     store.write_json(store.run_config(rid), {
         "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(),
-        "dropped_over_max_seq_len": sampler.dropped,
+        "dropped_over_max_seq_len": sampler.dropped, "chunked_over_max_seq_len": sampler.chunked,
     })
     instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store)
 

@@ -67,7 +67,31 @@ def slice_pool(spec: str, store: ArtifactStore | None = None) -> Pool:
 @dataclass
 class Encoded:
     ids: list[int]
-    n_prompt: int
+    n_prompt: int  # leading tokens without loss: BOS and the prompt (and, in a later chunk, its context)
+
+
+MIN_WINDOW = 16  # fewer trace tokens a chunk than this, and the example is dropped instead
+
+
+def chunks(e: Encoded, max_len: int) -> list[Encoded]:
+    """An example that fits, as is; a longer one as chunks of at most `max_len` tokens, each the
+    example's BOS and prompt (no loss) then a window of its solution. Windows after the first start
+    with the last quarter of the window before as context (no loss), so every solution token is
+    trained exactly once and never without the problem and some preceding solution. Empty when the
+    prompt leaves fewer than MIN_WINDOW tokens for the solution."""
+    if len(e.ids) <= max_len:
+        return [e]
+    head, trace = e.ids[:e.n_prompt], e.ids[e.n_prompt:]
+    window = max_len - len(head)
+    if window < MIN_WINDOW:
+        return []
+    overlap = window // 4
+    out, start = [Encoded(head + trace[:window], len(head))], window
+    while start < len(trace):
+        ctx = trace[start - overlap:start]
+        out.append(Encoded(head + ctx + trace[start:start + window - overlap], len(head) + overlap))
+        start += window - overlap
+    return out
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance | TextInstance) -> Encoded:
@@ -83,11 +107,14 @@ class CurriculumSampler:
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
         self.encoded: dict[tuple[str, str], list[Encoded]] = {}
-        self.dropped = 0
+        self.dropped = self.chunked = 0  # examples whose prompt leaves no room; examples split into chunks
         for key, xs in pool.items.items():
-            enc = [encode(tokenizer, x) for x in xs]
-            keep = [e for e in enc if len(e.ids) <= cfg.model.max_seq_len]
-            self.dropped += len(enc) - len(keep)
+            keep = []
+            for x in xs:
+                parts = chunks(encode(tokenizer, x), cfg.model.max_seq_len)
+                self.dropped += not parts
+                self.chunked += len(parts) > 1
+                keep += parts  # a long solution's chunks are drawn as often as its length asks
             if keep:
                 self.encoded[key] = keep
         self.families = sorted({f for f, _ in pool.items}) if cfg.data.slice else cfg.data.resolved_families()
