@@ -142,7 +142,7 @@ class CurriculumSampler:
         w = np.array([weights[n] for n in names], dtype=float)
         return names[self.rng.choice(len(names), p=w / w.sum())]
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
+    def _rows(self, step: int) -> list[Encoded]:
         phase = self.phase_at(step)
         fam_w = phase.families or {f: 1.0 for f in self.families}
         rows: list[Encoded] = []
@@ -151,9 +151,33 @@ class CurriculumSampler:
             pool = self.encoded.get(key)
             if pool:
                 rows.append(pool[self.rng.integers(len(pool))])
+        return rows
+
+    def _collate(self, rows: list[Encoded]) -> dict[str, torch.Tensor]:
         if self.cfg.train.pack:
             return collate_packed(rows, self.pad_id, self.cfg.model.max_seq_len)
         return collate(rows, self.pad_id)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The step's whole batch (one worker)."""
+        return self._collate(self._rows(step))
+
+    def shard(self, rank: int, world: int):
+        """`next_batch` of data-parallel worker `rank` of `world`: every worker draws the same global
+        batch (the same seed), keeps examples rank, rank + world, ... and packs those; the batch
+        carries `num_items_in_batch`, the global batch's trained tokens, so each worker's loss is its
+        share of the global mean (the Trainer scales by `world` against DDP's gradient averaging)."""
+        if not 0 <= rank < world or world > self.cfg.train.batch_size:
+            raise ValueError(f"worker {rank} of {world}: needs 0 <= rank < world <= train.batch_size "
+                             f"({self.cfg.train.batch_size})")
+
+        def next_batch(step: int) -> dict[str, torch.Tensor]:
+            rows = self._rows(step)
+            out = self._collate(rows[rank::world])
+            out["num_items_in_batch"] = torch.tensor(sum(len(r.ids) - r.n_prompt for r in rows))
+            return out
+
+        return next_batch
 
 
 def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

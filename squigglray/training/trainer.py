@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from squigglray.training.cadence import log_steps
 from squigglray.training.callbacks import TrainerCallback, TrainState
@@ -76,6 +77,9 @@ class Trainer:
     def __init__(self, model, cfg: TrainSection, next_batch, callbacks: list[TrainerCallback] | None = None,
                  phase_of=None, checkpoint=None, resume: dict[str, Any] | None = None):
         self.model, self.cfg, self.next_batch = model, cfg, next_batch
+        # data parallel where torch.distributed runs (Ray Train's workers): `next_batch` is this
+        # worker's shard (CurriculumSampler.shard); callbacks see the bare model
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.callbacks = list(callbacks or [])
         self.phase_of = phase_of or (lambda step: "")
         self.checkpoint = checkpoint
@@ -83,6 +87,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.device = resolve_device(cfg)
         self.model.to(self.device)
+        self.net = model if self.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
         self.opt = make_optimizer(model, cfg)
         self.state = TrainState(max_steps=cfg.steps)
         self._window: list[float] = []
@@ -136,16 +141,23 @@ class Trainer:
                 g["lr"] = state.lr
             batch = self._to_device(self.next_batch(step))
             with autocast_for(cfg, self.device):
-                out = model(**batch)
-            out.loss.backward()
+                out = self.net(**batch)
+            # a worker's loss is its share of the global mean; DDP averages gradients over the workers
+            (out.loss * self.world if self.world > 1 else out.loss).backward()
             self._emit("on_after_backward", state, model)
             if cfg.grad_clip > 0:
                 state.grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
-            state.loss = float(out.loss.detach())
+            if self.world > 1:
+                loss = out.loss.detach().float()
+                dist.all_reduce(loss)  # the shares add up to the global batch's mean
+                state.loss = float(loss)
+                state.tokens_seen += int(batch["num_items_in_batch"])
+            else:
+                state.loss = float(out.loss.detach())
+                state.tokens_seen += int((batch["labels"][:, 1:] != -100).sum())
             self._window.append(state.loss)
-            state.tokens_seen += int((batch["labels"][:, 1:] != -100).sum())
             state.wall_s = time.perf_counter() - t0
             state.is_log_step = step in self.log_at
             self._emit("on_step_end", state, model, batch)
