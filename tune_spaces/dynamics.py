@@ -4,6 +4,12 @@ Each trial runs `squigglray.training.train_base`, reports every logged step to T
 resumable checkpoints (weights, optimizer, RNG and capture state) to Tune, so a trial that dies
 resumes from its last checkpoint (`FailureConfig.max_failures`) and an interrupted experiment
 continues with `Tuner.restore`. The trial's artifacts (scalars, geometry) go to the artifact store.
+
+With `workers` > 1 in the trial config, the trial function launches a Ray Train `TorchTrainer`
+(Train V2: the trial builds the trainer; `TuneReportCallback` passes worker 0's reports to Tune):
+that many data-parallel workers (DDP; gloo on CPU) train the seed together, each on its shard of
+every batch, worker 0 capturing and checkpointing; Ray Train restarts the worker group from its
+last checkpoint when a worker dies (`FailureConfig.max_failures`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
     from squigglray.training import BaseTrainConfig
 
 JITTER_KEY = "schedule_jitter"  # in the space only when set: the param spaces of existing experiments stay the same
+WORKERS_KEY = "workers"  # likewise: data-parallel workers per seed, with "worker_resources" and "train_storage"
 
 
 class TuneReporter(TrainerCallback):
@@ -44,6 +51,28 @@ class TuneReporter(TrainerCallback):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+class TrainReporter(TuneReporter):
+    """TuneReporter inside a Ray Train worker: every worker reports each logged step (Train V2 takes
+    as many reports from each), worker 0's with the checkpoint at checkpoint steps (`sink` gets no
+    folder on the others)."""
+
+    def on_log(self, state, row):
+        import ray.train
+
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))} | {"run_id": self.run_id}
+        if self.every and state.step % self.every == 0 and state.step < state.max_steps:
+            self.held = metrics
+        else:
+            ray.train.report(metrics)
+
+    def sink(self, folder: str | None, state) -> None:
+        import ray.train
+
+        metrics = self.held or {"step": state.step, "run_id": self.run_id}
+        self.held = None
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
 def trial_config(config: dict[str, Any]) -> BaseTrainConfig:
     """The BaseTrainConfig a seed trial trains: the shared config made that seed's by
     `squigglray.training.schedule.seed_config`, the function that names the run ids the experiment returns."""
@@ -64,6 +93,8 @@ def seed_trial(config: dict[str, Any]) -> None:
     from squigglray.paths import ArtifactStore
     from squigglray.training import run_id_for, train_base
 
+    if int(config.get(WORKERS_KEY, 1)) > 1:
+        return _data_parallel_trial(config)
     torch.set_num_threads(int(config.get("threads", 1)))
     hf_logging.disable_progress_bar()  # Tune's status table is the progress display of a trial
     cfg = trial_config(config)
@@ -78,13 +109,65 @@ def seed_trial(config: dict[str, Any]) -> None:
     tune.report({"step": rec.steps, "final_loss": rec.final_loss, "run_id": rid, "done_training": 1})
 
 
+def _data_parallel_trial(config: dict[str, Any]) -> None:
+    """The seed trial as a Ray Train run of `config["workers"]` workers (`train_worker`)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {k.upper() if k in ("cpu", "gpu") else k: v for k, v in config["worker_resources"].items() if v}
+    trainer = TorchTrainer(
+        train_worker, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=int(config[WORKERS_KEY]), use_gpu=bool(resources.get("GPU")),
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(name=f"seed_{config['seed']}", storage_path=config["train_storage"],
+                                       callbacks=[TuneReportCallback()],
+                                       failure_config=ray.train.FailureConfig(max_failures=int(config["max_failures"]))),
+    )
+    trainer.fit()
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """One data-parallel worker of a seed (Ray Train's train_loop_per_worker): `train_base` on its
+    shard; worker 0 alone runs the trial hooks and writes the run's artifacts."""
+    import ray.train
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from squigglray.paths import ArtifactStore
+    from squigglray.training import run_id_for, train_base
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(int(config.get("threads", 1)))
+    hf_logging.disable_progress_bar()
+    cfg = trial_config(config)
+    store = ArtifactStore(config["store"])
+    rid = run_id_for(cfg)
+    reporter = TrainReporter(cfg.train.checkpoint_every, rid)
+    hooks = trial_callbacks(config, Trial("seed", store, run_id=rid)) if rank == 0 else []
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
+        rec = train_base(cfg, store, callbacks=[reporter, *hooks], progress=False, resume_from=resume,
+                         checkpoint_sink=reporter.sink, rank=rank, world=world)
+    done = {"step": cfg.train.steps, "run_id": rid, "done_training": 1}
+    ray.train.report(done | ({"final_loss": rec.final_loss} if rec else {}))
+
+
 def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
-               hooks: Iterable[TrialHook] | None = None, schedule_jitter: float = 0.0) -> dict[str, Any]:
-    """hooks: extra callbacks for each trial (tune_spaces.trial_hooks)."""
+               hooks: Iterable[TrialHook] | None = None, schedule_jitter: float = 0.0, workers: int = 1,
+               worker_resources: dict[str, float] | None = None, train_storage: str = "",
+               max_failures: int = 2) -> dict[str, Any]:
+    """hooks: extra callbacks for each trial (tune_spaces.trial_hooks). workers > 1: each seed is a
+    Ray Train run of that many workers, each asking `worker_resources`, its state under
+    `train_storage`, restarted up to `max_failures` times."""
     space = with_hooks({"train": train_json, "seed": tune.grid_search(list(seeds)), "store": store_uri,
                         "threads": threads}, hooks)
     if schedule_jitter:
         space[JITTER_KEY] = schedule_jitter
+    if workers > 1:
+        space.update({WORKERS_KEY: workers, "worker_resources": dict(worker_resources or {}),
+                      "train_storage": train_storage, "max_failures": max_failures})
     return space
 
 

@@ -29,6 +29,9 @@ from squigglray.training import BaseTrainConfig, run_id_for
 from squigglray.training.schedule import seed_config
 
 
+DRIVER_CPUS = 0.01  # a seed trial that drives Ray Train workers (workers_per_trial > 1) asks only this
+
+
 class DynamicsOptions(BaseModel):
     """Experiment-level settings; they never change a run's config hash or run id, except
     schedule_jitter, which changes what each seed trains (seed_config)."""
@@ -42,6 +45,9 @@ class DynamicsOptions(BaseModel):
     accelerator_type: str | None = Field(None, description="e.g. A100: trials run on those GPUs only")
     resources_per_trial: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. {'nvme': 1}")
     threads_per_trial: int = Field(0, ge=0, description="torch threads per trial; 0 = max(1, int(cpus_per_trial))")
+    workers_per_trial: int = Field(1, ge=1, description="data-parallel Ray Train workers per seed (DDP; gloo on "
+                                                        "CPU): each asks the trial placement and trains a shard of "
+                                                        "every batch; the loss curve stays that of one worker")
     max_concurrent: int = Field(0, ge=0, description="0 = as many as resources allow")
     max_failures: int = Field(2, ge=0, description="times a killed trial is resumed from its checkpoint")
     checkpoint_every: int = Field(0, ge=0, description="0 = about 4 checkpoints per run")
@@ -70,7 +76,9 @@ class DynamicsOptions(BaseModel):
     def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
         """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,
         one thread each, which trains faster in total than one 2-thread trial after another)."""
-        cpus = self.cpus_per_trial or math.floor(1000 * cluster_cpus / len(self.seeds)) / 1000  # 3 x 0.666 fits 2
+        drivers = DRIVER_CPUS * len(self.seeds) if self.workers_per_trial > 1 else 0.0
+        share = len(self.seeds) * self.workers_per_trial
+        cpus = self.cpus_per_trial or math.floor(1000 * (cluster_cpus - drivers) / share) / 1000  # 3 x 0.666 fits 2
         threads = self.threads_per_trial or max(1, int(cpus))
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
 
@@ -100,9 +108,13 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     if not reuse and store.is_local:
         shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
     store_uri = store.location
+    resources = to_tune_resources(opts.trial_placement())
     space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, hooks,
-                       opts.schedule_jitter)
-    grid = run_seed_trials(space, to_tune_resources(opts.trial_placement()), storage, exp_id,
+                       opts.schedule_jitter, opts.workers_per_trial, resources, f"{storage}/{exp_id}-train",
+                       opts.max_failures)
+    if opts.workers_per_trial > 1:  # the trial function only drives its Ray Train workers
+        resources = {"cpu": DRIVER_CPUS}
+    grid = run_seed_trials(space, resources, storage, exp_id,
                            max_failures=opts.max_failures, max_concurrent=opts.max_concurrent,
                            total_steps=cfg.train.steps * len(opts.seeds))
     failed = [(r.config.get("seed"), r.error) for r in grid if r.error is not None]

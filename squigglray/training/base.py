@@ -104,12 +104,19 @@ def train_base(
     progress_factory=None,
     progress: bool = True,
     resume_from: str | Path | None = None,
-    checkpoint_sink: Callable[[str, TrainState], None] | None = None,
-) -> RunRecord:
+    checkpoint_sink: Callable[[str | None, TrainState], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> RunRecord | None:
     """Train (or continue from `resume_from`, a checkpoint folder this function wrote) and write the
     run's artifacts. Every `train.checkpoint_every` steps a resumable checkpoint (save_pretrained
     weights + tokenizer + trainer_state.pt) goes to `checkpoint_sink(folder, state)`, by default to
-    runs/<run_id>/checkpoints/step-<N>; the folder is temporary, so a sink copies what it keeps."""
+    runs/<run_id>/checkpoints/step-<N>; the folder is temporary, so a sink copies what it keeps.
+
+    `rank` of `world`: one data-parallel worker (torch.distributed set up by the caller, e.g. Ray
+    Train): each trains its shard of every batch; worker 0 alone captures geometry, runs the probes,
+    checkpoints and writes the artifacts (the others' sinks get folder None; they return None)."""
+    lead = rank == 0
     rid = run_id_for(cfg)
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
@@ -126,17 +133,22 @@ def train_base(
     sampler = CurriculumSampler(cfg, pool, tokenizer)
     if saved is not None:
         sampler.rng.bit_generator.state = saved["sampler_rng"]
-    store.write_json(store.run_config(rid), {
-        "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(),
-        "dropped_over_max_seq_len": sampler.dropped, "chunked_over_max_seq_len": sampler.chunked,
-    })
-    instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store)
+    if lead:
+        store.write_json(store.run_config(rid), {
+            "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(),
+            "dropped_over_max_seq_len": sampler.dropped, "chunked_over_max_seq_len": sampler.chunked,
+        })
+    instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store) if lead else ([], None)
 
     def save_to(folder: str) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     def checkpoint(state: TrainState) -> None:
+        if not lead:
+            if checkpoint_sink is not None:
+                checkpoint_sink(None, state)
+            return
         with tempfile.TemporaryDirectory() as tmp:
             save_to(tmp)
             torch.save({"trainer": trainer.trainer_state(), "sampler_rng": sampler.rng.bit_generator.state,
@@ -148,11 +160,16 @@ def train_base(
                 store.upload_dir(tmp, f"{store.run_checkpoints(rid)}/step-{state.step:06d}")
 
     cbs: list[TrainerCallback] = [*instruments, *(callbacks or [])]
-    if progress:
+    if progress and lead:
         cbs.append(ProgressCallback(progress_factory, desc=f"train {rid}"))
-    trainer = Trainer(model, cfg.train, sampler.batch, cbs, phase_of=lambda s: sampler.phase_at(s).name,
-                      checkpoint=checkpoint, resume=saved["trainer"] if saved else None)
+    resume = saved["trainer"] if saved else None
+    if resume is not None and not lead:
+        resume = {**resume, "callbacks": {}}  # worker 0's instruments' state
+    trainer = Trainer(model, cfg.train, sampler.shard(rank, world) if world > 1 else sampler.batch, cbs,
+                      phase_of=lambda s: sampler.phase_at(s).name, checkpoint=checkpoint, resume=resume)
     state = trainer.fit()
+    if not lead:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         save_to(tmp)
         store.upload_dir(tmp, f"{store.run_checkpoints(rid)}/final")
