@@ -109,6 +109,20 @@ def test_long_solutions_are_chunked_not_dropped(nano_tokenizer):
         len(x.ids) - x.n_prompt for x in fits)  # every solution token of every kept example, once
 
 
+def test_activation_checkpointing_trains_the_same_steps(store, nano_tokenizer):
+    """Recomputing each block in backward changes memory, not the result."""
+    from squigglray.models import build_model
+    from squigglray.training import Trainer
+
+    cfg = cfg_with("train.steps=6", "train.activation_checkpointing=true")
+    model = build_model("nano", nano_tokenizer, 64)
+    Trainer(model, cfg.train, next_batch=None)
+    assert model.is_gradient_checkpointing
+    plain, _ = curve(store, cfg_with("train.steps=6"))
+    ckpt, _ = curve(store, cfg)
+    assert ckpt == pytest.approx(plain, rel=1e-5)
+
+
 def test_curriculum_phases_and_schedule():
     cfg = build_config(BaseTrainConfig, {}, [*FAST, "train.steps=100", "train.warmup_steps=10"])
     from squigglray.training.data import CurriculumSampler, build_pool

@@ -87,6 +87,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.device = resolve_device(cfg)
         self.model.to(self.device)
+        if cfg.activation_checkpointing:
+            model.activation_checkpointing_enable()
         self.net = model if self.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
         self.opt = make_optimizer(model, cfg)
         self.state = TrainState(max_steps=cfg.steps)
