@@ -123,6 +123,13 @@ def test_activation_checkpointing_trains_the_same_steps(store, nano_tokenizer):
     assert ckpt == pytest.approx(plain, rel=1e-5)
 
 
+def test_micro_batches_accumulate_to_the_same_steps(store):
+    """8 examples a step as micro-batches of 3, 3 and 2, gradients accumulated: the steps of one pass."""
+    plain, rec = curve(store, cfg_with("train.steps=6"))
+    micro, rec_micro = curve(store, cfg_with("train.steps=6", "train.micro_batch_size=3"))
+    assert micro == pytest.approx(plain, rel=1e-4) and rec_micro.tokens_seen == rec.tokens_seen
+
+
 def test_curriculum_phases_and_schedule():
     cfg = build_config(BaseTrainConfig, {}, [*FAST, "train.steps=100", "train.warmup_steps=10"])
     from squigglray.training.data import CurriculumSampler, build_pool

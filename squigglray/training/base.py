@@ -165,7 +165,9 @@ def train_base(
     resume = saved["trainer"] if saved else None
     if resume is not None and not lead:
         resume = {**resume, "callbacks": {}}  # worker 0's instruments' state
-    trainer = Trainer(model, cfg.train, sampler.shard(rank, world) if world > 1 else sampler.batch, cbs,
+    sharded = world > 1 or cfg.train.micro_batch_size
+    trainer = Trainer(model, cfg.train, sampler.shard(rank, world, cfg.train.micro_batch_size) if sharded
+                      else sampler.batch, cbs,
                       phase_of=lambda s: sampler.phase_at(s).name, checkpoint=checkpoint, resume=resume)
     state = trainer.fit()
     if not lead:

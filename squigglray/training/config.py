@@ -98,6 +98,9 @@ class TrainSection(_Strict):
     pack: bool = Field(True, description="pack whole examples into rows of model.max_seq_len tokens")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda when available")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    micro_batch_size: int = Field(0, ge=0, description="examples per forward/backward on a worker; 0 = its whole "
+                                                       "share of the batch at once; fewer accumulate gradients "
+                                                       "(the same steps, less activation memory)")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward: "
                                                               "far less memory (models/sizing.py), more compute")
 

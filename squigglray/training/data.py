@@ -162,20 +162,22 @@ class CurriculumSampler:
         """The step's whole batch (one worker)."""
         return self._collate(self._rows(step))
 
-    def shard(self, rank: int, world: int):
+    def shard(self, rank: int, world: int, micro_batch_size: int = 0):
         """`next_batch` of data-parallel worker `rank` of `world`: every worker draws the same global
-        batch (the same seed), keeps examples rank, rank + world, ... and packs those; the batch
-        carries `num_items_in_batch`, the global batch's trained tokens, so each worker's loss is its
-        share of the global mean (the Trainer scales by `world` against DDP's gradient averaging)."""
+        batch (the same seed), keeps examples rank, rank + world, ... and returns them as micro-batches
+        of `micro_batch_size` examples (0: one), each packed and carrying `num_items_in_batch`, the
+        global batch's trained tokens: each micro-batch's loss is its share of the global mean, so the
+        shares add up over micro-batches and workers (the Trainer scales by `world` against DDP's
+        gradient averaging)."""
         if not 0 <= rank < world or world > self.cfg.train.batch_size:
             raise ValueError(f"worker {rank} of {world}: needs 0 <= rank < world <= train.batch_size "
                              f"({self.cfg.train.batch_size})")
 
-        def next_batch(step: int) -> dict[str, torch.Tensor]:
+        def next_batch(step: int) -> list[dict[str, torch.Tensor]]:
             rows = self._rows(step)
-            out = self._collate(rows[rank::world])
-            out["num_items_in_batch"] = torch.tensor(sum(len(r.ids) - r.n_prompt for r in rows))
-            return out
+            mine, total = rows[rank::world], torch.tensor(sum(len(r.ids) - r.n_prompt for r in rows))
+            size = micro_batch_size or len(mine)
+            return [{**self._collate(mine[i:i + size]), "num_items_in_batch": total} for i in range(0, len(mine), size)]
 
         return next_batch
 

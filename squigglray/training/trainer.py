@@ -67,7 +67,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Opt
 
 
 class Trainer:
-    """`Trainer(model, cfg, next_batch).fit()`; `next_batch(step)` returns input_ids/attention_mask/labels.
+    """`Trainer(model, cfg, next_batch).fit()`; `next_batch(step)` returns input_ids/attention_mask/labels
+    (one pass, the loss its mean), or a list of micro-batches that also carry `num_items_in_batch`, the
+    step's trained tokens over all workers (`CurriculumSampler.shard`: gradients accumulate, and
+    under torch.distributed the workers' shares add up to the global mean).
 
     `checkpoint(state)` (optional) is called every `cfg.checkpoint_every` steps, after that step's
     on_log; `resume` is a `trainer_state()` dict from such a checkpoint. A callback may put values
@@ -129,6 +132,22 @@ class Trainer:
             return batch
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
+    def _accumulate(self, batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, int]:
+        """Forward and backward each micro-batch, gradients adding up (DDP synchronizes on the last
+        only); returns the global batch's mean loss and trained tokens."""
+        total = torch.zeros((), device=self.device)
+        for i, micro in enumerate(batches):
+            micro = self._to_device(micro)
+            sync = self.world == 1 or i == len(batches) - 1
+            with contextlib.nullcontext() if sync else self.net.no_sync():
+                with autocast_for(self.cfg, self.device):
+                    loss = self.net(**micro).loss
+                (loss * self.world).backward()  # DDP averages gradients over the workers
+            total += loss.detach().float()
+        if self.world > 1:
+            dist.all_reduce(total)  # the workers' shares add up to the global mean
+        return total, int(batches[0]["num_items_in_batch"])
+
     def fit(self) -> TrainState:
         cfg, model, opt, state = self.cfg, self.model, self.opt, self.state
         if cfg.threads:
@@ -141,24 +160,22 @@ class Trainer:
             state.lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = state.lr
-            batch = self._to_device(self.next_batch(step))
-            with autocast_for(cfg, self.device):
-                out = self.net(**batch)
-            # a worker's loss is its share of the global mean; DDP averages gradients over the workers
-            (out.loss * self.world if self.world > 1 else out.loss).backward()
+            batches = self.next_batch(step)
+            if isinstance(batches, dict):  # the whole batch in one pass: the loss is its mean
+                batch = self._to_device(batches)
+                with autocast_for(cfg, self.device):
+                    loss = self.net(**batch).loss
+                loss.backward()
+                loss, tokens = loss.detach(), int((batch["labels"][:, 1:] != -100).sum())
+            else:  # micro-batches of a shard: each loss is its share of the global mean
+                loss, tokens = self._accumulate(batches)
+                batch = batches[-1]  # what on_step_end sees
             self._emit("on_after_backward", state, model)
             if cfg.grad_clip > 0:
                 state.grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if self.world > 1:
-                loss = out.loss.detach().float()
-                dist.all_reduce(loss)  # the shares add up to the global batch's mean
-                state.loss = float(loss)
-                state.tokens_seen += int(batch["num_items_in_batch"])
-            else:
-                state.loss = float(out.loss.detach())
-                state.tokens_seen += int((batch["labels"][:, 1:] != -100).sum())
+            state.loss, state.tokens_seen = float(loss), state.tokens_seen + tokens
             self._window.append(state.loss)
             state.wall_s = time.perf_counter() - t0
             state.is_log_step = step in self.log_at
