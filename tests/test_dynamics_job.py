@@ -69,11 +69,13 @@ def test_two_data_parallel_workers_follow_one_and_resume_after_a_kill(experiment
     import pytest
     from fault_drill import KillOnce
 
+    from squigglray.jobs.dynamics import train_seeds
+    from squigglray.jobs.ray_runtime import cluster_cpus
+
     store, out = experiment
-    data = tmp_path / "ddp"
-    opts = DynamicsOptions(seeds=[0], workers_per_trial=2, checkpoint_every=8, n_perm=50)
-    ddp = run_dynamics(out["config"], opts, str(data), hooks=[KillOnce(11)])
-    two, rid = ArtifactStore(str(data)), ddp["runs"][0]
+    two = ArtifactStore(str(tmp_path / "ddp"))
+    opts = DynamicsOptions(seeds=[0], workers_per_trial=2, checkpoint_every=8).resolved(cluster_cpus())
+    rid = train_seeds(out["config"], opts, two, "dyn-ddp", hooks=[KillOnce(11)])[0]  # training only
     assert rid == out["runs"][0] and two.exists(f"runs/{rid}/.fault-drill")  # the drill did kill worker 0
     one_rows = store.read_parquet(store.run_scalars(rid)).to_pylist()
     two_rows = two.read_parquet(two.run_scalars(rid)).to_pylist()
