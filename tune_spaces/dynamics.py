@@ -38,17 +38,20 @@ class TuneReporter(TrainerCallback):
         self.every, self.run_id = checkpoint_every, run_id
         self.held: dict[str, Any] | None = None
 
+    def report(self, metrics: dict[str, Any], folder: str | None = None) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
     def on_log(self, state, row):
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))} | {"run_id": self.run_id}
         if self.every and state.step % self.every == 0 and state.step < state.max_steps:
             self.held = metrics  # reported with the checkpoint, right after this step's on_log
         else:
-            tune.report(metrics)
+            self.report(metrics)
 
-    def sink(self, folder: str, state) -> None:
+    def sink(self, folder: str | None, state) -> None:
         metrics = self.held or {"step": state.step, "run_id": self.run_id}
         self.held = None
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        self.report(metrics, folder)
 
 
 class TrainReporter(TuneReporter):
@@ -56,20 +59,9 @@ class TrainReporter(TuneReporter):
     as many reports from each), worker 0's with the checkpoint at checkpoint steps (`sink` gets no
     folder on the others)."""
 
-    def on_log(self, state, row):
+    def report(self, metrics: dict[str, Any], folder: str | None = None) -> None:
         import ray.train
 
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))} | {"run_id": self.run_id}
-        if self.every and state.step % self.every == 0 and state.step < state.max_steps:
-            self.held = metrics
-        else:
-            ray.train.report(metrics)
-
-    def sink(self, folder: str | None, state) -> None:
-        import ray.train
-
-        metrics = self.held or {"step": state.step, "run_id": self.run_id}
-        self.held = None
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
 
@@ -87,26 +79,34 @@ def seed_trial(config: dict[str, Any]) -> None:
     """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads,
     schedule_jitter when the experiment desynchronizes the seeds' schedules, and the caller's trial
     hooks when it gave some."""
+    if int(config.get(WORKERS_KEY, 1)) > 1:
+        _data_parallel_trial(config)
+    else:
+        _train_seed(config, TuneReporter, tune.get_checkpoint())
+
+
+def _train_seed(config: dict[str, Any], reporter_type: type[TuneReporter], checkpoint, rank: int = 0,
+                world: int = 1) -> None:
+    """Train the trial's seed (or, `rank` of `world`, one data-parallel worker's share of it),
+    resuming from `checkpoint`; worker 0 alone runs the trial hooks."""
     import torch
     from transformers.utils import logging as hf_logging
 
     from squigglray.paths import ArtifactStore
     from squigglray.training import run_id_for, train_base
 
-    if int(config.get(WORKERS_KEY, 1)) > 1:
-        return _data_parallel_trial(config)
     torch.set_num_threads(int(config.get("threads", 1)))
     hf_logging.disable_progress_bar()  # Tune's status table is the progress display of a trial
     cfg = trial_config(config)
     store = ArtifactStore(config["store"])
     rid = run_id_for(cfg)
-    reporter = TuneReporter(cfg.train.checkpoint_every, rid)
-    callbacks: list[TrainerCallback] = [reporter, *trial_callbacks(config, Trial("seed", store, run_id=rid))]
-    checkpoint = tune.get_checkpoint()
+    reporter = reporter_type(cfg.train.checkpoint_every, rid)
+    hooks = trial_callbacks(config, Trial("seed", store, run_id=rid)) if rank == 0 else []
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
-        rec = train_base(cfg, store, callbacks=callbacks, progress=False, resume_from=resume,
-                         checkpoint_sink=reporter.sink)
-    tune.report({"step": rec.steps, "final_loss": rec.final_loss, "run_id": rid, "done_training": 1})
+        rec = train_base(cfg, store, callbacks=[reporter, *hooks], progress=False, resume_from=resume,
+                         checkpoint_sink=reporter.sink, rank=rank, world=world)
+    done = {"step": cfg.train.steps, "run_id": rid, "done_training": 1}
+    reporter.report(done | ({"final_loss": rec.final_loss} if rec else {}))  # workers other than 0: no record
 
 
 def _data_parallel_trial(config: dict[str, Any]) -> None:
@@ -131,27 +131,9 @@ def train_worker(config: dict[str, Any]) -> None:
     """One data-parallel worker of a seed (Ray Train's train_loop_per_worker): `train_base` on its
     shard; worker 0 alone runs the trial hooks and writes the run's artifacts."""
     import ray.train
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from squigglray.paths import ArtifactStore
-    from squigglray.training import run_id_for, train_base
 
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(int(config.get("threads", 1)))
-    hf_logging.disable_progress_bar()
-    cfg = trial_config(config)
-    store = ArtifactStore(config["store"])
-    rid = run_id_for(cfg)
-    reporter = TrainReporter(cfg.train.checkpoint_every, rid)
-    hooks = trial_callbacks(config, Trial("seed", store, run_id=rid)) if rank == 0 else []
-    checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
-        rec = train_base(cfg, store, callbacks=[reporter, *hooks], progress=False, resume_from=resume,
-                         checkpoint_sink=reporter.sink, rank=rank, world=world)
-    done = {"step": cfg.train.steps, "run_id": rid, "done_training": 1}
-    ray.train.report(done | ({"final_loss": rec.final_loss} if rec else {}))
+    _train_seed(config, TrainReporter, ray.train.get_checkpoint(), ctx.get_world_rank(), ctx.get_world_size())
 
 
 def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
