@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 CONTROLLERS = ("memory", "pids")
+ENABLE = " ".join(f"+{c}" for c in CONTROLLERS)  # what cgroup v2's cgroup.subtree_control takes
 PARENT_ENV = "SQUIGGLRAY_SANDBOX_CGROUP"  # a cgroup v2 directory to make the sandboxes' cgroups in
 _PREFIX = "squigglray-sandbox-"
 
@@ -47,6 +48,7 @@ class BoxCgroup:
     join_fds: list[int] = field(default_factory=list)
     memory_fd: int = -1  # the hierarchy holding memory (for its OOM-kill count), -1 if none
     memory_version: int = 0
+    oom_kills_seen: int = 0  # the count when it was last read (`BoxCgroups.new_oom_kills`)
 
 
 def _mounts() -> list[tuple[str, str, str, set[str]]]:
@@ -78,7 +80,7 @@ def _dir(mount_root: str, mount_point: str, path: str) -> str | None:
     return os.path.join(mount_point, path[len(mount_root):].lstrip("/"))
 
 
-def _write(dir_fd: int, name: str, text: str) -> None:
+def _write(dir_fd: int | None, name: str, text: str) -> None:
     fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
     try:
         os.write(fd, text.encode())
@@ -86,7 +88,7 @@ def _write(dir_fd: int, name: str, text: str) -> None:
         os.close(fd)
 
 
-def _read(dir_fd: int, name: str) -> str:
+def _read(dir_fd: int | None, name: str) -> str:
     fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
     try:
         return os.read(fd, 1 << 16).decode()
@@ -123,7 +125,7 @@ def _clear_stale(base_fd: int, pid: int | None = None) -> None:
     `pid`: that zygote's only)."""
     for entry in os.scandir(base_fd):
         m = re.fullmatch(re.escape(_PREFIX) + r"(\d+)-[0-9a-f]+", entry.name)
-        if (m and entry.is_dir(follow_symlinks=False) and int(m.group(1)) == (pid or int(m.group(1)))
+        if (m and entry.is_dir(follow_symlinks=False) and (pid is None or int(m.group(1)) == pid)
                 and not os.path.exists(f"/proc/{m.group(1)}")):
             _rmdir_tree(base_fd, entry.name)
 
@@ -135,11 +137,7 @@ def remove_left_by(pid: int) -> None:
         mounts, own = _mounts(), _own_paths()
     except OSError:
         return
-    bases = {_dir(r, mp, own[""]) for r, mp, fs, _ in mounts if fs == "cgroup2" and "" in own}
-    bases |= {_dir(r, mp, own[c]) for r, mp, fs, opts in mounts for c in CONTROLLERS
-              if fs == "cgroup" and c in opts and c in own}
-    bases.add(os.environ.get(PARENT_ENV) or None)
-    for base in bases - {None}:
+    for base in {_v2_base(mounts, own), *(_v1_base(mounts, own, c) for c in CONTROLLERS)} - {None}:
         try:
             fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
@@ -161,7 +159,7 @@ def _open_parent(base: str, controllers: tuple[str, ...], version: int) -> _Hier
         parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY, dir_fd=base_fd)
         if version == 2:
             try:
-                _write(parent_fd, "cgroup.subtree_control", " ".join(f"+{c}" for c in controllers))
+                _write(parent_fd, "cgroup.subtree_control", ENABLE)
             except OSError:
                 os.close(parent_fd)
                 os.rmdir(parent, dir_fd=base_fd)
@@ -172,47 +170,45 @@ def _open_parent(base: str, controllers: tuple[str, ...], version: int) -> _Hier
     return _Hierarchy(version, controllers, base_fd, parent, parent_fd)
 
 
+def _v2_base(mounts, own: dict[str, str]) -> str | None:
+    """PARENT_ENV's directory if set, else our own cgroup v2 (None: no v2 mount shows it)."""
+    mount = next(((r, mp) for r, mp, fs, _ in mounts if fs == "cgroup2"), None)
+    return os.environ.get(PARENT_ENV) or (_dir(*mount, own[""]) if mount and "" in own else None)
+
+
+def _v1_base(mounts, own: dict[str, str], controller: str) -> str | None:
+    """Our own cgroup in cgroup v1's hierarchy of `controller` (None: not mounted where we see it)."""
+    mount = next(((r, mp) for r, mp, fs, opts in mounts if fs == "cgroup" and controller in opts), None)
+    return _dir(*mount, own[controller]) if mount and controller in own else None
+
+
 def _v2(mounts, own: dict[str, str]) -> tuple[list[_Hierarchy], str]:
     """Our cgroup v2 parent: under PARENT_ENV's directory if set, else under our own cgroup. cgroup v2
     lets a cgroup hand controllers to children only while it holds no process, so our own cgroup
     serves only where `memory` and `pids` are already in its subtree_control (the root cgroup); a
     non-root node needs an operator-made, delegated, empty cgroup named by PARENT_ENV."""
-    configured = os.environ.get(PARENT_ENV)
-    mount = next(((r, mp) for r, mp, fs, _ in mounts if fs == "cgroup2"), None)
-    if configured:
-        base = configured
-    elif mount is None or "" not in own:
-        return [], "no cgroup v2 mount"
-    else:
-        base = _dir(*mount, own[""])
-        if base is None:
-            return [], "this process's cgroup v2 is not under the mount"
+    configured, base = os.environ.get(PARENT_ENV), _v2_base(mounts, own)
+    if base is None:
+        return [], "no cgroup v2 mount that shows this process's cgroup"
     try:
-        available = set(_read_path(os.path.join(base, "cgroup.controllers")).split())
+        available = set(_read(None, os.path.join(base, "cgroup.controllers")).split())
         if not set(CONTROLLERS) <= available:
             return [], f"cgroup v2 at {base} has no {' / '.join(sorted(set(CONTROLLERS) - available))} controller"
-        delegated = set(_read_path(os.path.join(base, "cgroup.subtree_control")).split())
+        delegated = set(_read(None, os.path.join(base, "cgroup.subtree_control")).split())
         if not set(CONTROLLERS) <= delegated:
             if not configured:
                 return [], (f"cgroup v2 at {base} does not delegate memory and pids (set {PARENT_ENV} to a "
                             f"delegated cgroup v2 directory that holds no process)")
-            with open(os.path.join(base, "cgroup.subtree_control"), "w") as f:  # it holds no process
-                f.write(" ".join(f"+{c}" for c in CONTROLLERS))
+            _write(None, os.path.join(base, "cgroup.subtree_control"), ENABLE)  # it holds no process
         return [_open_parent(base, CONTROLLERS, 2)], ""
     except OSError as e:
         return [], f"cgroup v2 at {base}: {e.strerror or e}"
 
 
-def _read_path(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def _v1(mounts, own: dict[str, str]) -> tuple[list[_Hierarchy], str]:
     found, why = [], []
     for c in CONTROLLERS:
-        mount = next(((r, mp) for r, mp, fs, opts in mounts if fs == "cgroup" and c in opts), None)
-        base = _dir(*mount, own[c]) if mount and c in own else None
+        base = _v1_base(mounts, own, c)
         if base is None:
             why.append(f"no cgroup v1 {c} hierarchy")
             continue
@@ -281,8 +277,8 @@ class BoxCgroups:
             raise
         return box
 
-    def oom_kills(self, box: BoxCgroup | None) -> int:
-        """How many of the box's processes the kernel killed at its memory limit so far."""
+    def new_oom_kills(self, box: BoxCgroup | None) -> int:
+        """How many of the box's processes the kernel killed at its memory limit since the last call."""
         if box is None or box.memory_fd < 0:
             return 0
         try:
@@ -290,7 +286,8 @@ class BoxCgroups:
         except OSError:
             return 0
         m = re.search(r"^oom_kill (\d+)$", text, re.M)
-        return int(m.group(1)) if m else 0
+        seen, box.oom_kills_seen = box.oom_kills_seen, int(m.group(1)) if m else box.oom_kills_seen
+        return box.oom_kills_seen - seen
 
     def release(self, box: BoxCgroup | None) -> None:
         """The box is gone (or going): close its descriptors and remove its cgroup, now or, while its

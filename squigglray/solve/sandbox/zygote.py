@@ -59,7 +59,6 @@ class Session:
     workdir: str | None = None  # process mode only (namespace modes: the box's private /tmp/work)
     lost: bool = False
     cgroup: BoxCgroup | None = None  # the box's cgroup, where there are cgroups
-    oom_kills: int = 0  # its OOM-kill count before the current block
 
 
 @dataclass
@@ -261,7 +260,6 @@ class Manager:
             child_end.close()
         if sess is not None:
             sess.box, sess.holder, sess.workdir, sess.cgroup = pid, None, workdir, cgroup
-            sess.oom_kills = 0
             return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir)
         return Child(pid, os.pidfd_open(pid), out_r, err_r, res_r, code_w, True, workdir, cgroup)
 
@@ -483,8 +481,10 @@ class Manager:
                 status = res["status"]
             elif status is None:
                 status, note = self._death_status(child)
-            if self.cgroups:
-                status, note = self._box_memory_status(child, sess, status, note)
+            if self.cgroups and self.cgroups.new_oom_kills(sess.cgroup if sess is not None else child.cgroup):
+                # some of the run's processes were killed at the box's limit, whatever the run reported
+                status, note = "memory", (f"{note}\nsandbox: the box's processes together reached its memory "
+                                          f"limit ({self.box_memory >> 20} MiB: memory_mb + tmpfs_mb)")
             survived = res is not None and not res.get("exiting") and not w["exited"] and w["status"] is None
             if sess is not None and survived:
                 sess.holder = child.pid  # the block's process now holds the session's state
@@ -509,18 +509,6 @@ class Manager:
             "peak_memory_mb": (w.get("result") or {}).get("peak_memory_mb", 0.0), "isolation": self.isolation,
             "session": sid, "session_reset": reset,
         }
-
-    def _box_memory_status(self, child: Child, sess: Session | None, status: str, note: str) -> tuple[str, str]:
-        """A run some of whose processes the kernel killed at the box's memory limit ran out of memory,
-        whatever its own process reported."""
-        before = sess.oom_kills if sess is not None else 0
-        kills = self.cgroups.oom_kills(sess.cgroup if sess is not None else child.cgroup)
-        if sess is not None:
-            sess.oom_kills = kills
-        if kills <= before:
-            return status, note
-        return "memory", (f"{note}\nsandbox: the box's processes together reached its memory limit "
-                          f"({self.box_memory >> 20} MiB: memory_mb + tmpfs_mb)")
 
     @staticmethod
     def _death_status(child: Child) -> tuple[str, str]:
