@@ -42,13 +42,11 @@ PROV = {"run_id": "bench", "seed": 0, "dataset_slice_hash": "-", "config_hash": 
 
 def estimate(cfg: BaseTrainConfig, preset: str, tokens_per_step: int, capture_tokens: int) -> None:
     """Print the analytic capture overhead of `preset` (see the module docstring)."""
-    from squigglray.models.presets import PRESETS, REAL_VOCAB
-    from squigglray.models.sizing import param_count
     from squigglray.geometry.metrics import POWER_BLOCK
+    from squigglray.models.presets import REAL_VOCAB
+    from squigglray.models.sizing import dims, param_count
 
-    p = PRESETS[preset]
-    h, layers, heads = p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"]
-    kv, inter = p["num_key_value_heads"] * (h // heads), p["intermediate_size"]
+    h, layers, kv, inter = dims(preset)
     shapes = {"self_attn.q_proj": (h, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
               "self_attn.o_proj": (h, h), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
               "mlp.down_proj": (h, inter)}

@@ -20,24 +20,24 @@ BYTES_PER_PARAM = 4 + 4 + 8  # fp32 weight, fp32 gradient, AdamW exp_avg + exp_a
 GiB = 2**30
 
 
-def _dims(preset: str) -> tuple[int, int, int, int, int]:
+def dims(preset: str) -> tuple[int, int, int, int]:
+    """(hidden h, layers, kv: the width of k and of v under grouped-query attention, intermediate i)."""
     p = PRESETS[preset]
-    h, layers, heads = p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"]
-    kv = p["num_key_value_heads"] * (h // heads)  # the width of k (and of v) under grouped-query attention
-    return h, layers, kv, p["intermediate_size"], heads
+    h = p["hidden_size"]
+    return h, p["num_hidden_layers"], p["num_key_value_heads"] * (h // p["num_attention_heads"]), p["intermediate_size"]
 
 
 def param_count(preset: str, vocab_size: int) -> int:
     """Unique parameters of `build_model(preset)` with a tokenizer of `vocab_size` (tied embeddings
     counted once): per layer q, o (h x h), k, v (h x kv), gate, up, down (h x i) and two RMSNorm
     weights; the embedding (vocab x h) and the final norm."""
-    h, layers, kv, inter, _ = _dims(preset)
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter + 2 * h
-    return layers * per_layer + vocab_size * h + h
+    h, layers, _, _ = dims(preset)
+    return layers * (layer_weights(preset) + 2 * h) + vocab_size * h + h
 
 
-def _layer_weights(preset: str) -> int:
-    h, _, kv, inter, _ = _dims(preset)
+def layer_weights(preset: str) -> int:
+    """One block's matrices: q, o (h x h), k, v (h x kv), gate, up, down (h x i)."""
+    h, _, kv, inter = dims(preset)
     return 2 * h * h + 2 * h * kv + 3 * h * inter
 
 
@@ -51,18 +51,18 @@ def saved_activation_bytes(preset: str, vocab_size: int, tokens: int, checkpoint
     input (10h), the fp32 logits (4 x vocab); and autocast's bf16 copy of every weight (2 bytes a
     parameter). With activation checkpointing a layer keeps only its fp32 input (4h) and its weights'
     copies are made again in backward (`recompute_bytes`)."""
-    h, layers, kv, inter, _ = _dims(preset)
+    h, layers, kv, inter = dims(preset)
     once = 10 * h + 4 * vocab_size
     if checkpointing:
         return tokens * (layers * 4 * h + once) + 2 * vocab_size * h
-    return tokens * (layers * (30 * h + 4 * kv + 8 * inter) + once) + 2 * (layers * _layer_weights(preset) + vocab_size * h)
+    return tokens * (layers * (30 * h + 4 * kv + 8 * inter) + once) + 2 * (layers * layer_weights(preset) + vocab_size * h)
 
 
 def recompute_bytes(preset: str, tokens: int) -> int:
     """Under activation checkpointing, what backward holds at once beyond the saved activations: one
     layer's activations and weight copies, recomputed."""
-    h, _, kv, inter, _ = _dims(preset)
-    return tokens * (30 * h + 4 * kv + 8 * inter) + 2 * _layer_weights(preset)
+    h, _, kv, inter = dims(preset)
+    return tokens * (30 * h + 4 * kv + 8 * inter) + 2 * layer_weights(preset)
 
 
 @dataclass(frozen=True)
