@@ -1,6 +1,5 @@
 import math
 
-import pyarrow.parquet as pq
 import pytest
 
 from squigglray.config import build_config
@@ -81,7 +80,8 @@ def test_long_solutions_are_chunked_not_dropped(nano_tokenizer):
     exactly once across the chunks, in order; a sampler at a short max_seq_len drops nothing."""
     from squigglray.families import sample
     from squigglray.models import train_tokenizer
-    from squigglray.training.data import MIN_WINDOW, CurriculumSampler, build_pool, chunks, collate, encode
+    from squigglray.data.stream import MIN_WINDOW, chunks
+    from squigglray.training.data import CurriculumSampler, build_pool, collate, encode
 
     e = encode(nano_tokenizer, sample("mod_power", 2, 0)[0])
     head = e.ids[:e.n_prompt]

@@ -5,7 +5,8 @@ resumable checkpoints (weights, optimizer, RNG and capture state) to Tune, so a 
 resumes from its last checkpoint (`FailureConfig.max_failures`) and an interrupted experiment
 continues with `Tuner.restore`. The trial's artifacts (scalars, geometry) go to the artifact store.
 
-With `workers` > 1 in the trial config, the trial function launches a Ray Train `TorchTrainer`
+With `workers` > 1 in the trial config, or a streamed training set (`data.stream`: a Ray Data
+pipeline, `stream_dataset`, split among the workers), the trial function launches a Ray Train `TorchTrainer`
 (Train V2: the trial builds the trainer; `TuneReportCallback` passes worker 0's reports to Tune):
 that many data-parallel workers (DDP; gloo on CPU) train the seed together, each on its shard of
 every batch, worker 0 capturing and checkpointing; Ray Train restarts the worker group from its
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 
 JITTER_KEY = "schedule_jitter"  # in the space only when set: the param spaces of existing experiments stay the same
 WORKERS_KEY = "workers"  # likewise: data-parallel workers per seed, with "worker_resources" and "train_storage"
+MIN_BLOCK = 128 * 1024  # smaller blocks would stay in the tasks' heaps (Ray inlines objects under 100 KiB)
+STREAM_TASKS = 1  # files read and tokenized at once: one keeps the stream in order without a reorder buffer
+                  # (measured: 2 MiB held at a 1 MiB budget, 2 tasks 4-5 MiB); ~1M tokens/s, above what a node trains
+STREAM_TASK_CPUS = 0.25  # what each Ray Data read or tokenize task of a stream asks (squigglray.jobs.dynamics
+                         # leaves DATA_CPUS of a small cluster to them)
 
 
 class TuneReporter(TrainerCallback):
@@ -79,14 +85,14 @@ def seed_trial(config: dict[str, Any]) -> None:
     """Tune function trainable. config: train (BaseTrainConfig JSON), seed, store (URI), threads,
     schedule_jitter when the experiment desynchronizes the seeds' schedules, and the caller's trial
     hooks when it gave some."""
-    if int(config.get(WORKERS_KEY, 1)) > 1:
+    if WORKERS_KEY in config:
         _data_parallel_trial(config)
     else:
         _train_seed(config, TuneReporter, tune.get_checkpoint())
 
 
 def _train_seed(config: dict[str, Any], reporter_type: type[TuneReporter], checkpoint, rank: int = 0,
-                world: int = 1) -> None:
+                world: int = 1, stream_epoch=None) -> None:
     """Train the trial's seed (or, `rank` of `world`, one data-parallel worker's share of it),
     resuming from `checkpoint`; worker 0 alone runs the trial hooks."""
     import torch
@@ -104,20 +110,54 @@ def _train_seed(config: dict[str, Any], reporter_type: type[TuneReporter], check
     hooks = trial_callbacks(config, Trial("seed", store, run_id=rid)) if rank == 0 else []
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume:
         rec = train_base(cfg, store, callbacks=[reporter, *hooks], progress=False, resume_from=resume,
-                         checkpoint_sink=reporter.sink, rank=rank, world=world)
+                         checkpoint_sink=reporter.sink, rank=rank, world=world, stream_epoch=stream_epoch)
     done = {"step": cfg.train.steps, "run_id": rid, "done_training": 1}
     reporter.report(done | ({"final_loss": rec.final_loss} if rec else {}))  # workers other than 0: no record
 
 
+def stream_dataset(cfg: BaseTrainConfig, store_uri: str):
+    """The seed's training stream (training/stream.py) as a Ray Data pipeline: the files in the seed's
+    order, each read and tokenized by a task (`TokenizeFiles`) that yields blocks of about 1/16 of
+    `data.stream_memory_mb` (at least MIN_BLOCK), in small tasks beside the training workers. Returns the dataset and the DataConfig that keeps it
+    in order (so resumes replay it exactly) and within its memory budget."""
+    import ray.data
+    import ray.train
+    from ray.data import DataContext, ExecutionOptions, ExecutionResources
+
+    from squigglray.paths import ArtifactStore
+    from squigglray.training.base import held_out_problems, tokenizer_for
+    from squigglray.training.data import build_pool
+    from squigglray.data.stream import TokenizeFiles
+    from squigglray.training.stream import stream_tokenizer
+
+    store = ArtifactStore(store_uri)
+    pool = build_pool(cfg, store)
+    tokenize = stream_tokenizer(cfg, pool.source, tokenizer_for(cfg, pool, store), held_out_problems(cfg))
+    budget = cfg.data.stream_memory_mb * 2**20
+    DataContext.get_current().target_max_block_size = max(budget // 16, MIN_BLOCK)
+    files = pool.source.files_for(cfg.seed)
+    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files)).map_batches(
+        TokenizeFiles(pool.source, tokenize), batch_size=1, batch_format="pyarrow", num_cpus=STREAM_TASK_CPUS,
+        concurrency=STREAM_TASKS)
+    options = ExecutionOptions(preserve_order=True, resource_limits=ExecutionResources(object_store_memory=budget))
+    return ds, ray.train.DataConfig(execution_options=options, enable_shard_locality=False)
+
+
 def _data_parallel_trial(config: dict[str, Any]) -> None:
-    """The seed trial as a Ray Train run of `config["workers"]` workers (`train_worker`)."""
+    """The seed trial as a Ray Train run of `config["workers"]` workers (`train_worker`), fed
+    `stream_dataset` with `data.stream`."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = {k.upper() if k in ("cpu", "gpu") else k: v for k, v in config["worker_resources"].items() if v}
+    cfg = trial_config(config)
+    data = {}
+    if cfg.data.stream:
+        ds, data_config = stream_dataset(cfg, config["store"])
+        data = {"datasets": {"train": ds}, "dataset_config": data_config}
     trainer = TorchTrainer(
-        train_worker, train_loop_config=config,
+        train_worker, train_loop_config=config, **data,
         scaling_config=ray.train.ScalingConfig(num_workers=int(config[WORKERS_KEY]), use_gpu=bool(resources.get("GPU")),
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(name=f"seed_{config['seed']}", storage_path=config["train_storage"],
@@ -133,7 +173,9 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     ctx = ray.train.get_context()
-    _train_seed(config, TrainReporter, ray.train.get_checkpoint(), ctx.get_world_rank(), ctx.get_world_size())
+    shard = ray.train.get_dataset_shard("train") if trial_config(config).data.stream else None
+    epoch = (lambda: shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)) if shard else None
+    _train_seed(config, TrainReporter, ray.train.get_checkpoint(), ctx.get_world_rank(), ctx.get_world_size(), epoch)
 
 
 def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, threads: int,
@@ -147,7 +189,7 @@ def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, thr
                         "threads": threads}, hooks)
     if schedule_jitter:
         space[JITTER_KEY] = schedule_jitter
-    if workers > 1:
+    if workers > 1 or train_json["data"].get("stream"):
         space.update({WORKERS_KEY: workers, "worker_resources": dict(worker_resources or {}),
                       "train_storage": train_storage, "max_failures": max_failures})
     return space

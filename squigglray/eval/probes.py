@@ -102,12 +102,18 @@ def encode_probe(name: str, items: list[tuple[str, ProblemInstance]], tokenizer:
     return ProbeSet(name, kept, input_ids, mask, labels, required, dropped=len(items) - len(kept))
 
 
-def build_probes(cfg: BaseTrainConfig, tokenizer: PreTrainedTokenizerBase, exclude_problems: set[str]
-                 ) -> tuple[ProbeSet, ProbeSet]:
+def probe_instances(cfg: BaseTrainConfig, exclude_problems: set[str]
+                    ) -> tuple[list[tuple[str, ProblemInstance]], list[tuple[str, ProblemInstance]]]:
+    """The instances of probes A and B, none of whose problems is in `exclude_problems`."""
     p = cfg.probes
     fams = cfg.data.resolved_families()
-    a = heldout_instances(fams, cfg.levels_used(), p.a_per_family, p.seed, exclude_problems)
-    b = heldout_instances(sorted(p.b_families) or fams, p.b_levels, p.b_per_family, p.seed, exclude_problems)
+    return (heldout_instances(fams, cfg.levels_used(), p.a_per_family, p.seed, exclude_problems),
+            heldout_instances(sorted(p.b_families) or fams, p.b_levels, p.b_per_family, p.seed, exclude_problems))
+
+
+def build_probes(cfg: BaseTrainConfig, tokenizer: PreTrainedTokenizerBase, exclude_problems: set[str]
+                 ) -> tuple[ProbeSet, ProbeSet]:
+    a, b = probe_instances(cfg, exclude_problems)
     return (encode_probe("a", a, tokenizer, cfg.model.max_seq_len),
             encode_probe("b", b, tokenizer, cfg.model.max_seq_len))
 

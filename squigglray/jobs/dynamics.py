@@ -30,6 +30,7 @@ from squigglray.training.schedule import seed_config
 
 
 DRIVER_CPUS = 0.01  # a seed trial that drives Ray Train workers (workers_per_trial > 1) asks only this
+DATA_CPUS = 0.5  # left to a streamed experiment's Ray Data tasks when the seeds share the cluster's CPUs
 
 
 class DynamicsOptions(BaseModel):
@@ -73,12 +74,14 @@ class DynamicsOptions(BaseModel):
         return trial_placement("the seed trial placement", Placement(cpus=0), self.cpus_per_trial,
                                self.gpus_per_trial, self.memory_class, self.accelerator_type, self.resources_per_trial)
 
-    def resolved(self, cluster_cpus: int) -> "DynamicsOptions":
+    def resolved(self, cluster_cpus: int, streamed: bool = False) -> "DynamicsOptions":
         """cpus_per_trial 0 -> an even share of the cluster (2 cores, 3 seeds: all three at once,
-        one thread each, which trains faster in total than one 2-thread trial after another)."""
-        drivers = DRIVER_CPUS * len(self.seeds) if self.workers_per_trial > 1 else 0.0
+        one thread each, which trains faster in total than one 2-thread trial after another), less
+        DATA_CPUS for a streamed experiment's Ray Data tasks."""
+        drivers = DRIVER_CPUS * len(self.seeds) if self.workers_per_trial > 1 or streamed else 0.0
         share = len(self.seeds) * self.workers_per_trial
-        cpus = self.cpus_per_trial or math.floor(1000 * (cluster_cpus - drivers) / share) / 1000  # 3 x 0.666 fits 2
+        free = cluster_cpus - drivers - (DATA_CPUS if streamed else 0.0)
+        cpus = self.cpus_per_trial or math.floor(1000 * free / share) / 1000  # 3 x 0.666 fits 2
         threads = self.threads_per_trial or max(1, int(cpus))
         return self.model_copy(update={"cpus_per_trial": cpus, "threads_per_trial": threads})
 
@@ -105,14 +108,15 @@ def train_seeds(cfg: BaseTrainConfig, opts: DynamicsOptions, store: ArtifactStor
     from tune_spaces.dynamics import run_seed_trials, seed_space
 
     storage = store.full(f"{store.experiment_dir(exp_id)}/tune")
-    if not reuse and store.is_local:
-        shutil.rmtree(f"{storage}/{exp_id}", ignore_errors=True)
+    if not reuse and store.is_local:  # the Tune experiment and its trials' Ray Train runs
+        for name in (exp_id, f"{exp_id}-train"):
+            shutil.rmtree(f"{storage}/{name}", ignore_errors=True)
     store_uri = store.location
     resources = to_tune_resources(opts.trial_placement())
     space = seed_space(cfg.model_dump(mode="json"), opts.seeds, store_uri, opts.threads_per_trial, hooks,
                        opts.schedule_jitter, opts.workers_per_trial, resources, f"{storage}/{exp_id}-train",
                        opts.max_failures)
-    if opts.workers_per_trial > 1:  # the trial function only drives its Ray Train workers
+    if opts.workers_per_trial > 1 or cfg.data.stream:  # the trial function only drives its Ray Train workers
         resources = {"cpu": DRIVER_CPUS}
     grid = run_seed_trials(space, resources, storage, exp_id,
                            max_failures=opts.max_failures, max_concurrent=opts.max_concurrent,
@@ -134,6 +138,7 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     from squigglray.jobs.ray_runtime import cluster_cpus, ensure_ray
     from squigglray.training.base import publish
     from squigglray.training.data import build_pool
+    from squigglray.training.stream import rows_per_step
 
     opts = opts or DynamicsOptions()
     if not (cfg.geometry.enabled and cfg.probes.enabled):
@@ -141,7 +146,10 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     cfg = with_checkpoints(cfg, opts)
     store = ArtifactStore(data_dir)
     ensure_ray()
-    opts = opts.resolved(cluster_cpus())
+    opts = opts.resolved(cluster_cpus(), cfg.data.stream)
+    if cfg.data.stream and rows_per_step(cfg) % opts.workers_per_trial:
+        raise ConfigError(f"{opts.workers_per_trial} workers cannot share the {rows_per_step(cfg)} packed rows of a "
+                          f"step evenly: make train.global_batch_tokens / model.max_seq_len a multiple of them")
     check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
     exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash, opts.schedule_jitter)
     t0 = time.perf_counter()

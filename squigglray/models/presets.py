@@ -28,7 +28,9 @@ class UnknownPreset(ValueError):
     pass
 
 
-def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int) -> LlamaConfig:
+def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int,
+                 shape: dict[str, int] | None = None) -> LlamaConfig:
+    """The preset's LlamaConfig; `shape` replaces some of its sizes (a preset's smoke at reduced width)."""
     if preset not in PRESETS:
         raise UnknownPreset(f"unknown model preset {preset!r}; presets: {sorted(PRESETS)}")
     return LlamaConfig(
@@ -42,15 +44,15 @@ def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: i
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         attention_dropout=0.0,
-        **PRESETS[preset],
+        **(PRESETS[preset] | (shape or {})),
     )
 
 
 def build_model(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int = 512, seed: int = 0,
-                device: str | torch.device | None = None) -> LlamaForCausalLM:
+                device: str | torch.device | None = None, shape: dict[str, int] | None = None) -> LlamaForCausalLM:
     """A freshly initialized model; the same seed gives the same weights. `device="meta"`: the
     structure only, no memory (sizes of a 1.3B model on a laptop)."""
-    cfg = llama_config(preset, tokenizer, max_seq_len)
+    cfg = llama_config(preset, tokenizer, max_seq_len, shape)
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)

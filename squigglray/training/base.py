@@ -10,7 +10,7 @@ The run id carries the config hash, so an identical config finds (and may reuse)
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from squigglray.training.cadence import log_steps
 from squigglray.training.callbacks import ProgressCallback, TrainerCallback, TrainState
 from squigglray.training.config import BaseTrainConfig
 from squigglray.training.data import CurriculumSampler, Pool, build_pool
+from squigglray.data.stream import local_epoch
+from squigglray.training.stream import StreamBatches, rows_per_step, stream_tokenizer
 from squigglray.training.trainer import Trainer, seed_everything
 
 
@@ -66,9 +68,31 @@ def publish(store: ArtifactStore, name: str, run_id: str) -> None:
     })
 
 
-def _fresh_model(cfg: BaseTrainConfig, pool: Pool):
-    tokenizer = train_tokenizer(pool.texts(), cfg.model.vocab_size)
-    model = build_model(cfg.model.preset, tokenizer, cfg.model.max_seq_len, seed=cfg.seed)
+def tokenizer_for(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore):
+    """A fresh run's tokenizer, trained on the pool's texts. A streamed run's is kept under
+    runs/<run_id>/tokenizer, so the Ray Data pipeline a trial builds and its workers' model
+    tokenize alike, also after a restart."""
+    if pool.source is None:
+        return train_tokenizer(pool.texts(), cfg.model.vocab_size)
+    rel = f"{store.run_dir(run_id_for(cfg))}/tokenizer"
+    if not store.exists(f"{rel}/tokenizer.json"):
+        with tempfile.TemporaryDirectory() as tmp:
+            train_tokenizer(pool.texts(), cfg.model.vocab_size).save_pretrained(tmp)
+            store.upload_dir(tmp, rel)
+    with tempfile.TemporaryDirectory() as tmp:
+        return AutoTokenizer.from_pretrained(store.download_dir(rel, tmp))
+
+
+def held_out_problems(cfg: BaseTrainConfig) -> set[str]:
+    """The probes' problems, which a stream drops (a pool leaves them out of the probes instead)."""
+    from squigglray.eval.probes import probe_instances  # it imports training
+
+    return {x.problem for part in probe_instances(cfg, set()) for _, x in part} if cfg.probes.enabled else set()
+
+
+def _fresh_model(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore):
+    tokenizer = tokenizer_for(cfg, pool, store)
+    model = build_model(cfg.model.preset, tokenizer, cfg.model.max_seq_len, seed=cfg.seed, shape=cfg.model.shape)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
@@ -107,6 +131,7 @@ def train_base(
     checkpoint_sink: Callable[[str | None, TrainState], None] | None = None,
     rank: int = 0,
     world: int = 1,
+    stream_epoch: Callable[[], Iterable[dict]] | None = None,
 ) -> RunRecord | None:
     """Train (or continue from `resume_from`, a checkpoint folder this function wrote) and write the
     run's artifacts. Every `train.checkpoint_every` steps a resumable checkpoint (save_pretrained
@@ -115,9 +140,15 @@ def train_base(
 
     `rank` of `world`: one data-parallel worker (torch.distributed set up by the caller, e.g. Ray
     Train): each trains its shard of every batch; worker 0 alone captures geometry, runs the probes,
-    checkpoints and writes the artifacts (the others' sinks get folder None; they return None)."""
+    checkpoints and writes the artifacts (the others' sinks get folder None; they return None).
+
+    With `data.stream`, `stream_epoch()` gives one pass over this worker's packed rows (Ray Train's
+    dataset shard); without it the stream is read here (training/stream.py `local_epoch`)."""
     lead = rank == 0
     rid = run_id_for(cfg)
+    if cfg.data.stream and rows_per_step(cfg) % world:
+        raise ValueError(f"{world} workers cannot share the {rows_per_step(cfg)} packed rows of a step evenly: "
+                         f"make train.global_batch_tokens / model.max_seq_len a multiple of {world}")
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
     prov = provenance(cfg, pool)
@@ -129,15 +160,27 @@ def train_base(
         tokenizer = AutoTokenizer.from_pretrained(resume_from)
         model = AutoModelForCausalLM.from_pretrained(resume_from)
     else:
-        model, tokenizer = _fresh_model(cfg, pool)
-    sampler = CurriculumSampler(cfg, pool, tokenizer)
-    if saved is not None:
-        sampler.rng.bit_generator.state = saved["sampler_rng"]
+        model, tokenizer = _fresh_model(cfg, pool, store)
+    if pool.source is not None:
+        sampler = None
+        epoch = stream_epoch or local_epoch(
+            pool.source, stream_tokenizer(cfg, pool.source, tokenizer, held_out_problems(cfg)), cfg.seed)
+        next_batch = StreamBatches(epoch, rows_per_step(cfg) // world, cfg.model.max_seq_len,
+                                   tokenizer.pad_token_id, cfg.seed, cfg.train.micro_batch_size)
+        phase_of, data_info = (lambda s: cfg.curriculum[0].name), {
+            "streamed": pool.source.kind, "rows_per_step": rows_per_step(cfg),
+            "token_budget": cfg.train.steps * rows_per_step(cfg) * cfg.model.max_seq_len}
+    else:
+        sampler = CurriculumSampler(cfg, pool, tokenizer)
+        if saved is not None:
+            sampler.rng.bit_generator.state = saved["sampler_rng"]
+        sharded = world > 1 or cfg.train.micro_batch_size
+        next_batch = sampler.shard(rank, world, cfg.train.micro_batch_size) if sharded else sampler.batch
+        phase_of = lambda s: sampler.phase_at(s).name  # noqa: E731
+        data_info = {"dropped_over_max_seq_len": sampler.dropped, "chunked_over_max_seq_len": sampler.chunked}
     if lead:
         store.write_json(store.run_config(rid), {
-            "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(),
-            "dropped_over_max_seq_len": sampler.dropped, "chunked_over_max_seq_len": sampler.chunked,
-        })
+            "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(), **data_info})
     instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store) if lead else ([], None)
 
     def save_to(folder: str) -> None:
@@ -151,7 +194,7 @@ def train_base(
             return
         with tempfile.TemporaryDirectory() as tmp:
             save_to(tmp)
-            torch.save({"trainer": trainer.trainer_state(), "sampler_rng": sampler.rng.bit_generator.state,
+            torch.save({"trainer": trainer.trainer_state(), "sampler_rng": sampler and sampler.rng.bit_generator.state,
                         "run_id": rid, "config_hash": prov.config_hash, "dataset_slice_hash": pool.slice_hash},
                        Path(tmp) / "trainer_state.pt")
             if checkpoint_sink is not None:
@@ -165,10 +208,7 @@ def train_base(
     resume = saved["trainer"] if saved else None
     if resume is not None and not lead:
         resume = {**resume, "callbacks": {}}  # worker 0's instruments' state
-    sharded = world > 1 or cfg.train.micro_batch_size
-    trainer = Trainer(model, cfg.train, sampler.shard(rank, world, cfg.train.micro_batch_size) if sharded
-                      else sampler.batch, cbs,
-                      phase_of=lambda s: sampler.phase_at(s).name, checkpoint=checkpoint, resume=resume)
+    trainer = Trainer(model, cfg.train, next_batch, cbs, phase_of=phase_of, checkpoint=checkpoint, resume=resume)
     state = trainer.fit()
     if not lead:
         return None

@@ -18,12 +18,24 @@ class ModelSection(_Strict):
     preset: str = "tiny"
     max_seq_len: int = Field(320, ge=32, le=8192)
     vocab_size: int = Field(512, ge=300, le=65536)
+    shape: dict[str, int] = Field(default_factory=dict, description="sizes that replace the preset's (hidden_size, "
+                                                                    "num_hidden_layers, num_attention_heads, "
+                                                                    "num_key_value_heads, intermediate_size): a "
+                                                                    "real-scale preset's smoke at reduced width")
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
         if v not in PRESETS:
             raise ValueError(f"unknown preset {v!r}; presets are {sorted(PRESETS)}")
+        return v
+
+    @field_validator("shape")
+    @classmethod
+    def _known_sizes(cls, v: dict[str, int]) -> dict[str, int]:
+        known = set(PRESETS["nano"])
+        if set(v) - known or any(n < 1 for n in v.values()):
+            raise ValueError(f"model.shape takes positive {sorted(known)}; got {v}")
         return v
 
 
@@ -47,6 +59,13 @@ class DataSection(_Strict):
     slice: str | None = Field(None, description="train on a built slice's train split (`squigglray slice build`: "
                                                 "its id under the data dir, or its folder) instead of sampling "
                                                 "the families; `families` then names the evaluation families")
+    parquet: str | None = Field(None, description="train on OpenMathReasoning Parquet shards (a file, folder or URI) "
+                                                  "streamed as they are (needs data.stream)")
+    stream: bool = Field(False, description="stream data.slice or data.parquet through Ray Data (training/stream.py): "
+                                            "tokenized and packed a few rows at a time, never loaded whole; the "
+                                            "curriculum is one phase, whose levels (and families) select the rows")
+    stream_memory_mb: int = Field(512, ge=1, description="object-store memory the streaming pipeline may hold "
+                                                         "(Ray Data's resource limit), whatever the data's size")
 
     @field_validator("families")
     @classmethod
@@ -101,6 +120,9 @@ class TrainSection(_Strict):
     micro_batch_size: int = Field(0, ge=0, description="examples per forward/backward on a worker; 0 = its whole "
                                                        "share of the batch at once; fewer accumulate gradients "
                                                        "(the same steps, less activation memory)")
+    global_batch_tokens: int = Field(0, ge=0, description="data.stream: token slots trained per step over all "
+                                                          "workers (packed rows of model.max_seq_len; a multiple of "
+                                                          "it); 0 = batch_size rows. steps x this = the token budget")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward: "
                                                               "far less memory (models/sizing.py), more compute")
 
@@ -199,6 +221,7 @@ class BaseTrainConfig(_Strict):
             extra = set(p.families) - fams
             if extra:
                 raise ValueError(f"curriculum phase {p.name!r} weights families not in data.families: {sorted(extra)}")
+        self._stream_settings()
         if self.eval.seed == self.data.seed:
             raise ValueError("eval.seed must differ from data.seed so held-out problems are not training problems")
         if self.probes.enabled:
@@ -210,6 +233,24 @@ class BaseTrainConfig(_Strict):
                     "probe B must be a holdout: give probes.b_families outside data.families, or probes.b_levels "
                     f"outside the curriculum's levels {self.levels_used()}")
         return self
+
+    def _stream_settings(self) -> None:
+        d, t = self.data, self.train
+        if d.slice and d.parquet:
+            raise ValueError("give data.slice or data.parquet, not both")
+        if d.parquet and not d.stream:
+            raise ValueError("data.parquet is read as a stream: set data.stream: true")
+        if d.stream and not (d.slice or d.parquet):
+            raise ValueError("data.stream needs data.slice or data.parquet to stream")
+        if d.stream and len(self.curriculum) > 1:
+            raise ValueError(f"data.stream reads the data once in order, so the curriculum must be one phase (its "
+                             f"levels select rows); got {[p.name for p in self.curriculum]}")
+        if t.global_batch_tokens and not d.stream:
+            raise ValueError("train.global_batch_tokens needs data.stream (the curriculum path counts "
+                             "train.batch_size examples)")
+        if t.global_batch_tokens % self.model.max_seq_len:
+            raise ValueError(f"train.global_batch_tokens ({t.global_batch_tokens}) must be a multiple of "
+                             f"model.max_seq_len ({self.model.max_seq_len}): a step trains whole packed rows")
 
     def levels_used(self) -> list[str]:
         return [lv for lv in ("easy", "medium", "hard") if any(p.levels.get(lv, 0) > 0 for p in self.curriculum)]

@@ -1,6 +1,6 @@
 """Training data: a fixed pool of family instances, or the train split of a built slice
 (`data.slice`), tokenized once, and a curriculum sampler that draws each step's batch
-deterministically from the run seed."""
+deterministically from the run seed; or, with `data.stream`, a stream (training/stream.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from squigglray.data.stream import Encoded, StreamSource, chunks, sample_texts, stream_source
 from squigglray.families import sample
 from squigglray.paths import ArtifactStore
 from squigglray.families.trace import format_prompt
@@ -26,8 +27,12 @@ class Pool:
     items: dict[tuple[str, str], list[ProblemInstance | TextInstance]]
     slice_id: str
     slice_hash: str
+    source: StreamSource | None = None  # data.stream: no items in memory, the stream instead
 
     def texts(self) -> list[str]:
+        """What the tokenizer is trained on: every item, or the stream's first texts."""
+        if self.source is not None:
+            return sample_texts(self.source)
         return [format_prompt(x.problem) + x.trace for xs in self.items.values() for x in xs]
 
     def problems(self) -> set[str]:
@@ -35,6 +40,9 @@ class Pool:
 
 
 def build_pool(cfg: BaseTrainConfig, store: ArtifactStore | None = None) -> Pool:
+    if cfg.data.stream:
+        src = stream_source(cfg.data.slice, cfg.data.parquet, store)
+        return Pool(items={}, slice_id=src.slice_id, slice_hash=src.slice_hash, source=src)
     if cfg.data.slice:
         return slice_pool(cfg.data.slice, store)
     items: dict[tuple[str, str], list[ProblemInstance | TextInstance]] = {}
@@ -62,36 +70,6 @@ def slice_pool(spec: str, store: ArtifactStore | None = None) -> Pool:
     if not items:
         raise ValueError(f"slice {manifest.slice_id} has no train items with a reference solution")
     return Pool(items=items, slice_id=manifest.slice_id, slice_hash=manifest.hashes["items_sha256"])
-
-
-@dataclass
-class Encoded:
-    ids: list[int]
-    n_prompt: int  # leading tokens without loss: BOS and the prompt (and, in a later chunk, its context)
-
-
-MIN_WINDOW = 16  # fewer trace tokens a chunk than this, and the example is dropped instead
-
-
-def chunks(e: Encoded, max_len: int) -> list[Encoded]:
-    """An example that fits, as is; a longer one as chunks of at most `max_len` tokens, each the
-    example's BOS and prompt (no loss) then a window of its solution. Windows after the first start
-    with the last quarter of the window before as context (no loss), so every solution token is
-    trained exactly once and never without the problem and some preceding solution. Empty when the
-    prompt leaves fewer than MIN_WINDOW tokens for the solution."""
-    if len(e.ids) <= max_len:
-        return [e]
-    head, trace = e.ids[:e.n_prompt], e.ids[e.n_prompt:]
-    window = max_len - len(head)
-    if window < MIN_WINDOW:
-        return []
-    overlap = window // 4
-    out, start = [Encoded(head + trace[:window], len(head))], window
-    while start < len(trace):
-        ctx = trace[start - overlap:start]
-        out.append(Encoded(head + ctx + trace[start:start + window - overlap], len(head) + overlap))
-        start += window - overlap
-    return out
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance | TextInstance) -> Encoded:
@@ -196,12 +174,8 @@ def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def collate_packed(rows: list[Encoded], pad_id: int, row_len: int) -> dict[str, torch.Tensor]:
-    """Pack whole examples into rows of at most `row_len` tokens (first-fit decreasing).
-
-    Each example keeps its own positions (restarting at 0) and a block-diagonal causal mask, so
-    its logits equal those of an unpacked forward pass; padding shrinks from ~35% to a few %.
-    """
+def pack(rows: list[Encoded], row_len: int) -> list[list[Encoded]]:
+    """Whole examples into bins of at most `row_len` tokens, first-fit decreasing."""
     bins: list[list[Encoded]] = []
     room: list[int] = []
     for r in sorted(rows, key=lambda r: -len(r.ids)):
@@ -212,22 +186,43 @@ def collate_packed(rows: list[Encoded], pad_id: int, row_len: int) -> dict[str, 
         else:
             bins[i].append(r)
             room[i] -= len(r.ids)
-    width = max(row_len - free for free in room)
+    return bins
+
+
+def packed_arrays(bins: list[list[Encoded]], width: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Bins as rows of `width` tokens: ids, labels (-100 off the trained tokens), each example's
+    own positions (restarting at 0) and its segment number in the row (-1 on padding)."""
     n = len(bins)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), -100, dtype=torch.long)
-    pos = torch.zeros((n, width), dtype=torch.long)
-    seg = torch.full((n, width), -1, dtype=torch.long)
+    ids = np.full((n, width), pad_id, dtype=np.int64)
+    labels = np.full((n, width), -100, dtype=np.int64)
+    pos = np.zeros((n, width), dtype=np.int64)
+    seg = np.full((n, width), -1, dtype=np.int64)
     for b, examples in enumerate(bins):
         at = 0
         for k, r in enumerate(examples):
             m = len(r.ids)
-            ids[b, at : at + m] = torch.tensor(r.ids)
-            labels[b, at + r.n_prompt : at + m] = ids[b, at + r.n_prompt : at + m]
-            pos[b, at : at + m] = torch.arange(m)
-            seg[b, at : at + m] = k
+            ids[b, at:at + m] = r.ids
+            labels[b, at + r.n_prompt:at + m] = r.ids[r.n_prompt:]
+            pos[b, at:at + m] = np.arange(m)
+            seg[b, at:at + m] = k
             at += m
-        pos[b, at:] = torch.arange(width - at)
+        pos[b, at:] = np.arange(width - at)
+    return {"input_ids": ids, "labels": labels, "position_ids": pos, "segment_ids": seg}
+
+
+def packed_batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Packed rows (`packed_arrays`) as a model batch, trimmed to the longest row: a block-diagonal
+    causal mask per example, so its logits equal those of an unpacked forward pass."""
+    seg = torch.as_tensor(arrays["segment_ids"])
+    width = int((seg >= 0).sum(dim=1).max())
+    seg = seg[:, :width]
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
     mask = causal & (seg[:, :, None] == seg[:, None, :])
-    return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": pos, "labels": labels}
+    cut = {k: torch.as_tensor(arrays[k])[:, :width].long() for k in ("input_ids", "position_ids", "labels")}
+    return {**cut, "attention_mask": mask[:, None]}
+
+
+def collate_packed(rows: list[Encoded], pad_id: int, row_len: int) -> dict[str, torch.Tensor]:
+    """Pack whole examples into rows of at most `row_len` tokens; padding shrinks from ~35% to a few %."""
+    bins = pack(rows, row_len)
+    return packed_batch(packed_arrays(bins, max(sum(len(r.ids) for r in b) for b in bins), pad_id))
