@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from squigglray.data.config import SliceConfig
+from squigglray.families.trace import format_prompt
 from squigglray.data.dedup import jaccard, normalize_text, shingles
 from squigglray.data.omr_sample import OMR_SCHEMA, omr_rows, write_omr_shards
 from squigglray.schemas import SchemaMismatch
@@ -341,3 +342,34 @@ def test_cli_build_show_rebuild_and_bad_config(tmp_path, ray_session):
     assert bad.exit_code == 2 and "quotas.train" in bad.output
     missing = runner.invoke(app, ["slice", "show", "nope", "--data-dir", data])
     assert missing.exit_code == 2 and "no slice 'nope'" in missing.output
+
+
+def test_a_slice_streams_its_train_split_and_refuses_when_modified(built, tmp_path, nano_tokenizer):
+    """`data.stream` on a slice: the examples are its train items with a solution (no other split's),
+    and a slice whose bytes no longer match its manifest is refused before anything is trained."""
+    import shutil
+
+    from squigglray.config import build_config
+    from squigglray.data.stream import local_epoch, stream_source
+    from squigglray.training import BaseTrainConfig
+    from squigglray.training.stream import stream_tokenizer
+
+    store, m, items = built
+    cfg = build_config(BaseTrainConfig, {}, [
+        "model.preset=nano", "model.max_seq_len=4096", "data.stream=true", f"data.slice={m.slice_id}",
+        "data.families=[mod_power, stars_bars]", "probes.enabled=false",
+        "curriculum=[{name: all, fraction: 1.0, levels: {easy: 1, medium: 1, hard: 1}}]"])
+    src = stream_source(cfg.data.slice, None, store)
+    assert (src.slice_id, src.slice_hash) == (m.slice_id, m.hashes["items_sha256"])
+    examples = [ids for t in local_epoch(src, stream_tokenizer(cfg, src, nano_tokenizer, ()), 0)()
+                for ids in t["ids"].to_pylist()]
+    train = [x for x in items if x.split == "train" and x.provenance.reference_solution]
+    assert len(examples) == len(train)
+    texts = {nano_tokenizer.decode(ids[1:-1]) for ids in examples}
+    assert texts == {format_prompt(x.content.problem) + x.provenance.reference_solution for x in train}
+    copy = tmp_path / "modified"
+    shutil.copytree(store.full(store.slice_dir(m.slice_id)), copy)
+    table = pq.read_table(copy / "items.parquet")
+    pq.write_table(table.slice(1), copy / "items.parquet")
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        stream_source(str(copy), None)
