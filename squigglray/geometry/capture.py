@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,7 @@ class GeometryCapture(TrainerCallback):
                  layer_stride: int = 1, lag_copies: str = "cpu_float32"):
         """`spectral`, `power_iterations`, `layer_stride`, `lag_copies`: what a capture costs at scale
         (`GeometrySection` documents each); the defaults are the exact, every-layer capture."""
+        self.seconds = 0.0  # wall time inside the capture's hooks: its overhead, measured where it runs
         self.capture_steps = frozenset(int(s) for s in capture_steps)
         self.pre_capture_steps = frozenset(s - 1 for s in self.capture_steps if s >= 2)
         self.input_ids = torch.as_tensor(capture_batch["input_ids"]).detach().clone()
@@ -234,11 +236,25 @@ class GeometryCapture(TrainerCallback):
         prev = self._prev
         return prev if prev is not None and prev.step == step - 1 else _StepCopy(step - 1)
 
+    def _clock(self, model: torch.nn.Module) -> float:
+        """perf_counter after the device's queued work (so a capture is not charged for the backward)."""
+        device = next(model.parameters()).device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     def on_after_backward(self, state: TrainState, model: torch.nn.Module) -> None:
         step = state.step
         capture, keep = self._roles(step)
         if not (capture or keep):
             return
+        t0 = self._clock(model)
+        try:
+            self._grad_rows(step, capture, keep, model)
+        finally:
+            self.seconds += self._clock(model) - t0
+
+    def _grad_rows(self, step: int, capture: bool, keep: bool, model: torch.nn.Module) -> None:
         prev = self._lagged(step).grad
         self._now = _StepCopy(step) if keep else None
         for name, layer, module, g in self.grad_items(model):
@@ -257,6 +273,13 @@ class GeometryCapture(TrainerCallback):
         capture, keep = self._roles(step)
         if not (capture or keep):
             return
+        t0 = self._clock(model)
+        try:
+            self._weight_and_hidden_rows(step, capture, keep, model)
+        finally:
+            self.seconds += self._clock(model) - t0
+
+    def _weight_and_hidden_rows(self, step: int, capture: bool, keep: bool, model: torch.nn.Module) -> None:
         prev = self._lagged(step)
         now = self._now if self._now is not None and self._now.step == step else _StepCopy(step)
         with torch.no_grad():
@@ -316,7 +339,7 @@ class GeometryCapture(TrainerCallback):
         lag = None if p is None else {"step": p.step, "grad": dict(p.grad), "weight": dict(p.weight),
                                       "hidden": dict(p.hidden)}
         return {"rows": self.rows(), "lag": lag, "capture_batch_hash": self.capture_batch_hash,
-                "power_v": dict(self._power_v)}
+                "power_v": dict(self._power_v), "seconds": self.seconds}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         if saved["capture_batch_hash"] != self.capture_batch_hash:
@@ -327,6 +350,7 @@ class GeometryCapture(TrainerCallback):
                              "its lagged metrics would not be since the previous step")
         self._rows = [dict(r) for r in saved["rows"]]
         self._power_v = dict(saved.get("power_v", {}))
+        self.seconds = float(saved.get("seconds", 0.0))
         lag = saved["lag"]
         self._prev = None if lag is None else _StepCopy(lag["step"], dict(lag["grad"]), dict(lag["weight"]),
                                                         dict(lag["hidden"]))

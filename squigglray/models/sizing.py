@@ -65,6 +65,16 @@ def recompute_bytes(preset: str, tokens: int) -> int:
     return tokens * (30 * h + 4 * kv + 8 * inter) + 2 * layer_weights(preset)
 
 
+def train_flops_per_token(preset: str, vocab_size: int, seq_len: int, checkpointing: bool = False) -> int:
+    """Training FLOPs a token: forward 2 and backward 4 per matrix parameter (every block's and the
+    lm_head, which the tied embedding is) plus causal attention's scores and mixing (12 h per key a
+    layer, T / 2 keys on average); activation checkpointing runs each block's forward again (+2 per
+    block parameter, + a third of the attention)."""
+    h, layers, _, _ = dims(preset)
+    matmul, blocks, attention = layers * layer_weights(preset) + vocab_size * h, layers * layer_weights(preset), 6 * layers * h * seq_len
+    return 6 * matmul + attention + ((2 * blocks + attention // 3) if checkpointing else 0)
+
+
 @dataclass(frozen=True)
 class TrainingMemory:
     params: int

@@ -121,6 +121,17 @@ def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, 
     return cbs, geometry
 
 
+def resources(trainer: Trainer, state: TrainState, geometry) -> dict[str, Any]:
+    """What the run cost where it ran (runs/<run_id>/resources.json; timings, so outside run.json and
+    the scalars, which repeat exactly): train and capture seconds, trained tokens per second, and
+    the device's peak allocated memory (CUDA)."""
+    cuda = trainer.device.type == "cuda"
+    return {"device": str(trainer.device), "world_size": trainer.world, "train_seconds": state.wall_s,
+            "tokens_per_s": state.tokens_seen / max(state.wall_s, 1e-9),
+            "capture_seconds": geometry.seconds if geometry is not None else None,
+            "peak_memory_gib": torch.cuda.max_memory_allocated(trainer.device) / 2**30 if cuda else None}
+
+
 def train_base(
     cfg: BaseTrainConfig,
     store: ArtifactStore,
@@ -228,6 +239,7 @@ def train_base(
         final_loss=trainer.history[-1]["loss"], config=cfg.model_dump(mode="json"),
     )
     store.write_text(f"{store.run_dir(rid)}/run.json", record.to_json())
+    store.write_json(f"{store.run_dir(rid)}/resources.json", resources(trainer, state, geometry))
     publish(store, cfg.model.preset, rid)
     torch.set_grad_enabled(True)
     return record
