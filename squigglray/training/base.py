@@ -123,13 +123,19 @@ def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, 
 
 def resources(trainer: Trainer, state: TrainState, geometry) -> dict[str, Any]:
     """What the run cost where it ran (runs/<run_id>/resources.json; timings, so outside run.json and
-    the scalars, which repeat exactly): train and capture seconds, trained tokens per second, and
-    the device's peak allocated memory (CUDA)."""
-    cuda = trainer.device.type == "cuda"
+    the scalars, which repeat exactly). Rates are over the steps after the first logged one, which
+    also waits for the model's first compile and the data pipeline's start: trained tokens per
+    second, and the capture's seconds against the rest of the steps' (its overhead at the run's
+    cadence); the device's peak allocated memory on CUDA."""
+    first = trainer.history[0] if trainer.history and trainer.history[0]["step"] < state.step else None
+    steady = state.wall_s - (first["wall_s"] if first else 0.0)
+    capture = geometry.seconds if geometry is not None else None
     return {"device": str(trainer.device), "world_size": trainer.world, "train_seconds": state.wall_s,
-            "tokens_per_s": state.tokens_seen / max(state.wall_s, 1e-9),
-            "capture_seconds": geometry.seconds if geometry is not None else None,
-            "peak_memory_gib": torch.cuda.max_memory_allocated(trainer.device) / 2**30 if cuda else None}
+            "tokens_per_s": (state.tokens_seen - (first["tokens_seen"] if first else 0)) / max(steady, 1e-9),
+            "capture_seconds": capture,
+            "capture_overhead": capture / max(steady - capture, 1e-9) if capture is not None else None,
+            "peak_memory_gib": (torch.cuda.max_memory_allocated(trainer.device) / 2**30
+                                if trainer.device.type == "cuda" else None)}
 
 
 def train_base(
