@@ -77,6 +77,8 @@ def test_a_stream_config_names_what_it_lacks(shards):
                        (["curriculum=[{name: a, fraction: 0.5}, {name: b, fraction: 0.5}]"], "must be one phase")):
         with pytest.raises(ConfigError, match=msg):
             stream_config(shards, *extra)
+    with pytest.raises(ConfigError, match="3 workers cannot share the 8 packed rows"):
+        rows_per_step(stream_config(shards), world=3)
     with pytest.raises(ConfigError, match="global_batch_tokens needs data.stream"):
         build_config(BaseTrainConfig, {}, ["train.global_batch_tokens=640"])
     with pytest.raises(ConfigError, match="model.shape takes positive"):

@@ -57,6 +57,7 @@ a step's update is far below bfloat16's resolution).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -236,23 +237,27 @@ class GeometryCapture(TrainerCallback):
         prev = self._prev
         return prev if prev is not None and prev.step == step - 1 else _StepCopy(step - 1)
 
-    def _clock(self, model: torch.nn.Module) -> float:
-        """perf_counter after the device's queued work (so a capture is not charged for the backward)."""
+    @contextlib.contextmanager
+    def _timed(self, model: torch.nn.Module):
+        """Adds the block's wall time to `seconds`, after the device's queued work on each side (so
+        a capture is not charged for the backward, nor the next step for the capture)."""
         device = next(model.parameters()).device
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
+        sync(device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync(device)
+            self.seconds += time.perf_counter() - t0
 
     def on_after_backward(self, state: TrainState, model: torch.nn.Module) -> None:
         step = state.step
         capture, keep = self._roles(step)
         if not (capture or keep):
             return
-        t0 = self._clock(model)
-        try:
+        with self._timed(model):
             self._grad_rows(step, capture, keep, model)
-        finally:
-            self.seconds += self._clock(model) - t0
 
     def _grad_rows(self, step: int, capture: bool, keep: bool, model: torch.nn.Module) -> None:
         prev = self._lagged(step).grad
@@ -273,11 +278,8 @@ class GeometryCapture(TrainerCallback):
         capture, keep = self._roles(step)
         if not (capture or keep):
             return
-        t0 = self._clock(model)
-        try:
+        with self._timed(model):
             self._weight_and_hidden_rows(step, capture, keep, model)
-        finally:
-            self.seconds += self._clock(model) - t0
 
     def _weight_and_hidden_rows(self, step: int, capture: bool, keep: bool, model: torch.nn.Module) -> None:
         prev = self._lagged(step)

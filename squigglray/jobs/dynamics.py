@@ -147,9 +147,8 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     store = ArtifactStore(data_dir)
     ensure_ray()
     opts = opts.resolved(cluster_cpus(), cfg.data.stream)
-    if cfg.data.stream and rows_per_step(cfg) % opts.workers_per_trial:
-        raise ConfigError(f"{opts.workers_per_trial} workers cannot share the {rows_per_step(cfg)} packed rows of a "
-                          f"step evenly: make train.global_batch_tokens / model.max_seq_len a multiple of them")
+    if cfg.data.stream:
+        rows_per_step(cfg, opts.workers_per_trial)
     check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
     exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash, opts.schedule_jitter)
     t0 = time.perf_counter()

@@ -148,7 +148,7 @@ def train_base(
     checkpoint_sink: Callable[[str | None, TrainState], None] | None = None,
     rank: int = 0,
     world: int = 1,
-    stream_epoch: Callable[[], Iterable[dict]] | None = None,
+    stream_epoch: Callable[[], Iterable[pa.Table]] | None = None,
 ) -> RunRecord | None:
     """Train (or continue from `resume_from`, a checkpoint folder this function wrote) and write the
     run's artifacts. Every `train.checkpoint_every` steps a resumable checkpoint (save_pretrained
@@ -159,13 +159,12 @@ def train_base(
     Train): each trains its shard of every batch; worker 0 alone captures geometry, runs the probes,
     checkpoints and writes the artifacts (the others' sinks get folder None; they return None).
 
-    With `data.stream`, `stream_epoch()` gives one pass over this worker's packed rows (Ray Train's
-    dataset shard); without it the stream is read here (training/stream.py `local_epoch`)."""
+    With `data.stream`, `stream_epoch()` gives one pass over this worker's examples (Ray Train's
+    dataset shard); without it the stream is read here (`data.stream.local_epoch`)."""
     lead = rank == 0
     rid = run_id_for(cfg)
-    if cfg.data.stream and rows_per_step(cfg) % world:
-        raise ValueError(f"{world} workers cannot share the {rows_per_step(cfg)} packed rows of a step evenly: "
-                         f"make train.global_batch_tokens / model.max_seq_len a multiple of {world}")
+    if cfg.data.stream:
+        rows_per_step(cfg, world)  # before any work
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
     prov = provenance(cfg, pool)

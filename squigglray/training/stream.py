@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase
 
+from squigglray.config import ConfigError
 from squigglray.data.stream import Encoded, StreamSource, TokenizeRows
 from squigglray.training.config import BaseTrainConfig
 from squigglray.training.data import packed_arrays, packed_batch
@@ -33,9 +34,14 @@ def stream_tokenizer(cfg: BaseTrainConfig, src: StreamSource, tokenizer: PreTrai
     return TokenizeRows(tokenizer, cfg.model.max_seq_len, src.kind, held_out, levels, families)
 
 
-def rows_per_step(cfg: BaseTrainConfig) -> int:
-    """Packed rows of `model.max_seq_len` tokens each step trains, over all workers."""
-    return cfg.train.global_batch_tokens // cfg.model.max_seq_len if cfg.train.global_batch_tokens else cfg.train.batch_size
+def rows_per_step(cfg: BaseTrainConfig, world: int = 1) -> int:
+    """Packed rows of `model.max_seq_len` tokens each step trains, over all workers (each of `world`
+    workers trains its share: a clear error when they cannot share them evenly)."""
+    rows = cfg.train.global_batch_tokens // cfg.model.max_seq_len if cfg.train.global_batch_tokens else cfg.train.batch_size
+    if rows % world:
+        raise ConfigError(f"{world} workers cannot share the {rows} packed rows of a step evenly: make "
+                          f"train.global_batch_tokens / model.max_seq_len a multiple of {world}")
+    return rows
 
 
 class StreamBatches:
