@@ -136,3 +136,30 @@ def fingerprint(h, table) -> None:
     """Every example's ids and prompt length, in order, whatever the table boundaries."""
     for ids, n in zip(table["ids"].to_pylist(), table["n_prompt"].to_pylist()):
         h.update(np.asarray(ids, dtype=np.int32).tobytes() + n.to_bytes(4, "little"))
+
+
+def test_a_streamed_run_resumed_from_its_checkpoint_writes_the_same_artifacts(shards, tmp_path):
+    """train_base on a stream (no Ray), checkpoint at step 4; continued from it in another store, the
+    run replays the stream's first 4 steps and writes the scalars and geometry of the uninterrupted run."""
+    import shutil
+
+    from squigglray.paths import ArtifactStore
+    from squigglray.training import run_id_for, train_base
+
+    cfg = stream_config(shards, "train.steps=8", "train.checkpoint_every=4", "train.micro_batch_size=4",
+                        "train.log_dense_until=8", "probes.enabled=true", "data.families=[arithmetic, mod_power]",
+                        "probes.a_per_family=2", "probes.b_per_family=2", "geometry.capture_batch_size=4",
+                        "curriculum=[{name: all, fraction: 1.0, levels: {easy: 1, medium: 1}}]")
+    kept = {}
+    full = ArtifactStore(tmp_path / "full")
+    train_base(cfg, full, progress=False,
+               checkpoint_sink=lambda folder, state: kept.setdefault(state.step, shutil.copytree(folder, tmp_path / "ck")))
+    resumed = ArtifactStore(tmp_path / "resumed")
+    train_base(cfg, resumed, progress=False, resume_from=kept[4])
+    rid = run_id_for(cfg)
+    for store in (full, resumed):
+        assert store.read_json(store.run_config(rid))["token_budget"] == 8 * 2048
+    scalars = [s.read_parquet(s.run_scalars(rid)).drop_columns(["wall_s"]).to_pylist() for s in (full, resumed)]
+    assert scalars[0] == scalars[1] and scalars[0][-1]["step"] == 8
+    geometry = [s.read_parquet(s.geometry_state(rid)).to_pylist() for s in (full, resumed)]
+    assert geometry[0] == geometry[1] and geometry[0]
