@@ -189,7 +189,7 @@ def seed_space(train_json: dict[str, Any], seeds: list[int], store_uri: str, thr
                         "threads": threads}, hooks)
     if schedule_jitter:
         space[JITTER_KEY] = schedule_jitter
-    if workers > 1 or train_json["data"].get("stream"):
+    if workers > 1 or train_json.get("data", {}).get("stream"):
         space.update({WORKERS_KEY: workers, "worker_resources": dict(worker_resources or {}),
                       "train_storage": train_storage, "max_failures": max_failures})
     return space
