@@ -38,7 +38,7 @@ OMR_COLUMNS = ["problem", "generated_solution"]
 
 @dataclass
 class Encoded:
-    ids: list[int]
+    ids: list[int]  # or an int32 array (a streamed example, a view into its Arrow batch)
     n_prompt: int  # leading tokens without loss: BOS and the prompt (and, in a later chunk, its context)
 
 
