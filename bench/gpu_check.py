@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  tokens/s {res['tokens_per_s']:,.0f} (all workers' trained tokens after the first logged step)")
     print(f"  peak memory {peak}; capture overhead {100 * res['capture_overhead']:+.1f}% "
           f"({res['capture_seconds']:.2f} s at a capture every {cfg.train.log_every} steps)")
-    print(f"  events {sum(1 for _ in store.read_parquet(store.events_candidates(rid)).to_pylist())}; "
+    print(f"  events {store.read_parquet(store.events_candidates(rid)).num_rows}; "
           f"report {store.full(store.experiment_dir(out['experiment_id']))}/report.md")
     return {**res, "run_id": rid, "experiment_id": out["experiment_id"], "data_dir": str(root)}
 

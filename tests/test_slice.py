@@ -361,7 +361,7 @@ def test_a_slice_streams_its_train_split_and_refuses_when_modified(built, tmp_pa
         "curriculum=[{name: all, fraction: 1.0, levels: {easy: 1, medium: 1, hard: 1}}]"])
     src = stream_source(cfg.data.slice, None, store)
     assert (src.slice_id, src.slice_hash) == (m.slice_id, m.hashes["items_sha256"])
-    examples = [ids for t in local_epoch(src, stream_tokenizer(cfg, src, nano_tokenizer, ()), 0)()
+    examples = [ids for t in local_epoch(src, stream_tokenizer(cfg, src, nano_tokenizer), 0)()
                 for ids in t["ids"].to_pylist()]
     train = [x for x in items if x.split == "train" and x.provenance.reference_solution]
     assert len(examples) == len(train)

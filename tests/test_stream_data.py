@@ -37,7 +37,7 @@ def shards(tmp_path_factory):
 def test_steps_fill_their_rows_and_a_resumed_stream_trains_the_same_steps(shards, nano_tokenizer):
     cfg = stream_config(shards)
     pool = build_pool(cfg)
-    epoch = local_epoch(pool.source, stream_tokenizer(cfg, pool.source, nano_tokenizer, ()), cfg.seed)
+    epoch = local_epoch(pool.source, stream_tokenizer(cfg, pool.source, nano_tokenizer), cfg.seed)
     rows, pad = rows_per_step(cfg), nano_tokenizer.pad_token_id
     assert rows == 8
     run = StreamBatches(epoch, rows, 256, pad, seed=0, micro_batch_size=4)
@@ -132,7 +132,7 @@ def test_ray_data_streams_the_local_examples_within_its_memory_budget(ray_sessio
     assert max(samples) <= 3 * budget_mb, f"object store peaked at {max(samples)} MiB for a {budget_mb} MiB budget"
     pool = build_pool(cfg, store)
     local_ids = hashlib.sha256()
-    for t in local_epoch(pool.source, stream_tokenizer(cfg, pool.source, nano_tokenizer, ()), cfg.seed)():
+    for t in local_epoch(pool.source, stream_tokenizer(cfg, pool.source, nano_tokenizer), cfg.seed)():
         fingerprint(local_ids, t)
     assert ray_ids.hexdigest() == local_ids.hexdigest()
 

@@ -116,23 +116,24 @@ def _train_seed(config: dict[str, Any], reporter_type: type[TuneReporter], check
 
 
 def stream_dataset(cfg: BaseTrainConfig, store_uri: str):
-    """The seed's training stream (training/stream.py) as a Ray Data pipeline: the files in the seed's
-    order, each read and tokenized by a task (`TokenizeFiles`) that yields blocks of about 1/16 of
-    `data.stream_memory_mb` (at least MIN_BLOCK), in small tasks beside the training workers. Returns the dataset and the DataConfig that keeps it
-    in order (so resumes replay it exactly) and within its memory budget."""
+    """The seed's training stream (squigglray/data/stream.py) as a Ray Data pipeline: the files in
+    the seed's order, each read and tokenized by a small task (`TokenizeFiles`) beside the training
+    workers, yielding blocks of about 1/16 of `data.stream_memory_mb` (at least MIN_BLOCK). Returns
+    the dataset and the DataConfig that keeps it in order (so resumes replay it exactly) and within
+    its memory budget."""
     import ray.data
     import ray.train
     from ray.data import DataContext, ExecutionOptions, ExecutionResources
 
-    from squigglray.paths import ArtifactStore
-    from squigglray.training.base import held_out_problems, tokenizer_for
-    from squigglray.training.data import build_pool
     from squigglray.data.stream import TokenizeFiles
+    from squigglray.paths import ArtifactStore
+    from squigglray.training.base import tokenizer_for
+    from squigglray.training.data import build_pool
     from squigglray.training.stream import stream_tokenizer
 
     store = ArtifactStore(store_uri)
     pool = build_pool(cfg, store)
-    tokenize = stream_tokenizer(cfg, pool.source, tokenizer_for(cfg, pool, store), held_out_problems(cfg))
+    tokenize = stream_tokenizer(cfg, pool.source, tokenizer_for(cfg, pool, store))
     budget = cfg.data.stream_memory_mb * 2**20
     DataContext.get_current().target_max_block_size = max(budget // 16, MIN_BLOCK)
     files = pool.source.files_for(cfg.seed)

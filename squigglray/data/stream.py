@@ -41,6 +41,11 @@ class Encoded:
     ids: list[int]  # or an int32 array (a streamed example, a view into its Arrow batch)
     n_prompt: int  # leading tokens without loss: BOS and the prompt (and, in a later chunk, its context)
 
+    @classmethod
+    def of(cls, tokenizer: "PreTrainedTokenizerBase", prompt: list[int], trace: list[int]) -> "Encoded":
+        """Every training example's layout: BOS, the prompt's ids (no loss), the trace's, EOS."""
+        return cls([tokenizer.bos_token_id, *prompt, *trace, tokenizer.eos_token_id], 1 + len(prompt))
+
 
 MIN_WINDOW = 16  # fewer trace tokens a chunk than this, and the example is dropped instead
 
@@ -151,7 +156,8 @@ def local_batches(src: StreamSource, seed: int) -> Iterator[pa.Table]:
 
 
 def sample_texts(src: StreamSource, n: int = TOKENIZER_SAMPLE) -> list[str]:
-    """The first `n` training texts (prompt and solution) of the stream in file order."""
+    """The first `n` training texts (prompt and solution) in seed 0's file order: every seed's
+    tokenizer is trained on the same texts."""
     out: list[str] = []
     for table in local_batches(src, seed=0):
         problems, solutions, _, _ = text_rows(table, src.kind)
@@ -186,7 +192,7 @@ class TokenizeRows:
             prompts = tok([format_prompt(problems[i]) for i in keep], add_special_tokens=False)["input_ids"]
             traces = tok([solutions[i] for i in keep], add_special_tokens=False)["input_ids"]
             for p, t in zip(prompts, traces):
-                out += chunks(Encoded([tok.bos_token_id, *p, *t, tok.eos_token_id], 1 + len(p)), self.row_len)
+                out += chunks(Encoded.of(tok, p, t), self.row_len)
         return pa.table({"ids": pa.array([e.ids for e in out], pa.list_(pa.int32())),
                          "n_prompt": pa.array([e.n_prompt for e in out], pa.int32())})
 

@@ -71,8 +71,8 @@ def train_flops_per_token(preset: str, vocab_size: int, seq_len: int, checkpoint
     layer, T / 2 keys on average); activation checkpointing runs each block's forward again (+2 per
     block parameter, + a third of the attention)."""
     h, layers, _, _ = dims(preset)
-    matmul, blocks, attention = layers * layer_weights(preset) + vocab_size * h, layers * layer_weights(preset), 6 * layers * h * seq_len
-    return 6 * matmul + attention + ((2 * blocks + attention // 3) if checkpointing else 0)
+    blocks, attention = layers * layer_weights(preset), 6 * layers * h * seq_len
+    return 6 * (blocks + vocab_size * h) + attention + ((2 * blocks + attention // 3) if checkpointing else 0)
 
 
 @dataclass(frozen=True)

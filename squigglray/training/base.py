@@ -83,13 +83,6 @@ def tokenizer_for(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore):
         return AutoTokenizer.from_pretrained(store.download_dir(rel, tmp))
 
 
-def held_out_problems(cfg: BaseTrainConfig) -> set[str]:
-    """The probes' problems, which a stream drops (a pool leaves them out of the probes instead)."""
-    from squigglray.eval.probes import probe_instances  # it imports training
-
-    return {x.problem for part in probe_instances(cfg, set()) for _, x in part} if cfg.probes.enabled else set()
-
-
 def _fresh_model(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore):
     tokenizer = tokenizer_for(cfg, pool, store)
     model = build_model(cfg.model.preset, tokenizer, cfg.model.max_seq_len, seed=cfg.seed, shape=cfg.model.shape)
@@ -163,8 +156,7 @@ def train_base(
     dataset shard); without it the stream is read here (`data.stream.local_epoch`)."""
     lead = rank == 0
     rid = run_id_for(cfg)
-    if cfg.data.stream:
-        rows_per_step(cfg, world)  # before any work
+    rows = rows_per_step(cfg, world) if cfg.data.stream else 0  # a step's packed rows, checked before any work
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
     prov = provenance(cfg, pool)
@@ -180,12 +172,12 @@ def train_base(
     if pool.source is not None:
         sampler = None
         epoch = stream_epoch or local_epoch(
-            pool.source, stream_tokenizer(cfg, pool.source, tokenizer, held_out_problems(cfg)), cfg.seed)
-        next_batch = StreamBatches(epoch, rows_per_step(cfg) // world, cfg.model.max_seq_len,
+            pool.source, stream_tokenizer(cfg, pool.source, tokenizer), cfg.seed)
+        next_batch = StreamBatches(epoch, rows // world, cfg.model.max_seq_len,
                                    tokenizer.pad_token_id, cfg.seed, cfg.train.micro_batch_size)
         phase_of, data_info = (lambda s: cfg.curriculum[0].name), {
-            "streamed": pool.source.kind, "rows_per_step": rows_per_step(cfg),
-            "token_budget": cfg.train.steps * rows_per_step(cfg) * cfg.model.max_seq_len}
+            "streamed": pool.source.kind, "rows_per_step": rows,
+            "token_budget": cfg.train.steps * rows * cfg.model.max_seq_len}
     else:
         sampler = CurriculumSampler(cfg, pool, tokenizer)
         if saved is not None:

@@ -75,7 +75,7 @@ def slice_pool(spec: str, store: ArtifactStore | None = None) -> Pool:
 def encode(tokenizer: PreTrainedTokenizerBase, inst: ProblemInstance | TextInstance) -> Encoded:
     prompt = tokenizer(format_prompt(inst.problem), add_special_tokens=False)["input_ids"]
     trace = tokenizer(inst.trace, add_special_tokens=False)["input_ids"]
-    return Encoded([tokenizer.bos_token_id, *prompt, *trace, tokenizer.eos_token_id], 1 + len(prompt))
+    return Encoded.of(tokenizer, prompt, trace)
 
 
 class CurriculumSampler:

@@ -24,14 +24,20 @@ from squigglray.training.config import BaseTrainConfig
 from squigglray.training.data import packed_arrays, packed_batch
 
 
-def stream_tokenizer(cfg: BaseTrainConfig, src: StreamSource, tokenizer: PreTrainedTokenizerBase,
-                     held_out: Iterable[str]) -> TokenizeRows:
+def held_out_problems(cfg: BaseTrainConfig) -> set[str]:
+    """The probes' problems, which a stream drops (a pool leaves them out of the probes instead)."""
+    from squigglray.eval.probes import probe_instances  # it imports training
+
+    return {x.problem for part in probe_instances(cfg, set()) for _, x in part} if cfg.probes.enabled else set()
+
+
+def stream_tokenizer(cfg: BaseTrainConfig, src: StreamSource, tokenizer: PreTrainedTokenizerBase) -> TokenizeRows:
     """The config's TokenizeRows: the curriculum's one phase selects levels (and families, where
-    it weights them); `held_out` (the probes' problems) never reaches training."""
+    it weights them); the probes' problems (`held_out_problems`) never reach training."""
     phase = cfg.curriculum[0]
     levels = [lv for lv, w in phase.levels.items() if w > 0]
     families = [f for f, w in phase.families.items() if w > 0] or None
-    return TokenizeRows(tokenizer, cfg.model.max_seq_len, src.kind, held_out, levels, families)
+    return TokenizeRows(tokenizer, cfg.model.max_seq_len, src.kind, held_out_problems(cfg), levels, families)
 
 
 def rows_per_step(cfg: BaseTrainConfig, world: int = 1) -> int:
