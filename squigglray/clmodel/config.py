@@ -7,7 +7,11 @@ trains on the project's families in a couple of minutes; `CLModelConfig.nano()` 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from squigglray.config import config_hash
 from squigglray.schemas.problems import STEP_TYPES
 
 # Reasoner operators: one per step_type of the families' traces (seed 000 §3.1), so traces supervise
@@ -120,3 +124,72 @@ class CLModelConfig:
                     rvq_dim=16, codebook_size=16, num_quantizers=3, d_state=32, steps=4, max_len=64)
         base.update(over)
         return cls(**base)
+
+
+# ------------------------------------------------------------------ a run: data, training, evaluation
+# (here, beside the model's sizes, so a job validates its config without importing torch)
+
+LOSS_NAMES = ("tok", "seq", "vq", "action", "stop", "arg", "invalid", "branch", "value", "tool", "index")
+
+
+class TrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(60, ge=0, description="steps per RVQ level in the staged warm-up")
+    joint_steps: int = Field(240, ge=0)
+    joint_lr_mult: float = Field(0.3, gt=0)
+    entry_lr_mult: float = Field(0.1, gt=0)
+    mask_prob: float = Field(0.15, ge=0, lt=1)
+    tool_dropout: float = Field(0.5, ge=0, le=1)
+    tools: Literal["none", "inprocess"] = "inprocess"
+    tool_timeout_s: float = Field(2.0, gt=0)
+    loss_weights: dict[str, float] = Field(default_factory=dict, description=f"override of {LOSS_NAMES}")
+    log_every: int = Field(20, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {LOSS_NAMES}")
+        return v
+
+
+class DataSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    families: list[str] | None = Field(None, description="None: every registered family")
+    n_per_family: int = Field(48, ge=1)
+    eval_per_family: int = Field(16, ge=1)
+    vocab_size: int = Field(512, ge=300, description="BPE tokenizer trained on the families' text")
+
+
+class EvalSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tools: Literal["none", "inprocess"] = "inprocess"
+    latency_examples: int = Field(32, ge=2)
+
+
+class ClmodelRunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "clmodel"
+    seed: int = 0
+    model: dict[str, Any] = Field(default_factory=dict, description="CLModelConfig fields")
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("model")
+    @classmethod
+    def _model_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        CLModelConfig.from_dict(v)  # a bad size or unknown field fails here, before any work
+        return v
+
+    def model_config_for(self, vocab_size: int, pad_id: int) -> CLModelConfig:
+        return CLModelConfig.from_dict({**self.model, "vocab_size": vocab_size, "pad_id": pad_id})
+
+
+def run_id(cfg: ClmodelRunConfig) -> str:
+    return f"clmodel-{cfg.name}-{config_hash(cfg)[:10]}"

@@ -10,57 +10,19 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squigglray import __version__
-from squigglray.clmodel.config import CLModelConfig
+from squigglray.clmodel.config import ClmodelRunConfig, run_id
 from squigglray.clmodel.data import build_examples, slice_hash
 from squigglray.clmodel.evaluate import evaluate
 from squigglray.clmodel.model import CLModel
-from squigglray.clmodel.train import TrainSection, train
+from squigglray.clmodel.train import train
 from squigglray.config import config_hash
 from squigglray.paths import ArtifactStore
-
-
-class DataSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    families: list[str] | None = Field(None, description="None: every registered family")
-    n_per_family: int = Field(48, ge=1)
-    eval_per_family: int = Field(16, ge=1)
-    vocab_size: int = Field(512, ge=300, description="BPE tokenizer trained on the families' text")
-
-
-class EvalSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tools: Literal["none", "inprocess"] = "inprocess"
-    latency_examples: int = Field(32, ge=2)
-
-
-class ClmodelRunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = "clmodel"
-    seed: int = 0
-    model: dict[str, Any] = Field(default_factory=dict, description="CLModelConfig fields")
-    data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
-    eval: EvalSection = Field(default_factory=EvalSection)
-
-    @field_validator("model")
-    @classmethod
-    def _model_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        CLModelConfig.from_dict(v)  # a bad size or unknown field fails here, before any work
-        return v
-
-    def model_config_for(self, vocab_size: int, pad_id: int) -> CLModelConfig:
-        return CLModelConfig.from_dict({**self.model, "vocab_size": vocab_size, "pad_id": pad_id})
-
-
-def run_id(cfg: ClmodelRunConfig) -> str:
-    return f"clmodel-{cfg.name}-{config_hash(cfg)[:10]}"
 
 
 def make_tokenizer(cfg: ClmodelRunConfig):

@@ -17,44 +17,13 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from squigglray.clmodel.config import CLModelConfig
+from squigglray.clmodel.config import LOSS_NAMES, CLModelConfig, TrainSection
 from squigglray.clmodel.data import IGNORE, Example, collate, family_op_sets
 from squigglray.clmodel.model import CLModel
-
-LOSS_NAMES = ("tok", "seq", "vq", "action", "stop", "arg", "invalid", "branch", "value", "tool", "index")
-
-
-class TrainSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(60, ge=0, description="steps per RVQ level in the staged warm-up")
-    joint_steps: int = Field(240, ge=0)
-    joint_lr_mult: float = Field(0.3, gt=0)
-    entry_lr_mult: float = Field(0.1, gt=0)
-    mask_prob: float = Field(0.15, ge=0, lt=1)
-    tool_dropout: float = Field(0.5, ge=0, le=1)
-    tools: Literal["none", "inprocess"] = "inprocess"
-    tool_timeout_s: float = Field(2.0, gt=0)
-    loss_weights: dict[str, float] = Field(default_factory=dict, description=f"override of {LOSS_NAMES}")
-    log_every: int = Field(20, ge=1)
-    threads: int | None = Field(None, ge=1)
-
-    @field_validator("loss_weights")
-    @classmethod
-    def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - set(LOSS_NAMES)
-        if unknown:
-            raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {LOSS_NAMES}")
-        return v
-
 
 def total_steps(cfg: CLModelConfig, t: TrainSection) -> int:
     return t.warmup_steps * cfg.num_quantizers + t.joint_steps

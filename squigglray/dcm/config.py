@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from squigglray.config import config_hash
 from squigglray.placement import Placement
 
 MODES = ("q", "a")
@@ -82,3 +83,8 @@ class DcmConfig(_Strict):
         if set(v) != set(MODES) or not all(w.strip() for w in v.values()):
             raise ValueError(f"mode_words needs a non-empty word for each of {list(MODES)}, got {v}")
         return v
+
+
+def experiment_id(cfg: DcmConfig) -> str:
+    """A DCM run's id: name, K, seed and config hash (the same config finds the same run)."""
+    return f"dcm-{cfg.name}-k{cfg.k}-s{cfg.seed}-{config_hash(cfg)[:10]}"

@@ -23,7 +23,7 @@ import torch
 
 from squigglray import __version__
 from squigglray.config import config_hash
-from squigglray.dcm.config import DcmConfig
+from squigglray.dcm.config import DcmConfig, experiment_id
 from squigglray.dcm.criteria import baselines, dataset_table, health, seed_converged
 from squigglray.dcm.data import QAPair, load_pairs, load_paraphrases
 from squigglray.dcm.optimizer import SlotResult, optimize
@@ -119,10 +119,6 @@ def run_stages(fz: Frozen, cfg: DcmConfig, pairs: list[QAPair], log=print, progr
         out["spot_check"] = [{k: r[k] for k in ("pair_id", "target", "decoded", "exact_match")} for r in good]
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def experiment_id(cfg: DcmConfig) -> str:
-    return f"dcm-{cfg.name}-k{cfg.k}-s{cfg.seed}-{config_hash(cfg)[:10]}"
 
 
 def load_frozen(cfg: DcmConfig, store: ArtifactStore):

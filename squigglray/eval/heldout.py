@@ -18,8 +18,6 @@ import asyncio
 from collections import defaultdict
 from typing import Any
 
-import torch
-
 from squigglray.engines import Completion, Engine, SamplingParams
 from squigglray.eval.run_code import MAX_OUTPUT_CHARS, SubprocessExecutor, run_many
 from squigglray.families import sample
@@ -78,8 +76,13 @@ class GreedyGenerate(Engine):
             raise ValueError("GreedyGenerate decodes greedily: n=1 and temperature=0")
         return [[c] for c in self.generate_sync(prompts, params)]
 
-    @torch.no_grad()
     def generate_sync(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        import torch  # here, not at the top: the quickstart's and probes' drivers import this module
+
+        with torch.no_grad():
+            return self._generate(prompts, params)
+
+    def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         tok = self.tokenizer
         stop_ids = [tok.eos_token_id]
         for s in params.stop:

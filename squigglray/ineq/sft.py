@@ -31,55 +31,13 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from squigglray.ineq.config import SftConfig
 
 Example = dict[str, str]
 LogFn = Callable[[str], Any]
-
-
-class SftConfig(BaseModel):
-    """What `run_sft` trains; one config plus data and seed gives the same weights on CPU."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("tiny", description="preset name (under the artifact store), save_pretrained folder or hub id")
-    epochs: float = Field(1.0, gt=0, description="passes over the training set; ignored when max_steps is set")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    lr: float = Field(5e-4, gt=0, lt=1)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    batch_size: int = Field(8, ge=1, description="examples per micro-batch")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    max_length: int = Field(512, ge=8, description="tokens per example (prompt + completion + EOS); longer ones "
-                                                   "are truncated at the end, which cuts the EOS")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0)
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
-    bf16: bool | Literal["auto"] = Field("auto", description="auto = bf16 mixed precision on CUDA, fp32 on CPU")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory (large models on GPU)")
-    threads: int = Field(0, ge=0, description="torch CPU threads during the run; 0 = leave torch's default")
-    report_to: Literal["none", "wandb"] = Field("none", description="wandb runs offline unless WANDB_MODE is set")
-    run_name: str | None = Field(None, description="tracker run name; default: the output folder's name")
-    eval_fraction: float = Field(0.0, ge=0, lt=1, description="held out from train when no eval set is given")
-    eval_steps: int | None = Field(None, ge=1, description="also evaluate every N steps (None: only before/after)")
-    eval_before: bool = Field(True, description="evaluate once before training, for the before/after comparison")
-    logging_steps: int = Field(10, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> SftConfig:
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device='cuda' but torch sees no CUDA device (torch {torch.__version__})")
-        return self
-
-    def use_cuda(self) -> bool:
-        return self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
-
-    def use_bf16(self) -> bool:
-        return self.use_cuda() if self.bf16 == "auto" else bool(self.bf16)
 
 
 def validate_examples(examples: list[dict], name: str = "train") -> list[Example]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squigglray.clmodel.run import ClmodelRunConfig, run_id, run_training
+from squigglray.clmodel.config import ClmodelRunConfig, run_id
 from squigglray.config import load_config, packaged_config
 from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.paths import ArtifactStore
@@ -36,6 +36,8 @@ def train_job(cfg: ClmodelRunConfig, data_dir: str | None = None, local: bool = 
     """log flushes: under `ray job submit` stdout is a file, and `ray job logs --follow` should see lines live."""
     store = ArtifactStore(data_dir)
     if local:
+        from squigglray.clmodel.run import run_training  # torch: imported by the run, not by --help
+
         out = run_training(cfg, store.location, log=log)
     else:
         import ray

@@ -23,9 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squigglray.config import ConfigError, Seeds, config_hash, load_config, packaged_config
-from squigglray.dcm.config import DcmConfig
+from squigglray.dcm.config import DcmConfig, experiment_id
 from squigglray.dcm.data import load_pairs
-from squigglray.dcm.run import experiment_id, run_one
 from squigglray.entry import JobArgs, make_command_parser, parse_command, run_module
 from squigglray.paths import ArtifactStore
 from squigglray.placement import DEFAULTS, MemoryClass, NamedPlacement, Placement, make_placement
@@ -176,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(DcmConfig, job.config or packaged_config(PACKAGED_CONFIG), job.overrides)
     log = functools.partial(print, flush=True)  # under `ray job submit` stdout is a file: lines go out live
     if command == "run":
+        from squigglray.dcm.run import run_one  # torch: imported by the run, not by --help
+
         out = run_one(cfg, job.data_dir, log=log)
         print(f"report: {out['experiment_id']}/report.md")
         return out

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # imported where a model is loaded: resolving a spec needs no transformers
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from squigglray.models.presets import PRESETS
 from squigglray.paths import ArtifactStore
@@ -33,6 +35,8 @@ def resolve_spec(spec: str, store: ArtifactStore | None = None) -> str:
 
 
 def load_model(spec: str, store: ArtifactStore | None = None, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     target = resolve_spec(spec, store)
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)

@@ -4,8 +4,11 @@ tiny) and the real-scale sizes seed 000 asks for (125m, 350m, 1.3b: grouped-quer
 
 from __future__ import annotations
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a model is built: the sizes above are read by configs without torch
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 PRESETS: dict[str, dict[str, int]] = {
     # unit tests: builds in well under a second
@@ -33,6 +36,8 @@ def llama_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: i
     """The preset's LlamaConfig; `shape` replaces some of its sizes (a preset's smoke at reduced width)."""
     if preset not in PRESETS:
         raise UnknownPreset(f"unknown model preset {preset!r}; presets: {sorted(PRESETS)}")
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=max_seq_len,
@@ -52,6 +57,9 @@ def build_model(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: in
                 device: str | torch.device | None = None, shape: dict[str, int] | None = None) -> LlamaForCausalLM:
     """A freshly initialized model; the same seed gives the same weights. `device="meta"`: the
     structure only, no memory (sizes of a 1.3B model on a laptop)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
     cfg = llama_config(preset, tokenizer, max_seq_len, shape)
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)

@@ -25,15 +25,11 @@ from squigglray.paths import ArtifactStore
 from squigglray.schemas import Provenance, RunRecord
 from squigglray.training.cadence import log_steps
 from squigglray.training.callbacks import ProgressCallback, TrainerCallback, TrainState
-from squigglray.training.config import BaseTrainConfig
+from squigglray.training.config import BaseTrainConfig, run_id_for
 from squigglray.training.data import CurriculumSampler, Pool, build_pool
 from squigglray.data.stream import local_epoch
 from squigglray.training.stream import StreamBatches, rows_per_step, stream_tokenizer
 from squigglray.training.trainer import Trainer, seed_everything
-
-
-def run_id_for(cfg: BaseTrainConfig) -> str:
-    return f"{cfg.name}-{cfg.model.preset}-{config_hash(cfg)[:10]}"
 
 
 def curriculum_label(cfg: BaseTrainConfig) -> str:

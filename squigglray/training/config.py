@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from squigglray.config import config_hash
 from squigglray.families import LEVELS, list_families
 from squigglray.models.presets import PRESETS
 
@@ -254,3 +255,8 @@ class BaseTrainConfig(_Strict):
 
     def levels_used(self) -> list[str]:
         return [lv for lv in ("easy", "medium", "hard") if any(p.levels.get(lv, 0) > 0 for p in self.curriculum)]
+
+
+def run_id_for(cfg: BaseTrainConfig) -> str:
+    """A training run's id: its name, preset and config hash (the same config finds the same run)."""
+    return f"{cfg.name}-{cfg.model.preset}-{config_hash(cfg)[:10]}"
