@@ -25,15 +25,17 @@ def _capture(monkeypatch, module, name):
 
 
 @pytest.mark.parametrize("module,argv,fn,model,packaged", [
-    ("squigglray.jobs.dcm", ["run"], "run_one", "squigglray.dcm.config:DcmConfig", "dcm_smoke"),
+    # the run's work is imported when it starts (torch), so it is replaced where it lives
+    ("squigglray.jobs.dcm", ["run"], "squigglray.dcm.run:run_one", "squigglray.dcm.config:DcmConfig", "dcm_smoke"),
     ("squigglray.jobs.dcm", ["sweep"], "run_sweep", "squigglray.dcm.config:DcmConfig", "dcm_smoke"),
     ("squigglray.jobs.ineq", ["run"], "run", "squigglray.ineq.config:IneqConfig", "ineq"),
-    ("squigglray.jobs.clmodel", ["train"], "train_job", "squigglray.clmodel.run:ClmodelRunConfig", "clmodel"),
+    ("squigglray.jobs.clmodel", ["train"], "train_job", "squigglray.clmodel.config:ClmodelRunConfig", "clmodel"),
 ])
 def test_packaged_default_config_on_both_paths(monkeypatch, module, argv, fn, model, packaged):
     mod_name, cls_name = model.split(":")
     expected = load_config(getattr(importlib.import_module(mod_name), cls_name), packaged_config(packaged))
-    seen = _capture(monkeypatch, module, fn)
+    where, _, name = fn.rpartition(":")
+    seen = _capture(monkeypatch, where or module, name)
     with pytest.raises(SystemExit):
         importlib.import_module(module).main(argv)
     assert seen["args"][0] == expected
