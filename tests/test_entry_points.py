@@ -74,11 +74,8 @@ def test_the_cli_prints_the_job_modules_own_help(name, verb):
 
 
 # Runs each job module as `python -m` runs it (runpy, as __main__, with its own sys.argv), in one
-# fresh interpreter: the heavy imports (torch) are paid once, not once per workflow. It also records
-# whether torch was imported by then: a workflow's --help (and a job driver that fails on its config)
-# imports no torch or transformers (~10 s of CPU a process), except the three below, whose drivers
-# build the training pool themselves; they run last.
-NEEDS_TORCH = ("squigglray.jobs.quickstart", "squigglray.jobs.train_base", "squigglray.jobs.probe_confirm")
+# fresh interpreter, recording whether torch or transformers was imported by then: a workflow's --help
+# (and a job driver that fails on its config) imports neither (~10 s of CPU in a fresh process).
 PYTHON_M = """
 import contextlib, io, json, runpy, sys
 out = {}
@@ -95,9 +92,9 @@ print(json.dumps(out))
 
 
 def test_python_m_prints_the_same_help_as_the_cli():
-    """`python -m squigglray.jobs.<w> --help` for every workflow, in a fresh interpreter; none but
-    NEEDS_TORCH imports torch to print it."""
-    modules = sorted((module for module, _ in WORKFLOWS.values()), key=lambda m: m in NEEDS_TORCH)
+    """`python -m squigglray.jobs.<w> --help` for every workflow, in a fresh interpreter, without
+    importing torch or transformers."""
+    modules = [module for module, _ in WORKFLOWS.values()]
     proc = subprocess.run([sys.executable, "-c", PYTHON_M, *modules], cwd=REPO, text=True, capture_output=True,
                           env={**os.environ, "COLUMNS": COLUMNS}, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -105,7 +102,7 @@ def test_python_m_prints_the_same_help_as_the_cli():
     for name, (module, _) in WORKFLOWS.items():
         assert shown[module][:2] == [0, cli_help(name)], name
     heavy = [m for m in modules if shown[m][2]]  # once torch is in, every later module shows it
-    assert heavy == [m for m in modules if m in NEEDS_TORCH], f"--help imported torch from {heavy[0]}"
+    assert not heavy, f"--help imported torch or transformers from {heavy[0]}"
 
 
 class _Stop(Exception):

@@ -9,15 +9,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 _HOME = {
-    "BaseTrainConfig": "config", "run_id_for": "config", "find_reusable": "base", "train_base": "base",
+    "BaseTrainConfig": "config", "run_id_for": "config", "find_reusable": "data", "train_base": "base",
     "TrainerCallback": "callbacks", "TrainState": "callbacks", "Trainer": "trainer",
 }
 __all__ = sorted(_HOME)
 
 if TYPE_CHECKING:
-    from squigglray.training.base import find_reusable, train_base
+    from squigglray.training.base import train_base
     from squigglray.training.callbacks import TrainerCallback, TrainState
     from squigglray.training.config import BaseTrainConfig, run_id_for
+    from squigglray.training.data import find_reusable
     from squigglray.training.trainer import Trainer
 
 

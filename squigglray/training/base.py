@@ -44,20 +44,6 @@ def provenance(cfg: BaseTrainConfig, pool: Pool) -> Provenance:
     )
 
 
-def find_reusable(cfg: BaseTrainConfig, store: ArtifactStore, slice_hash: str | None = None) -> RunRecord | None:
-    """The finished run of exactly this config and training data, if one exists under the store.
-
-    The data check matters: a change to a family's code changes the pool but not the config."""
-    rid = run_id_for(cfg)
-    rel = f"{store.run_dir(rid)}/run.json"
-    if not (store.exists(rel) and store.exists(f"{store.run_checkpoints(rid)}/final/config.json")):
-        return None
-    rec = RunRecord.model_validate(store.read_json(rel))
-    slice_hash = slice_hash or build_pool(cfg, store).slice_hash
-    same = rec.provenance.config_hash == config_hash(cfg) and rec.provenance.dataset_slice_hash == slice_hash
-    return rec if same else None
-
-
 def publish(store: ArtifactStore, name: str, run_id: str) -> None:
     store.write_json(store.model_pointer(name), {
         "run_id": run_id, "checkpoint": f"{store.run_checkpoints(run_id)}/final",

@@ -7,17 +7,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from transformers import PreTrainedTokenizerBase
 
 from squigglray.data.stream import Encoded, StreamSource, chunks, sample_texts, stream_source
 from squigglray.families import sample
+from squigglray.config import config_hash
 from squigglray.paths import ArtifactStore
 from squigglray.families.trace import format_prompt
 from squigglray.schemas.pool import TextInstance, as_text
 from squigglray.schemas.problems import ProblemInstance
-from squigglray.training.config import BaseTrainConfig, Phase
+from squigglray.schemas import RunRecord
+from squigglray.training.config import BaseTrainConfig, Phase, run_id_for
+
+if TYPE_CHECKING:  # torch is imported where batches are made: a driver that builds the pool needs none
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -55,6 +61,20 @@ def build_pool(cfg: BaseTrainConfig, store: ArtifactStore | None = None) -> Pool
                 h.update(f"{x.instance_id}\t{x.problem}\t{x.answer}\n".encode())
     digest = h.hexdigest()
     return Pool(items=items, slice_id=f"families-{digest[:12]}", slice_hash=digest)
+
+
+def find_reusable(cfg: BaseTrainConfig, store: ArtifactStore, slice_hash: str | None = None) -> RunRecord | None:
+    """The finished run of exactly this config and training data, if one exists under the store.
+
+    The data check matters: a change to a family's code changes the pool but not the config."""
+    rid = run_id_for(cfg)
+    rel = f"{store.run_dir(rid)}/run.json"
+    if not (store.exists(rel) and store.exists(f"{store.run_checkpoints(rid)}/final/config.json")):
+        return None
+    rec = RunRecord.model_validate(store.read_json(rel))
+    slice_hash = slice_hash or build_pool(cfg, store).slice_hash
+    same = rec.provenance.config_hash == config_hash(cfg) and rec.provenance.dataset_slice_hash == slice_hash
+    return rec if same else None
 
 
 def slice_pool(spec: str, store: ArtifactStore | None = None) -> Pool:
@@ -151,6 +171,8 @@ class CurriculumSampler:
             raise ValueError(f"worker {rank} of {world}: needs 0 <= rank < world <= train.batch_size "
                              f"({self.cfg.train.batch_size})")
 
+        import torch
+
         def next_batch(step: int) -> list[dict[str, torch.Tensor]]:
             rows = self._rows(step)
             mine, total = rows[rank::world], torch.tensor(sum(len(r.ids) - r.n_prompt for r in rows))
@@ -162,6 +184,8 @@ class CurriculumSampler:
 
 def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids; labels are -100 on the prompt and padding, so loss is on the trace only."""
+    import torch
+
     width = max(len(r.ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -213,6 +237,8 @@ def packed_arrays(bins: list[list[Encoded]], width: int, pad_id: int) -> dict[st
 def packed_batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Packed rows (`packed_arrays`) as a model batch, trimmed to the longest row: a block-diagonal
     causal mask per example, so its logits equal those of an unpacked forward pass."""
+    import torch
+
     seg = torch.as_tensor(arrays["segment_ids"])
     width = int((seg >= 0).sum(dim=1).max())
     seg = seg[:, :width]
