@@ -5,23 +5,19 @@ nor transformers, so configs that validate a preset stay cheap to import."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from squigglray.lazy import lazy_names
 
 _HOME = {
     "ModelNotFound": "loading", "load_model": "loading", "resolve_spec": "loading",
     "PRESETS": "presets", "UnknownPreset": "presets", "build_model": "presets", "count_params": "presets",
     "llama_config": "presets", "train_tokenizer": "tokenizer",
 }
-__all__ = sorted(_HOME)
+__getattr__, __all__ = lazy_names(__name__, _HOME)
 
 if TYPE_CHECKING:
     from squigglray.models.loading import ModelNotFound, load_model, resolve_spec
     from squigglray.models.presets import PRESETS, UnknownPreset, build_model, count_params, llama_config
     from squigglray.models.tokenizer import train_tokenizer
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -5,14 +5,15 @@ Names resolve on first use (PEP 562), so a process that only reads configs (`squ
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from squigglray.lazy import lazy_names
 
 _HOME = {
     "BaseTrainConfig": "config", "run_id_for": "config", "find_reusable": "data", "train_base": "base",
     "TrainerCallback": "callbacks", "TrainState": "callbacks", "Trainer": "trainer",
 }
-__all__ = sorted(_HOME)
+__getattr__, __all__ = lazy_names(__name__, _HOME)
 
 if TYPE_CHECKING:
     from squigglray.training.base import train_base
@@ -21,8 +22,3 @@ if TYPE_CHECKING:
     from squigglray.training.data import find_reusable
     from squigglray.training.trainer import Trainer
 
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
