@@ -143,3 +143,39 @@ def test_packaged_default_config_is_the_same_on_both_paths(argv, module, work, p
     r = CliRunner().invoke(app, argv)  # squigglray <w> ...
     assert isinstance(r.exception, _Stop), r.output
     assert seen == [_packaged(*packaged)] * 2
+
+
+# A job whose config is wrong stops before any work, and before paying for torch (~10 s of CPU in a
+# fresh process): each of these fails on one field, in one fresh interpreter. The field is one that
+# pydantic checks last, so every section before it (the SFT section's CUDA check included) has run.
+BAD_CONFIG = {
+    "squigglray.jobs.clmodel": (["train", "--set", "eval.latency_examples=1"], "eval.latency_examples"),
+    "squigglray.jobs.ineq": (["run", "--set", "eval.max_new_tokens=0"], "eval.max_new_tokens"),
+    "squigglray.jobs.dcm": (["run", "--set", "k=0"], "k"),
+    "squigglray.jobs.dynamics": (["--set", "train.steps=0"], "train.steps"),
+}
+BAD_CONFIG_RUN = """
+import contextlib, io, json, runpy, sys
+out = {}
+for module, argv in json.loads(sys.argv[1]).items():
+    err = io.StringIO()
+    sys.argv = [module, *argv]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            out[module] = [e.code, err.getvalue(), "torch" in sys.modules or "transformers" in sys.modules]
+print(json.dumps(out))
+"""
+
+
+def test_a_bad_config_fails_before_torch_is_imported():
+    argv = {module: args for module, (args, _) in BAD_CONFIG.items()}
+    proc = subprocess.run([sys.executable, "-c", BAD_CONFIG_RUN, json.dumps(argv)], cwd=REPO, text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    for module, (_, field) in BAD_CONFIG.items():
+        code, message, heavy = shown[module]
+        assert code not in (0, None) and field in message, (module, message[-500:])
+        assert not heavy, f"{module} imported torch before reporting its bad config"

@@ -22,7 +22,6 @@ def _placement(what: str, cpus: float, gpus: float, memory_class: str | None,
     return make_placement(what, cpus=cpus, gpus=gpus, memory_class=memory_class, accelerator_type=accelerator_type)
 
 
-
 class SftConfig(BaseModel):
     """What `run_sft` trains; one config plus data and seed gives the same weights on CPU."""
 
@@ -54,9 +53,11 @@ class SftConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SftConfig:
-        import torch  # here, not at the top: reading a config never imports torch
+        if self.device != "cuda":
+            return self  # reading a config imports no torch; asking for CUDA checks that it is there
+        import torch
 
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if not torch.cuda.is_available():
             raise ValueError(f"device='cuda' but torch sees no CUDA device (torch {torch.__version__})")
         return self
 
