@@ -20,4 +20,3 @@ if TYPE_CHECKING:
     from squigglray.models.loading import ModelNotFound, load_model, resolve_spec
     from squigglray.models.presets import PRESETS, UnknownPreset, build_model, count_params, llama_config
     from squigglray.models.tokenizer import train_tokenizer
-

@@ -1,7 +1,7 @@
 """From-scratch causal-LM training with a curriculum, a cadence, callbacks and Parquet scalars.
 
 Names resolve on first use (PEP 562), so a process that only reads configs (`squigglray dynamics
---help`, a Ray Train controller, a job driver validating its config) does not import torch."""
+--help`, a job driver validating its config) does not import torch."""
 
 from __future__ import annotations
 
@@ -21,4 +21,3 @@ if TYPE_CHECKING:
     from squigglray.training.config import BaseTrainConfig, run_id_for
     from squigglray.training.data import find_reusable
     from squigglray.training.trainer import Trainer
-
