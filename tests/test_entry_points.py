@@ -79,29 +79,36 @@ def test_the_cli_prints_the_job_modules_own_help(name, verb):
 PYTHON_M = """
 import contextlib, io, json, runpy, sys
 out = {}
-for module in sys.argv[1:]:
-    buf = io.StringIO()
-    sys.argv = [module, "--help"]
-    with contextlib.redirect_stdout(buf):
+for module, argv in json.loads(sys.argv[1]).items():
+    buf, err = io.StringIO(), io.StringIO()
+    sys.argv = [module, *argv]
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
         try:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         except SystemExit as e:
-            out[module] = [e.code, buf.getvalue(), "torch" in sys.modules or "transformers" in sys.modules]
+            heavy = "torch" in sys.modules or "transformers" in sys.modules
+            out[module] = [e.code, buf.getvalue(), err.getvalue(), heavy]
 print(json.dumps(out))
 """
+
+
+def python_m(argv: dict[str, list[str]]) -> dict[str, list]:
+    """{module: [exit code, stdout, stderr, torch or transformers imported by then]} of `python -m
+    <module> <argv>` for each module, in one fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", PYTHON_M, json.dumps(argv)], cwd=REPO, text=True,
+                          capture_output=True, env={**os.environ, "COLUMNS": COLUMNS}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_python_m_prints_the_same_help_as_the_cli():
     """`python -m squigglray.jobs.<w> --help` for every workflow, in a fresh interpreter, without
     importing torch or transformers."""
     modules = [module for module, _ in WORKFLOWS.values()]
-    proc = subprocess.run([sys.executable, "-c", PYTHON_M, *modules], cwd=REPO, text=True, capture_output=True,
-                          env={**os.environ, "COLUMNS": COLUMNS}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    shown = python_m({module: ["--help"] for module in modules})
     for name, (module, _) in WORKFLOWS.items():
         assert shown[module][:2] == [0, cli_help(name)], name
-    heavy = [m for m in modules if shown[m][2]]  # once torch is in, every later module shows it
+    heavy = [m for m in modules if shown[m][3]]  # once torch is in, every later module shows it
     assert not heavy, f"--help imported torch or transformers from {heavy[0]}"
 
 
@@ -154,28 +161,10 @@ BAD_CONFIG = {
     "squigglray.jobs.dcm": (["run", "--set", "k=0"], "k"),
     "squigglray.jobs.dynamics": (["--set", "train.steps=0"], "train.steps"),
 }
-BAD_CONFIG_RUN = """
-import contextlib, io, json, runpy, sys
-out = {}
-for module, argv in json.loads(sys.argv[1]).items():
-    err = io.StringIO()
-    sys.argv = [module, *argv]
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        except SystemExit as e:
-            out[module] = [e.code, err.getvalue(), "torch" in sys.modules or "transformers" in sys.modules]
-print(json.dumps(out))
-"""
-
-
 def test_a_bad_config_fails_before_torch_is_imported():
-    argv = {module: args for module, (args, _) in BAD_CONFIG.items()}
-    proc = subprocess.run([sys.executable, "-c", BAD_CONFIG_RUN, json.dumps(argv)], cwd=REPO, text=True,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    shown = python_m({module: args for module, (args, _) in BAD_CONFIG.items()})
     for module, (_, field) in BAD_CONFIG.items():
-        code, message, heavy = shown[module]
+        code, out, err, heavy = shown[module]
+        message = out + err
         assert code not in (0, None) and field in message, (module, message[-500:])
         assert not heavy, f"{module} imported torch before reporting its bad config"
