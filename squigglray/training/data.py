@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from squigglray.config import config_hash
 from squigglray.data.stream import Encoded, StreamSource, chunks, sample_texts, stream_source
 from squigglray.families import sample
-from squigglray.config import config_hash
-from squigglray.paths import ArtifactStore
 from squigglray.families.trace import format_prompt
+from squigglray.paths import ArtifactStore
+from squigglray.schemas import RunRecord
 from squigglray.schemas.pool import TextInstance, as_text
 from squigglray.schemas.problems import ProblemInstance
-from squigglray.schemas import RunRecord
 from squigglray.training.config import BaseTrainConfig, Phase, run_id_for
 
 if TYPE_CHECKING:  # torch is imported where batches are made: a driver that builds the pool needs none
