@@ -28,7 +28,7 @@ def settings(device: str, steps: int) -> tuple[list[str], dict]:
     if device == "cpu":
         return common + [f"model.shape={json.dumps(REDUCED)}", "model.max_seq_len=256", "model.vocab_size=512",
                          "train.global_batch_tokens=2048", "train.micro_batch_size=2", "train.precision=fp32",
-                         "data.stream_memory_mb=16"], {"seeds": [0], "workers_per_trial": 2}
+                         "data.stream_memory_mb=16", "probes.max_new_tokens=16"], {"seeds": [0], "workers_per_trial": 2}
     return common + ["train.global_batch_tokens=32768", "train.micro_batch_size=8", "train.precision=bf16"], \
         {"seeds": [0], "workers_per_trial": 1, "gpus_per_trial": 1}
 
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{manifest.slice_id}, {res['world_size']} worker(s), {cfg.train.steps} steps")
     print(f"  tokens/s {res['tokens_per_s']:,.0f} (all workers' trained tokens after the first logged step)")
     print(f"  peak memory {peak}; capture overhead {100 * res['capture_overhead']:+.1f}% "
-          f"({res['capture_seconds']:.2f} s at a capture every {cfg.train.log_every} steps)")
+          f"({res['capture_seconds']:.2f} s at a capture every {cfg.train.log_every} steps); "
+          f"probes {res['probe_seconds']:.2f} s")
     print(f"  events {store.read_parquet(store.events_candidates(rid)).num_rows}; "
           f"report {store.full(store.experiment_dir(out['experiment_id']))}/report.md")
     return {**res, "run_id": rid, "experiment_id": out["experiment_id"], "data_dir": str(root)}

@@ -196,3 +196,15 @@ def read_items(spec: str, store: ArtifactStore | None = None, split: str | None 
     items = items_from_table(pq.read_table(io.BytesIO(data)), st.full(_join(rel, ITEMS)))
     return manifest, [x for x in items if split is None or x.split == split]
 
+
+
+def split_heads(items: list[PoolItem], split: str, per_family: int,
+                families: list[str] | None = None) -> list[PoolItem]:
+    """The first `per_family` items (in rank order) of each family in one split of a slice, families
+    in name order (all of the split's, or `families`): the fixed evaluation sets that probes take
+    from a slice's held-out splits."""
+    by_family: dict[str, list[PoolItem]] = {}
+    for x in items:
+        if x.split == split and (families is None or x.family_id in families):
+            by_family.setdefault(x.family_id, []).append(x)
+    return [x for fam in sorted(by_family) for x in sorted(by_family[fam], key=lambda x: x.rank)[:per_family]]

@@ -92,6 +92,7 @@ class GreedyGenerate(Engine):
             stop_ids.append(i)
         tok.padding_side = "left"
         enc = tok([tok.bos_token + t for t in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}  # a training run's model may sit on a GPU
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=params.max_tokens, eos_token_id=stop_ids,
                                   pad_token_id=tok.pad_token_id)
         completions = []

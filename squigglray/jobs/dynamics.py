@@ -150,6 +150,10 @@ def run_dynamics(cfg: BaseTrainConfig, opts: DynamicsOptions | None = None, data
     if cfg.data.stream:
         rows_per_step(cfg, opts.workers_per_trial)
     check_feasible(opts.trial_placement(), what=f"a seed trial of the {cfg.name} experiment")  # before any work
+    if cfg.data.slice:  # probes from its held-out splits: a slice without them fails here, not in a trial
+        from squigglray.eval.probes import probe_instances
+
+        probe_instances(cfg, set(), store)
     exp_id = experiment_id(cfg, opts.seeds, slice_hash or build_pool(cfg, store).slice_hash, opts.schedule_jitter)
     t0 = time.perf_counter()
     runs = train_seeds(cfg, opts, store, exp_id, reuse, hooks)

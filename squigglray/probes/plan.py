@@ -186,7 +186,7 @@ def slice_parts(cfg: ProbeConfig, store: ArtifactStore, trained: set[str]) -> tu
     train split (in rank order, leaving out problems the base trained on), controls from the probed
     families' next train items."""
     from squigglray.config import ConfigError
-    from squigglray.data.slice import read_items
+    from squigglray.data.slice import read_items, split_heads
 
     manifest, items = read_items(cfg.data.slice, store)
     by = {}
@@ -202,7 +202,7 @@ def slice_parts(cfg: ProbeConfig, store: ArtifactStore, trained: set[str]) -> tu
     e, n = cfg.eval, cfg.data.n_instances
 
     def evals(split: str, k: int) -> list:
-        return [(x.difficulty, as_text(x)) for (s, _), xs in sorted(by.items()) if s == split for x in xs[:k]]
+        return [(x.difficulty, as_text(x)) for x in split_heads(items, split, k)]
 
     targets = {f: Target(family_id=f, role="family", level=cfg.data.level,
                          instances=[as_text(x) for x in by[("train", f)][:n]]) for f in fams}

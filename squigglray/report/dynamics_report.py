@@ -97,6 +97,42 @@ def _q(tests: list[dict], name: str) -> str:
     return next((_p(t["q_value"]) for t in tests if t["test"] == name), "n/a")
 
 
+def data_text(cfg) -> str:
+    """What the runs trained on, as the config has it (the report never assumes the families)."""
+    d = cfg.data
+    if d.slice:
+        return f"the train split of the slice `{d.slice}`" + (" streamed through Ray Data" if d.stream else "")
+    if d.parquet:
+        return f"the OpenMathReasoning shards `{d.parquet}` streamed through Ray Data"
+    return "the synthetic families " + ", ".join(f"`{f}`" for f in d.resolved_families())
+
+
+def probes_text(cfg) -> str:
+    """Where probes A and B come from and how their answer accuracy is measured."""
+    p = cfg.probes
+    if not p.enabled:
+        return "Probes: none (probes.enabled is false)."
+    if cfg.data.slice:
+        where = (f"probe A is the first {p.a_per_family} items per family of the slice's `probe_a` split, probe B the "
+                 f"first {p.b_per_family} of its `holdout` split (both kept disjoint from its train split when the "
+                 "slice was built)")
+    else:
+        b_fams = ", ".join(sorted(p.b_families)) or "the training families"
+        where = (f"probe A is {p.a_per_family} held-out instances per training family and level, probe B "
+                 f"{p.b_per_family} per family of {b_fams} at the levels {', '.join(p.b_levels)}; instances of the "
+                 "synthetic families")
+        if cfg.data.parquet:
+            where += ", not of the training data's distribution"
+    if p.answer_mode(on_slice=bool(cfg.data.slice)) == "generate":
+        how = (f"answer accuracy is free greedy tool-integrated generation (up to {p.max_new_tokens} tokens, one code "
+               "round) whose final answer math-verify judges equal to the reference answer (a restated computation, "
+               "one writing more numbers than the reference, counts as wrong)")
+    else:
+        how = ("answer accuracy is exact greedy reproduction of the reference solution (a lower bound of solving, "
+               "not the accuracy of free generation)")
+    return f"Probes: {where}; {how}."
+
+
 def _families_line(rows: list[dict], near: bool, limit: int = 4) -> str:
     """How many structural families (away from / near the schedule), how many survive BH, the strongest."""
     picked = sorted((r for r in rows if r["near_schedule"] == near and r["p_value"] is not None),
@@ -124,12 +160,12 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
     lines = [
         f"# Dynamics experiment `{summary['experiment_id']}`", "",
         f"{len(runs)} seeds ({seeds}) of one config: the `{cfg.model.preset}` Llama-style model trained from scratch "
-        f"for {cfg.train.steps} steps on {'the slice ' + repr(cfg.data.slice) if cfg.data.slice else 'the synthetic families'}, "
+        f"for {cfg.train.steps} steps on {data_text(cfg)}, "
         "geometry captured and probes A/B evaluated at the logging cadence "
         f"(log-spaced until step {cfg.train.log_dense_until}, then every {cfg.train.log_every}). squigglray "
         f"{summary['package_version']}."
         + (f" Desynchronized-schedule control: each seed's warmup end and curriculum switches moved by up to "
-           f"+-{jitter:.0%}." if jitter else ""), "",
+           f"+-{jitter:.0%}." if jitter else ""), "", probes_text(cfg), "",
         "| seed | run | events (geometry + loss) | probe-A jumps | probe-B jumps |", "|---:|---|---:|---:|---:|",
         *[f"| {s} | `{r}` | {summary['events_per_run'][r]} | {len(summary['probe_a_jumps'][r])} | "
           f"{len(summary['probe_b_jumps'][r])} |" for s, r in runs.items()],
@@ -200,8 +236,7 @@ def experiment_markdown(summary: dict[str, Any], cfg, families: pa.Table, per_ev
         "- No claim that any event causes a capability change: the tests are about timing only.",
         "- No claim beyond this model, data and schedule: scale and architecture invariance are untested.",
         "- An event family is a candidate, not a consensus event: three seeds cannot establish one.",
-        "- Answer accuracy on the probes is exact greedy reproduction of the reference solution "
-        "(a lower bound of solving), not the accuracy of free generation.", "",
+        "- Answer accuracy is what the probes measure (above), on their few instances; not a benchmark score.", "",
         "## Limitations", "",
         f"- {len(runs)} seeds and a {cfg.model.preset} model: little statistical power. The tests are calibrated on "
         "simulated experiments, not on real null runs; H1's null treats layers and matrices as exchangeable, so a "

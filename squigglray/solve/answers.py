@@ -274,6 +274,14 @@ def as_aimo_integer(s: str | None) -> int | None:
     return v if AIMO_MIN <= v <= AIMO_MAX else None
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def number_count(s: str | None) -> int:
+    """How many numbers an answer writes, once normalized ("1,000" and "x = 7" write one)."""
+    return len(_NUMBER.findall(normalize_answer(s))) if s else 0
+
+
 def is_correct(answer: str | None, gold) -> bool:
     """Both AIMO integers and equal (so "34 apples" is right for 34); otherwise equal normalized
     text (non-empty). No mathematics here: "y = 2x+1" is not "x = 2x+1", and "1/2" is not

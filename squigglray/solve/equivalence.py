@@ -18,10 +18,10 @@ from __future__ import annotations
 import importlib.util
 import threading
 
-from squigglray.solve.answers import normalize_answer
+from squigglray.solve.answers import extract_answer, normalize_answer, number_count
 from squigglray.verify.worker import TimedWorker, WorkerError, WorkerTimeout
 
-__all__ = ["EquivalenceChecker"]
+__all__ = ["EquivalenceChecker", "judge_answer"]
 
 _WORKER_MODULE = "squigglray.solve.equivalence_worker"
 
@@ -107,3 +107,18 @@ class EquivalenceChecker:
             if e.remote_type == "WorkerStartError":  # math-verify cannot run here: degrade for good
                 self.backend = "string"
             return False
+
+
+def judge_answer(completion: str | None, gold: str | None, checker: EquivalenceChecker) -> bool:
+    """The project's answer judge: is the final answer of `completion` (`extract_answer`: the last
+    box, or a stated final answer) the reference answer `gold`, as math-verify compares them?
+
+    One guard in front of math-verify, which evaluates what it parses: restating the question in a
+    box ("\\boxed{\\gcd(81, 45)}", "\\boxed{8*4 + 8*7 - 46}") would equal 9 and 42. An answer that
+    writes more numbers than the reference is a computation left undone, and counts as wrong. Its
+    cost: a correct answer in a less reduced form than the reference ("2\\sqrt{2}" for "\\sqrt{8}") is
+    refused too (tests/test_probe_answers.py measures both sides)."""
+    pred = extract_answer(completion)
+    if pred is None or gold is None or number_count(pred) > number_count(str(gold)):
+        return False
+    return checker.equivalent(pred, str(gold))

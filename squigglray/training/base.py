@@ -73,19 +73,34 @@ def _fresh_model(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore):
     return model, tokenizer
 
 
-def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, store: ArtifactStore
-                 ) -> tuple[list[TrainerCallback], Any]:
+def _held_out(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore) -> tuple[list, list] | None:
+    """The instances of probes A and B (geometry captures on A), drawn before any model is built, so
+    a slice without held-out items fails first."""
+    from squigglray.eval.probes import probe_instances  # it imports training
+
+    return probe_instances(cfg, pool.problems(), store) if cfg.probes.enabled or cfg.geometry.enabled else None
+
+
+def _instruments(cfg: BaseTrainConfig, held_out: tuple[list, list] | None, tokenizer, prov: Provenance,
+                 store: ArtifactStore) -> tuple[list[TrainerCallback], Any, Any]:
     """Probe A/B evaluation and geometry capture at the logging cadence, as configured; the probe
     manifest (instances and hashes) is written once per run."""
-    from squigglray.eval.probes import ProbeCallback, build_probes, capture_batch  # they import training
+    from squigglray.eval.probes import Generation, ProbeCallback, capture_batch, encode_probes  # they import training
     from squigglray.geometry.capture import GeometryCapture
+    from squigglray.solve.equivalence import EquivalenceChecker
 
-    if not (cfg.probes.enabled or cfg.geometry.enabled):
-        return [], None
-    probe_a, probe_b = build_probes(cfg, tokenizer, pool.problems())
-    cbs: list[TrainerCallback] = [ProbeCallback([probe_a, probe_b])] if cfg.probes.enabled else []
+    if held_out is None:
+        return [], None, None
+    probe_a, probe_b = encode_probes(cfg, tokenizer, held_out)
+    answer = cfg.probes.answer_mode(on_slice=bool(cfg.data.slice))
+    generation = (Generation(tokenizer, cfg.probes.max_new_tokens, cfg.eval.code_timeout_s, EquivalenceChecker(),
+                             cfg.model.max_seq_len) if answer == "generate" else None)
+    probes = ProbeCallback([probe_a, probe_b], generation) if cfg.probes.enabled else None
+    cbs: list[TrainerCallback] = [probes] if probes else []
     geometry = None
-    manifest = {"probes": {p.name: p.manifest() for p in (probe_a, probe_b)} if cfg.probes.enabled else {}}
+    manifest = {"probes": {p.name: p.manifest() for p in (probe_a, probe_b)} if cfg.probes.enabled else {},
+                "source": f"slice {cfg.data.slice}" if cfg.data.slice else "synthetic families",
+                "answer_acc": answer}
     if cfg.geometry.enabled:
         steps = log_steps(cfg.train.steps, cfg.train.log_dense_until, cfg.train.log_every)
         geometry = GeometryCapture(steps, capture_batch(probe_a, cfg.geometry.capture_batch_size), prov,
@@ -93,15 +108,16 @@ def _instruments(cfg: BaseTrainConfig, pool: Pool, tokenizer, prov: Provenance, 
         manifest["capture_batch_hash"] = geometry.capture_batch_hash
         cbs.append(geometry)
     store.write_json(f"{store.run_dir(prov.run_id)}/probes.json", manifest)
-    return cbs, geometry
+    return cbs, geometry, probes
 
 
-def resources(trainer: Trainer, state: TrainState, geometry) -> dict[str, Any]:
+def resources(trainer: Trainer, state: TrainState, geometry, probes=None) -> dict[str, Any]:
     """What the run cost where it ran (runs/<run_id>/resources.json; timings, so outside run.json and
     the scalars, which repeat exactly). Rates are over the steps after the first logged one, which
     also waits for the model's first compile and the data pipeline's start: trained tokens per
     second, and the capture's seconds against the rest of the steps' (its overhead at the run's
-    cadence); the device's peak allocated memory on CUDA."""
+    cadence); the probes' seconds (both counted in the steps' wall time); the device's peak
+    allocated memory on CUDA."""
     first = trainer.history[0] if trainer.history and trainer.history[0]["step"] < state.step else None
     steady = state.wall_s - (first["wall_s"] if first else 0.0)
     capture = geometry.seconds if geometry is not None else None
@@ -109,6 +125,7 @@ def resources(trainer: Trainer, state: TrainState, geometry) -> dict[str, Any]:
             "tokens_per_s": (state.tokens_seen - (first["tokens_seen"] if first else 0)) / max(steady, 1e-9),
             "capture_seconds": capture,
             "capture_overhead": capture / max(steady - capture, 1e-9) if capture is not None else None,
+            "probe_seconds": probes.seconds if probes is not None else None,
             "peak_memory_gib": (torch.cuda.max_memory_allocated(trainer.device) / 2**30
                                 if trainer.device.type == "cuda" else None)}
 
@@ -141,6 +158,7 @@ def train_base(
     rows = rows_per_step(cfg, world) if cfg.data.stream else 0  # a step's packed rows, checked before any work
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
+    held_out = _held_out(cfg, pool, store) if lead else None
     prov = provenance(cfg, pool)
     saved = None
     if resume_from is not None:
@@ -171,7 +189,7 @@ def train_base(
     if lead:
         store.write_json(store.run_config(rid), {
             "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(), **data_info})
-    instruments, geometry = _instruments(cfg, pool, tokenizer, prov, store) if lead else ([], None)
+    instruments, geometry, probes = _instruments(cfg, held_out, tokenizer, prov, store) if lead else ([], None, None)
 
     def save_to(folder: str) -> None:
         model.save_pretrained(folder)
@@ -218,7 +236,7 @@ def train_base(
         final_loss=trainer.history[-1]["loss"], config=cfg.model_dump(mode="json"),
     )
     store.write_text(f"{store.run_dir(rid)}/run.json", record.to_json())
-    store.write_json(f"{store.run_dir(rid)}/resources.json", resources(trainer, state, geometry))
+    store.write_json(f"{store.run_dir(rid)}/resources.json", resources(trainer, state, geometry, probes))
     publish(store, cfg.model.preset, rid)
     torch.set_grad_enabled(True)
     return record

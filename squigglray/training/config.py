@@ -170,14 +170,28 @@ class GeometrySection(_Strict):
 
 class ProbeSection(_Strict):
     """Probes A (training families, held-out instances) and B (holdout: other families or harder
-    levels), fixed per run and evaluated at the logging cadence (seed 000 §5.1)."""
+    levels), fixed per run and evaluated at the logging cadence (seed 000 §5.1). With `data.slice`
+    both come from the slice's own held-out splits (probe_a and holdout, contamination-checked when
+    the slice was built) and the seed, levels and families below other than `a/b_per_family` do not
+    apply."""
 
     enabled: bool = True
-    seed: int = Field(2_000_003, ge=0, description="instance seed of both probes")
+    seed: int = Field(2_000_003, ge=0, description="instance seed of both probes (synthetic families)")
     a_per_family: int = Field(3, ge=1, le=64)
     b_per_family: int = Field(3, ge=1, le=64)
-    b_levels: list[str] = Field(default_factory=lambda: ["hard"], description="levels of probe B")
+    b_levels: list[str] = Field(default_factory=lambda: ["hard"], description="levels of probe B (synthetic families)")
     b_families: list[str] = Field(default_factory=list, description="families of probe B; empty = training families")
+    answer: Literal["auto", "exact", "generate"] = Field(
+        "auto", description="how answer_acc is measured: `exact` = greedy decoding reproduces the reference "
+                            "solution (one teacher-forced pass, a lower bound of solving); `generate` = free greedy "
+                            "tool-integrated generation, its answer judged against the reference answer by "
+                            "math-verify (eval/probes.py); `auto` = generate on a slice's items, exact on the "
+                            "synthetic families")
+    max_new_tokens: int = Field(256, ge=8, description="tokens a `generate` probe may write before its code runs "
+                                                       "(and 48 more after it)")
+
+    def answer_mode(self, on_slice: bool) -> str:
+        return ("generate" if on_slice else "exact") if self.answer == "auto" else self.answer
 
     @field_validator("b_levels")
     @classmethod
@@ -225,7 +239,7 @@ class BaseTrainConfig(_Strict):
         self._stream_settings()
         if self.eval.seed == self.data.seed:
             raise ValueError("eval.seed must differ from data.seed so held-out problems are not training problems")
-        if self.probes.enabled:
+        if self.probes.enabled and not self.data.slice:  # a slice's held-out splits are disjoint from train by build
             if self.probes.seed == self.data.seed:
                 raise ValueError("probes.seed must differ from data.seed so probe instances are held out")
             b_fams = set(self.probes.b_families or self.data.resolved_families())

@@ -25,10 +25,14 @@ from squigglray.training.data import packed_arrays, packed_batch
 
 
 def held_out_problems(cfg: BaseTrainConfig) -> set[str]:
-    """The probes' problems, which a stream drops (a pool leaves them out of the probes instead)."""
+    """The probes' problems, which a stream drops (a pool leaves them out of the probes instead). A
+    slice's probes come from its held-out splits, which its stream never reads (only its train
+    split, which the slice build kept disjoint from them)."""
     from squigglray.eval.probes import probe_instances  # it imports training
 
-    return {x.problem for part in probe_instances(cfg, set()) for _, x in part} if cfg.probes.enabled else set()
+    if not cfg.probes.enabled or cfg.data.slice:
+        return set()
+    return {x.problem for part in probe_instances(cfg, set()) for _, x in part}
 
 
 def stream_tokenizer(cfg: BaseTrainConfig, src: StreamSource, tokenizer: PreTrainedTokenizerBase) -> TokenizeRows:
