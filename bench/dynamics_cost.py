@@ -70,7 +70,9 @@ def main() -> None:
     print(f"  GPU: {gpu_s / 3600:,.1f} GPU-hours a seed at {a.gpu_tflops:g} TFLOP/s x MFU {a.mfu:g} "
           f"({gpu_s / 3600 / a.workers:,.1f} h wall on {a.workers} GPUs); {a.seeds} seeds: {a.seeds * gpu_s / 3600:,.0f} GPU-hours"
           + (f", ${a.seeds * gpu_s / 3600 * a.usd_per_gpu_hour:,.0f}" if a.usd_per_gpu_hour else ""))
-    print(f"  memory a worker (floor): {mem.total_bytes / GiB:.1f} GiB ({mem.states_bytes / GiB:.1f} states + "
+    states = mem.states_bytes / (a.workers if t.parallel == "fsdp" else 1)  # FSDP shards them over the workers
+    print(f"  memory a worker (floor): {(states + mem.activation_bytes) / GiB:.1f} GiB ({states / GiB:.1f} states"
+          f"{f' (FSDP: 1/{a.workers} of {mem.states_bytes / GiB:.1f})' if t.parallel == 'fsdp' else ''} + "
           f"{mem.activation_bytes / GiB:.1f} activations of a {t.micro_batch_size or rows}-row micro-batch)")
     rate, cpu_flops = cpu_tokens_per_s()
     print(f"  this CPU, measured: {rate:,.0f} tokens/s on tiny = {cpu_flops / 1e9:.1f} GFLOP/s; one seed here would "

@@ -82,6 +82,7 @@ from squigglray.geometry.metrics import (
     update_norm,
 )
 from squigglray.training.callbacks import TrainerCallback, TrainState
+from squigglray.training.trainer import full_tensor
 
 DEFAULT_MODULES: tuple[str, ...] = (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -210,11 +211,11 @@ class GeometryCapture(TrainerCallback):
     def grad_items(self, model: torch.nn.Module) -> list[tuple[str, int, str, torch.Tensor | None]]:
         """(key, layer, module, gradient) of every watched matrix; a subclass may watch other matrices
         (the LoRA probes watch their adapters' deltas)."""
-        return [(name, layer, module, p.grad) for name, p, layer, module in self._params(model)]
+        return [(name, layer, module, full_tensor(p.grad)) for name, p, layer, module in self._params(model)]
 
     def weight_items(self, model: torch.nn.Module) -> list[tuple[str, int, str, torch.Tensor]]:
         """(key, layer, module, matrix) of every watched matrix, after the optimizer step."""
-        return [(name, layer, module, p.detach()) for name, p, layer, module in self._params(model)]
+        return [(name, layer, module, full_tensor(p.detach())) for name, p, layer, module in self._params(model)]
 
     def _add(self, step: int, layer: int, module: str, metric: str, value: float) -> None:
         assert metric in METRICS, metric

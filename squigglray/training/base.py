@@ -82,9 +82,9 @@ def _held_out(cfg: BaseTrainConfig, pool: Pool, store: ArtifactStore) -> tuple[l
 
 
 def _instruments(cfg: BaseTrainConfig, held_out: tuple[list, list] | None, tokenizer, prov: Provenance,
-                 store: ArtifactStore) -> tuple[list[TrainerCallback], Any, Any]:
-    """Probe A/B evaluation and geometry capture at the logging cadence, as configured; the probe
-    manifest (instances and hashes) is written once per run."""
+                 store: ArtifactStore, lead: bool = True) -> tuple[list[TrainerCallback], Any, Any]:
+    """Probe A/B evaluation and geometry capture at the logging cadence, as configured; the lead
+    worker writes the probe manifest (instances and hashes) once per run."""
     from squigglray.eval.probes import Generation, ProbeCallback, capture_batch, encode_probes  # they import training
     from squigglray.geometry.capture import GeometryCapture
     from squigglray.solve.equivalence import EquivalenceChecker
@@ -107,7 +107,8 @@ def _instruments(cfg: BaseTrainConfig, held_out: tuple[list, list] | None, token
                                    **cfg.geometry.capture_options())
         manifest["capture_batch_hash"] = geometry.capture_batch_hash
         cbs.append(geometry)
-    store.write_json(f"{store.run_dir(prov.run_id)}/probes.json", manifest)
+    if lead:
+        store.write_json(f"{store.run_dir(prov.run_id)}/probes.json", manifest)
     return cbs, geometry, probes
 
 
@@ -149,16 +150,20 @@ def train_base(
 
     `rank` of `world`: one data-parallel worker (torch.distributed set up by the caller, e.g. Ray
     Train): each trains its shard of every batch; worker 0 alone captures geometry, runs the probes,
-    checkpoints and writes the artifacts (the others' sinks get folder None; they return None).
+    checkpoints and writes the artifacts (the others' sinks get folder None; they return None). Under
+    `train.parallel: fsdp` every worker runs the probes and the capture and gathers the checkpoints'
+    states with worker 0 (collectives over sharded weights), which alone keeps them.
 
     With `data.stream`, `stream_epoch()` gives one pass over this worker's examples (Ray Train's
     dataset shard); without it the stream is read here (`data.stream.local_epoch`)."""
     lead = rank == 0
+    sharded = world > 1 and cfg.train.parallel == "fsdp"
+    instrumented = lead or sharded  # who runs the probes and the capture (Trainer: FSDP's collectives)
     rid = run_id_for(cfg)
     rows = rows_per_step(cfg, world) if cfg.data.stream else 0  # a step's packed rows, checked before any work
     seed_everything(cfg.seed)
     pool = build_pool(cfg, store)
-    held_out = _held_out(cfg, pool, store) if lead else None
+    held_out = _held_out(cfg, pool, store) if instrumented else None
     prov = provenance(cfg, pool)
     saved = None
     if resume_from is not None:
@@ -189,20 +194,24 @@ def train_base(
     if lead:
         store.write_json(store.run_config(rid), {
             "config": cfg.model_dump(mode="json"), "provenance": prov.model_dump(), **data_info})
-    instruments, geometry, probes = _instruments(cfg, held_out, tokenizer, prov, store) if lead else ([], None, None)
+    instruments, geometry, probes = (_instruments(cfg, held_out, tokenizer, prov, store, lead) if instrumented
+                                     else ([], None, None))
 
-    def save_to(folder: str) -> None:
-        model.save_pretrained(folder)
+    def save_to(folder: str, weights: dict[str, torch.Tensor] | None) -> None:
+        model.save_pretrained(folder, state_dict=weights)
         tokenizer.save_pretrained(folder)
 
     def checkpoint(state: TrainState) -> None:
+        # whole states: under FSDP collectives every worker joins, received by worker 0
+        weights, trainer_state = (trainer.full_weights(), trainer.trainer_state()) if sharded else (None, None)
         if not lead:
             if checkpoint_sink is not None:
                 checkpoint_sink(None, state)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            save_to(tmp)
-            torch.save({"trainer": trainer.trainer_state(), "sampler_rng": sampler and sampler.rng.bit_generator.state,
+            save_to(tmp, weights)
+            torch.save({"trainer": trainer_state or trainer.trainer_state(),
+                        "sampler_rng": sampler and sampler.rng.bit_generator.state,
                         "run_id": rid, "config_hash": prov.config_hash, "dataset_slice_hash": pool.slice_hash},
                        Path(tmp) / "trainer_state.pt")
             if checkpoint_sink is not None:
@@ -214,14 +223,15 @@ def train_base(
     if progress and lead:
         cbs.append(ProgressCallback(progress_factory, desc=f"train {rid}"))
     resume = saved["trainer"] if saved else None
-    if resume is not None and not lead:
+    if resume is not None and not instrumented:
         resume = {**resume, "callbacks": {}}  # worker 0's instruments' state
     trainer = Trainer(model, cfg.train, next_batch, cbs, phase_of=phase_of, checkpoint=checkpoint, resume=resume)
     state = trainer.fit()
+    weights = trainer.full_weights() if sharded else None
     if not lead:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        save_to(tmp)
+        save_to(tmp, weights)
         store.upload_dir(tmp, f"{store.run_checkpoints(rid)}/final")
     table = pa.Table.from_pylist(trainer.history)
     for col, val in (("run_id", rid), ("seed", cfg.seed), ("config_hash", prov.config_hash),

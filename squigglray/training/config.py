@@ -126,6 +126,10 @@ class TrainSection(_Strict):
                                                           "it); 0 = batch_size rows. steps x this = the token budget")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward: "
                                                               "far less memory (models/sizing.py), more compute")
+    parallel: Literal["ddp", "fsdp"] = Field("ddp", description="how several workers hold the model: ddp = each "
+                                                                 "all of it; fsdp = FSDP2, weights, gradients and "
+                                                                 "AdamW states sharded per decoder layer (the 1.3B "
+                                                                 "class); one worker trains alone either way")
 
 
 class EvalSection(_Strict):

@@ -6,6 +6,12 @@ the only per-step extras are the batch draw, one loss.item() and the callback ca
 Resuming: `trainer_state()` returns everything besides the weights that step N+1 depends on (the
 optimizer, counters, RNG states, the log history and each stateful callback's `state_dict()`);
 `Trainer(..., resume=that)` continues at step N+1 and gives the same steps as an uninterrupted run.
+
+Several workers (torch.distributed): DDP, or with `parallel: fsdp` FSDP2 (`fully_shard` per decoder
+layer, then the root). Under FSDP every worker runs the callbacks (a probe's forward pass is a
+collective there; `full_tensor` gives them whole weights and gradients) and `full_weights()` /
+`trainer_state()` are collectives that return whole, unsharded states, so a checkpoint is the same
+file under DDP and FSDP and resumes on any number of workers.
 """
 
 from __future__ import annotations
@@ -58,12 +64,34 @@ def lr_at(step: int, cfg: TrainSection) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def full_tensor(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A whole tensor from an FSDP2 shard (a collective: every worker calls it in the same order);
+    a plain tensor as it is."""
+    return t.full_tensor() if t is not None and hasattr(t, "full_tensor") else t
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2 in place: each decoder layer its own unit (its weights gathered for its forward and
+    backward only), then the root (embeddings, final norm, the tied head)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
     params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def _rekeyed(optimizer_state: dict[str, Any], keys) -> dict[str, Any]:
+    """An optimizer state dict with its parameter keys mapped through `keys` (index -> name, or back)."""
+    return {"state": {keys[k]: v for k, v in optimizer_state["state"].items()},
+            "param_groups": [{**g, "params": [keys[k] for k in g["params"]]} for g in optimizer_state["param_groups"]]}
 
 
 class Trainer:
@@ -92,7 +120,10 @@ class Trainer:
         self.model.to(self.device)
         if cfg.activation_checkpointing:
             model.activation_checkpointing_enable()
-        self.net = model if self.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+        self.sharded = self.world > 1 and cfg.parallel == "fsdp"
+        if self.sharded:
+            shard_model(model)
+        self.net = model if self.world == 1 or self.sharded else torch.nn.parallel.DistributedDataParallel(model)
         self.opt = make_optimizer(model, cfg)
         self.state = TrainState(max_steps=cfg.steps)
         self._window: list[float] = []
@@ -106,17 +137,55 @@ class Trainer:
     def _stateful(self) -> dict[str, TrainerCallback]:
         return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks) if hasattr(cb, "state_dict")}
 
+    def _full(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def full_weights(self) -> dict[str, torch.Tensor] | None:
+        """The model's whole state dict (under FSDP a collective, which worker 0 alone receives)."""
+        if not self.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.model, options=self._full()) or None
+
+    def _param_names(self) -> list[str]:
+        """The optimizer's parameters in its order, by name (torch.distributed.checkpoint's keys)."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [names[id(p)] for g in self.opt.param_groups for p in g["params"]]
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """Whole AdamW states keyed by parameter name, the same under one worker, DDP and FSDP (there
+        a collective), so any number of workers resumes them."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, self.opt, options=self._full())
+        return _rekeyed(self.opt.state_dict(), self._param_names())
+
+    def _load_optimizer(self, saved: dict[str, Any]) -> None:
+        names = self._param_names()
+        if saved["state"] and isinstance(next(iter(saved["state"])), int):  # keyed by index (before names)
+            saved = _rekeyed(saved, names)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.opt, saved, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.opt.load_state_dict(_rekeyed(saved, {n: i for i, n in enumerate(names)}))
+
     def trainer_state(self) -> dict[str, Any]:
         return {
             "state": {k: v for k, v in asdict(self.state).items() if k != "extra"},
-            "optimizer": self.opt.state_dict(), "history": list(self.history), "window": list(self._window),
+            "optimizer": self._optimizer_state(), "history": list(self.history), "window": list(self._window),
             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
             "callbacks": {k: cb.state_dict() for k, cb in self._stateful().items()},
         }
 
     def _load(self, saved: dict[str, Any]) -> None:
         self.state = TrainState(**saved["state"])
-        self.opt.load_state_dict(saved["optimizer"])
+        self._load_optimizer(saved["optimizer"])
         self.history, self._window = list(saved["history"]), list(saved["window"])
         torch.set_rng_state(saved["torch_rng"])
         random.setstate(saved["python_rng"])
@@ -139,10 +208,12 @@ class Trainer:
         for i, micro in enumerate(batches):
             micro = self._to_device(micro)
             sync = self.world == 1 or i == len(batches) - 1
-            with contextlib.nullcontext() if sync else self.net.no_sync():
+            if self.sharded:
+                self.net.set_requires_gradient_sync(sync)
+            with contextlib.nullcontext() if sync or self.sharded else self.net.no_sync():
                 with autocast_for(self.cfg, self.device):
                     loss = self.net(**micro).loss
-                (loss * self.world).backward()  # DDP averages gradients over the workers
+                (loss * self.world).backward()  # DDP and FSDP average gradients over the workers
             total += loss.detach().float()
         if self.world > 1:
             dist.all_reduce(total)  # the workers' shares add up to the global mean
@@ -172,7 +243,7 @@ class Trainer:
                 batch = batches[-1]  # what on_step_end sees
             self._emit("on_after_backward", state, model)
             if cfg.grad_clip > 0:
-                state.grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                state.grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
             opt.step()
             opt.zero_grad(set_to_none=True)
             state.loss, state.tokens_seen = float(loss), state.tokens_seen + tokens
