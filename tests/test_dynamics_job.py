@@ -62,10 +62,11 @@ def test_killed_trials_resume_and_match_an_uninterrupted_run(experiment, tmp_pat
     assert a.equals(b)
 
 
-def test_two_data_parallel_workers_follow_one_and_resume_after_a_kill(experiment, tmp_path):
-    """Seed 0 again as a Ray Train run of 2 gloo workers (each the half of every batch), worker 0
-    SIGKILLed at step 11: Ray Train restarts both from the step-8 checkpoint, and the run ends with
-    the loss curve and geometry of the one-worker trial of the fixture (within float tolerance)."""
+def test_two_fsdp_workers_follow_one_and_resume_after_a_kill(experiment, tmp_path):
+    """Seed 0 again as a Ray Train run of 2 gloo workers under FSDP2 (each the half of every batch,
+    the model sharded), worker 0 SIGKILLed at step 11: Ray Train restarts both from the step-8
+    checkpoint, and the run ends with the loss curve and geometry of the one-worker trial of the
+    fixture (within float tolerance). DDP takes the same path in tests/test_gpu_check.py."""
     import pytest
     from fault_drill import KillOnce
 
@@ -73,17 +74,18 @@ def test_two_data_parallel_workers_follow_one_and_resume_after_a_kill(experiment
     from squigglray.jobs.ray_runtime import cluster_cpus
 
     store, out = experiment
-    two = ArtifactStore(str(tmp_path / "ddp"))
+    two = ArtifactStore(str(tmp_path / "fsdp"))
     opts = DynamicsOptions(seeds=[0], workers_per_trial=2, checkpoint_every=8).resolved(cluster_cpus())
-    rid = train_seeds(out["config"], opts, two, "dyn-ddp", hooks=[KillOnce(11)])[0]  # training only
-    assert rid == out["runs"][0] and two.exists(f"runs/{rid}/.fault-drill")  # the drill did kill worker 0
-    one_rows = store.read_parquet(store.run_scalars(rid)).to_pylist()
+    cfg = out["config"].model_copy(update={"train": out["config"].train.model_copy(update={"parallel": "fsdp"})})
+    rid = train_seeds(cfg, opts, two, "dyn-fsdp", hooks=[KillOnce(11)])[0]  # training only
+    assert two.exists(f"runs/{rid}/.fault-drill")  # the drill did kill worker 0
+    one_rows = store.read_parquet(store.run_scalars(out["runs"][0])).to_pylist()
     two_rows = two.read_parquet(two.run_scalars(rid)).to_pylist()
     assert [r["step"] for r in two_rows] == [r["step"] for r in one_rows]  # no step logged twice
     for r1, r2 in zip(one_rows, two_rows):
         assert r2["tokens_seen"] == r1["tokens_seen"]
         assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-4) and r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-2)
-    g1 = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in geometry_rows(store, rid)}
+    g1 = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in geometry_rows(store, out["runs"][0])}
     g2 = {(r["step"], r["layer"], r["module"], r["metric"]): r["value"] for r in geometry_rows(two, rid)}
     assert g1.keys() == g2.keys() and len(geometry_rows(two, rid)) == len(g2)
     far = [k for k in g1 if g2[k] != pytest.approx(g1[k], rel=2e-2, abs=1e-3)]

@@ -1,7 +1,8 @@
-"""FSDP2 (`train.parallel: fsdp`) on 2 gloo workers, and checkpoints that resume on another number of
-workers: a 1-worker run's step-8 checkpoint continued by 2 FSDP workers, whose step-16 checkpoint
-(whole states gathered from the shards) is continued by 1 worker again; every step's loss, gradient
-norm and geometry match the uninterrupted 1-worker run within float tolerance."""
+"""FSDP2 (`train.parallel: fsdp`) and DDP on 2 gloo workers, and checkpoints that resume on another
+number of workers: a 1-worker run's step-8 checkpoint continued by 2 workers, whose step-16
+checkpoint (under FSDP whole states gathered from the shards) is continued by 1 worker again; every
+step's loss, gradient norm and geometry match the uninterrupted 1-worker run within float tolerance.
+(Ray Train's restart of a killed FSDP group: tests/test_dynamics_job.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ FAST = [
     "model.preset=nano", "train.steps=24", "train.batch_size=8", "train.checkpoint_every=8", "train.threads=1",
     "data.pool_per_family_level=8", "data.families=[arithmetic, mod_power]", "train.log_dense_until=10",
     "train.log_every=2", "probes.a_per_family=2", "probes.b_per_family=2", "geometry.capture_batch_size=4",
-    "train.parallel=fsdp",
 ]
 
 
@@ -48,8 +48,9 @@ def _close(a: tuple[list[dict], dict], b: tuple[list[dict], dict]) -> None:
     assert not far, far[:5]
 
 
-def test_fsdp_workers_follow_one_and_checkpoints_resume_on_another_worker_count(tmp_path):
-    cfg = build_config(BaseTrainConfig, {}, FAST)
+@pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
+def test_two_workers_follow_one_and_checkpoints_resume_on_another_worker_count(parallel, tmp_path):
+    cfg = build_config(BaseTrainConfig, {}, [*FAST, f"train.parallel={parallel}"])
     one = ArtifactStore(tmp_path / "one")
     rid = train_base(cfg, one, progress=False).provenance.run_id  # 1 worker, uninterrupted
     two = ArtifactStore(tmp_path / "two")
