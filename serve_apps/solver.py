@@ -41,7 +41,7 @@ from actors.sandbox_pool import SandboxPool
 from serve_apps._http import error, read_json
 from squigglray.config import build_config
 from squigglray.engines import Completion, Engine, EngineConfig, SamplingParams
-from squigglray.engines.openai_api import CompletionRequest, describe, models_body, respond
+from squigglray.engines.openai_api import describe, http_response, models_body, respond, validated
 from squigglray.paths import default_root
 from squigglray.placement import MemoryClass, Placement, make_placement, to_serve_actor_options
 from squigglray.schemas.solve import SolveOptions, SolveRequest
@@ -197,9 +197,10 @@ class EngineDeployment:
                     sum(c.completion_tokens for row in outs for c in row))
         return [[asdict(c) for c in row] for row in outs]
 
-    async def completions(self, body: Any) -> tuple[int, dict]:
-        """OpenAI /v1/completions: (status, JSON body), the same behaviour as openai_api.build_app."""
-        status, payload = await respond(self.engine, body, self.model_name)
+    async def completions(self, body: Any, route: str = "completions") -> tuple[int, dict]:
+        """OpenAI /v1/completions or, with route "chat", /v1/chat/completions: (status, JSON body),
+        the same behaviour as openai_api.build_app."""
+        status, payload = await respond(self.engine, body, self.model_name, route)
         usage = payload.get("usage") or {}
         self._count(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
         return status, payload
@@ -349,22 +350,33 @@ class SolverIngress:
                     result.timings.get("total_s", 0.0))
         return self._done(body, t0)
 
-    @api.post("/v1/completions")
-    async def completions(self, request: Request):
-        """OpenAI's completion body; max_tokens above max_tokens_limit is a 400 before the engine sees it."""
+    async def _openai(self, request: Request, route: str):
+        """An OpenAI body checked here (fields this server does not honour, max_tokens above
+        max_tokens_limit: a 400 before the engine sees it), answered by the engine deployment; JSON,
+        or server-sent events when it asks to stream."""
         data, bad = await read_json(request, self.args.max_completion_body_bytes)
         if bad is not None:
             return bad
-        try:
-            req = CompletionRequest.model_validate(data)
-        except ValidationError as e:
-            message, param = describe(e)
-            return error(400, message, param=param)
+        req, refusal = validated(route, data)
+        if refusal is not None:
+            return JSONResponse(refusal[1], status_code=refusal[0])
         if req.max_tokens > self.args.max_tokens_limit:
-            return error(400, f"max_tokens: {req.max_tokens} is above this server's limit of "
-                              f"{self.args.max_tokens_limit} tokens (max_tokens_limit)", param="max_tokens")
-        status, payload = await self.engine_handle.completions.remote(data)
-        return JSONResponse(payload, status_code=status)
+            field = "max_completion_tokens" if route == "chat" and "max_completion_tokens" in data else "max_tokens"
+            return error(400, f"{field}: {req.max_tokens} is above this server's limit of "
+                              f"{self.args.max_tokens_limit} tokens (max_tokens_limit)", param=field)
+        status, payload = await self.engine_handle.completions.remote(data, route)
+        return http_response(status, payload, data)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        """OpenAI's completion body (`stream` too)."""
+        return await self._openai(request, "completions")
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        """OpenAI's chat completion body (`stream` too): text messages through the model's chat
+        template, or the project's raw format (Engine.chat_prompt)."""
+        return await self._openai(request, "chat")
 
     @api.get("/v1/models")
     async def models(self):

@@ -233,13 +233,21 @@ def test_openai_response_shape(server):
     ({"prompt": "x", "top_p": 2}, 400, "top_p"),
     ({"n": 1}, 400, "prompt"),
     ({"prompt": []}, 400, "prompt"),
-    ({"prompt": "x", "stream": True}, 400, "stream"),
+    ({"prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty"),  # refused, not ignored
+    ({"prompt": "x", "logprobs": 2, "frobnicate": 1}, 400, "frobnicate, logprobs: not supported"),
+    ({"prompt": "x", "stream_options": {"include_usage": 1, "x": 2}}, 400, "stream_options"),
     ({"prompt": "x", "model": "other"}, 404, "other"),
     (b"{not json", 400, "JSON"),
 ])
 def test_bad_requests_get_4xx(server, body, status, needle):
     code, data = _post(server + "/completions", body)
     assert code == status and needle in data["error"]["message"]
+
+
+def test_fields_at_their_off_value_are_accepted(server):
+    code, data = _post(server + "/completions", {"prompt": "x", "max_tokens": 2, "presence_penalty": 0,
+                                                 "logprobs": None, "echo": False, "user": "u-1"})
+    assert code == 200 and data["usage"]["completion_tokens"] <= 2
 
 
 def test_parse_choices_without_per_choice_counts():

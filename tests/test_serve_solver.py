@@ -241,6 +241,53 @@ def test_max_tokens_above_the_limit_is_400_before_the_engine(url, openai_module)
     assert client.completions.create(model="nano", prompt=PROBLEM, max_tokens=4).usage.completion_tokens <= 4
 
 
+def test_the_openai_client_chats_streams_and_is_refused_by_name(url, openai_module, solver_store):
+    """Issue 25 part 1 with the official client against the Serve app: chat (the project's model has
+    no chat template, so the raw format: the user message as the problem), streaming on both routes
+    (the deltas add up to the whole text, usage at the end when asked), and unsupported fields
+    refused with a 400 that names them."""
+    from squigglray.engines import HFEngine
+    from squigglray.families.trace import format_prompt
+
+    openai = openai_module
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    greedy = {"model": "nano", "temperature": 0, "max_tokens": 24, "stop": ["```output"]}
+    chat = client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], **greedy)
+    local = HFEngine.from_pretrained("nano", solver_store, device="cpu").generate_sync(
+        [format_prompt(PROBLEM)], SamplingParams(temperature=0, max_tokens=24, stop=["```output"]))[0][0]
+    assert chat.object == "chat.completion" and chat.choices[0].message.role == "assistant"
+    assert chat.choices[0].message.content == local.text and chat.choices[0].finish_reason == local.finish_reason
+    assert chat.usage.completion_tokens == local.completion_tokens and chat.usage.prompt_tokens == local.prompt_tokens
+    text = client.completions.create(prompt=format_prompt(PROBLEM), **greedy).choices[0].text
+    assert text == local.text  # the same prompt either way
+
+    chunks = list(client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], stream=True,
+                                                 stream_options={"include_usage": True}, n=2, seed=3,
+                                                 **{**greedy, "temperature": 0.8}))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+    streamed = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+                for i in (0, 1)}
+    again = client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], n=2, seed=3,
+                                           **{**greedy, "temperature": 0.8})
+    assert streamed == {c.index: c.message.content for c in again.choices}  # same seed, same samples
+    assert {c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason} <= {"stop", "length"}
+    pieces = list(client.completions.create(prompt=format_prompt(PROBLEM), stream=True, **greedy))
+    assert "".join(p.choices[0].text for p in pieces) == local.text
+
+    for kwargs, field in (({"presence_penalty": 0.7}, "presence_penalty"), ({"logprobs": True}, "logprobs"),
+                          ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], **greedy, **kwargs)
+        assert e.value.param == field and "not supported by this server" in e.value.body["message"], e.value.body
+    with pytest.raises(openai.BadRequestError, match="has no chat template"):
+        client.chat.completions.create(messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                                       **greedy)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], model="nano",
+                                       max_completion_tokens=10**9)
+    assert e.value.param == "max_completion_tokens"
+
+
 def test_the_api_key_guards_every_route_but_healthz(locked_url):
     body = json.dumps({"problem": PROBLEM, "n": 1}).encode()
     for method, path in (("POST", "/solve"), ("POST", "/v1/completions"), ("GET", "/v1/models"),

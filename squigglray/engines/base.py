@@ -85,7 +85,9 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     The project's tokenizer never adds BOS itself but its models are trained with it (see
     eval/heldout.py); hub tokenizers usually add it already.
     """
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos_text = getattr(tokenizer, "bos_token", None)
+    written = bool(bos_text) and text.startswith(bos_text)  # a chat template writes BOS itself
+    ids = list(tokenizer(text, add_special_tokens=not written)["input_ids"])
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos] + ids
@@ -104,6 +106,23 @@ class Engine(ABC):
 
     async def aclose(self) -> None:
         """Release connections, threads or GPU memory; the engine is unusable afterwards."""
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """A chat as one prompt. Here the project's raw format, for models without a chat template:
+        system messages as leading lines, then the one user message as a problem (`format_prompt`),
+        then an optional assistant message, which the completion continues. An engine whose model
+        has a chat template renders with it (HFEngine)."""
+        from squigglray.families.trace import format_prompt
+
+        roles = [m["role"] for m in messages]
+        users = [i for i, r in enumerate(roles) if r == "user"]
+        last = users[-1] if users else -1
+        if len(users) != 1 or any(r not in ("system", "developer") for r in roles[:last]) or len(roles) > last + 2:
+            raise ValueError(f"{self.model_name} has no chat template: send system messages, one user message and "
+                             f"at most one assistant message after it (got roles {roles})")
+        head = "".join(m["content"].rstrip() + "\n" for m in messages[:last])
+        tail = messages[last + 1]["content"] if len(roles) == last + 2 else ""
+        return head + format_prompt(messages[last]["content"].strip()) + tail
 
     @property
     @abstractmethod

@@ -1,26 +1,49 @@
-"""An OpenAI-compatible /v1/completions surface over any Engine.
+"""An OpenAI-compatible surface over any Engine: /v1/completions, /v1/chat/completions, streaming.
 
-The same request model, `complete` and `build_app` back a local test server and the Ray Serve app,
-so OpenAI clients (and our own OpenAIEngine) can talk to whichever backend is configured.
-Defaults follow OpenAI (temperature 1, max_tokens 16); errors use OpenAI's {"error": {...}} shape.
+The same request models, `respond` and `sse_events` back a local test server (`build_app`) and the
+Ray Serve app, so OpenAI clients (and our own OpenAIEngine) can talk to whichever backend is
+configured. Defaults follow OpenAI (temperature 1, max_tokens 16); errors use OpenAI's
+{"error": {...}} shape. A field this server does not honour is refused with a 400 that names it
+(at its "off" value it is accepted: `NEUTRAL`), never silently ignored. Streaming (`stream: true`)
+sends each choice whole as one delta, since the engines return whole completions.
+
+    python -m pytest tests/test_engines.py tests/test_serve_solver.py -k "v1 or openai or chat"
 """
 
+import json
 import time  # no `from __future__ import annotations`: FastAPI must see the real `Request` class below
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from squigglray.engines.base import Engine, EngineError, EngineUnavailable, SamplingParams
 
 
-class CompletionRequest(BaseModel):
-    """The subset of OpenAI's completion body we honour; unknown fields are ignored, as servers do."""
+# OpenAI fields this server does not implement, with the values that mean "off" (accepted, since
+# harnesses send them at their defaults); any other value, or a field OpenAI does not have, is a 400
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+    "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "logit_bias": (None, {}), "suffix": (None, ""),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None,), "service_tier": (None,),
+}
+IGNORED = {"user"}  # the end user's id: nothing to honour, nothing to refuse
 
-    model_config = ConfigDict(extra="ignore")
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    """The sampling fields both routes honour."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    prompt: str | list[str]
     n: int = Field(1, ge=1, le=256)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -28,13 +51,7 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompts(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt must be a string or a non-empty list of strings")
-        return v
+    stream_options: StreamOptions | None = None
 
     @field_validator("stop")
     @classmethod
@@ -43,44 +60,127 @@ class CompletionRequest(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return v
 
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("streaming is not supported; send stream=false")
-        return v
-
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
     def sampling_params(self) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_tokens=self.max_tokens, stop=stop, seed=self.seed)
 
 
-async def complete(engine: Engine, req: CompletionRequest, model_name: str | None = None) -> dict[str, Any]:
+class CompletionRequest(_Sampling):
+    """OpenAI's /v1/completions body, as far as this server honours it (`parse` refuses the rest)."""
+
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        return v
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatCompletionRequest(_Sampling):
+    """OpenAI's /v1/chat/completions body (text messages); the engine renders them into one prompt
+    (`Engine.chat_prompt`: the model's chat template, or the project's raw format)."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "ChatCompletionRequest":
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        return self
+
+    def dialog(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.text} for m in self.messages]
+
+
+def parse(cls: type[_Sampling], body: Any) -> _Sampling:
+    """A request body as `cls`; a ValueError names every field this server cannot honour (an OpenAI
+    field at a value other than its "off" value, or a field OpenAI does not have) or fails on."""
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    fields = set(cls.model_fields)
+    bad = sorted(k for k, v in body.items()
+                 if k not in fields and k not in IGNORED and not (k in NEUTRAL and v in NEUTRAL[k]))
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not supported by this server (it honours {', '.join(sorted(fields))})")
+    return cls.model_validate({k: v for k, v in body.items() if k in fields})
+
+
+async def complete(engine: Engine, req: CompletionRequest | ChatCompletionRequest,
+                   model_name: str | None = None) -> dict[str, Any]:
     """Run one request; choice index = prompt_index * n + k, as OpenAI numbers them.
 
     Each choice also carries `completion_tokens` (an extension, like vLLM's `stop_reason`), since
     usage alone cannot say how many tokens each of n samples took.
     """
-    results = await engine.generate(req.prompts, req.sampling_params())
+    chat = isinstance(req, ChatCompletionRequest)
+    prompts = [engine.chat_prompt(req.dialog())] if chat else req.prompts
+    results = await engine.generate(prompts, req.sampling_params())
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for i, samples in enumerate(results):
         prompt_tokens += samples[0].prompt_tokens if samples else 0
         for k, c in enumerate(samples):
             completion_tokens += c.completion_tokens
-            choices.append({"index": i * req.n + k, "text": c.text, "finish_reason": c.finish_reason,
-                            "stop_reason": c.stop_reason, "logprobs": None,
-                            "completion_tokens": c.completion_tokens})
+            out = ({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text})
+            choices.append({"index": i * req.n + k, **out, "finish_reason": c.finish_reason,
+                            "stop_reason": c.stop_reason, "logprobs": None, "completion_tokens": c.completion_tokens})
     return {
-        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": req.model or model_name or engine.model_name, "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def sse_events(payload: dict[str, Any], include_usage: bool = False) -> Iterator[str]:
+    """A finished response as server-sent events, in OpenAI's chunk format: each choice's text as one
+    delta (the engines generate whole completions), then its finish reason, the usage when asked,
+    and `[DONE]`."""
+    chat = payload["object"] == "chat.completion"
+    head = {"id": payload["id"], "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": payload["created"], "model": payload["model"]}
+
+    def event(choices: list[dict], **extra) -> str:
+        return f"data: {json.dumps({**head, 'choices': choices, **extra})}\n\n"
+
+    for c in payload["choices"]:
+        if chat:
+            yield event([{"index": c["index"], "delta": {"role": "assistant", "content": c["message"]["content"]},
+                          "finish_reason": None, "logprobs": None}])
+            yield event([{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"], "logprobs": None}])
+        else:
+            yield event([{"index": c["index"], "text": c["text"], "finish_reason": c["finish_reason"],
+                          "logprobs": None}])
+    if include_usage:
+        yield event([], usage=payload["usage"])
+    yield "data: [DONE]\n\n"
 
 
 def error_body(status: int, message: str, kind: str, param: str | None = None) -> dict[str, Any]:
@@ -100,13 +200,27 @@ def models_body(model_name: str, created: int) -> dict[str, Any]:
             "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "squigglray"}]}
 
 
-async def respond(engine: Engine, body: Any, model_name: str) -> tuple[int, dict[str, Any]]:
-    """A parsed /v1/completions body -> (HTTP status, JSON body), errors in OpenAI's shape."""
+ROUTES = {"completions": CompletionRequest, "chat": ChatCompletionRequest}
+
+
+def validated(route: str, body: Any) -> tuple[_Sampling | None, tuple[int, dict[str, Any]] | None]:
+    """(the request, None), or (None, a 400 in OpenAI's shape naming the offending fields)."""
     try:
-        req = CompletionRequest.model_validate(body)
+        return parse(ROUTES[route], body), None
     except ValidationError as e:
         message, param = describe(e)
-        return 400, error_body(400, message, "invalid_request_error", param)
+    except ValueError as e:
+        message, param = str(e), str(e).split(":", 1)[0].split(",")[0]
+    return None, (400, error_body(400, message, "invalid_request_error", param))
+
+
+async def respond(engine: Engine, body: Any, model_name: str, route: str = "completions") -> tuple[int, dict[str, Any]]:
+    """A parsed /v1/completions (route "completions") or /v1/chat/completions ("chat") body -> (HTTP
+    status, JSON body), errors in OpenAI's shape. A streamed request gets the same body here; the
+    HTTP layer sends it as `sse_events`."""
+    req, bad = validated(route, body)
+    if bad is not None:
+        return bad
     if req.model is not None and req.model != model_name:
         return 404, error_body(404, f"The model `{req.model}` does not exist; this server serves `{model_name}`.",
                                "NotFoundError", "model")
@@ -120,10 +234,20 @@ async def respond(engine: Engine, body: Any, model_name: str) -> tuple[int, dict
         return 500, error_body(500, str(e), "engine_error")
 
 
+def http_response(status: int, payload: dict[str, Any], body: Any):
+    """JSON, or server-sent events for a successful request that asked to stream."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    if status == 200 and isinstance(body, dict) and body.get("stream"):
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(sse_events(payload, usage), media_type="text/event-stream")
+    return JSONResponse(payload, status_code=status)
+
+
 def build_app(engine: Engine, model_name: str):
-    """FastAPI app with POST /v1/completions and GET /v1/models for `engine` served as `model_name`."""
+    """FastAPI app with POST /v1/completions, POST /v1/chat/completions and GET /v1/models for
+    `engine` served as `model_name`."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
 
     app = FastAPI(title=f"squigglray completions: {model_name}")
     created = int(time.time())
@@ -132,14 +256,22 @@ def build_app(engine: Engine, model_name: str):
     async def models() -> dict[str, Any]:
         return models_body(model_name, created)
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
+    async def answer(request: Request, route: str):
         try:
             body = await request.json()
         except ValueError:
-            status, payload = 400, error_body(400, "the request body is not valid JSON", "invalid_request_error")
+            body, (status, payload) = None, (400, error_body(400, "the request body is not valid JSON",
+                                                              "invalid_request_error"))
         else:
-            status, payload = await respond(engine, body, model_name)
-        return JSONResponse(payload, status_code=status)
+            status, payload = await respond(engine, body, model_name, route)
+        return http_response(status, payload, body)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await answer(request, "completions")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await answer(request, "chat")
 
     return app
