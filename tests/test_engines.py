@@ -234,7 +234,8 @@ def test_openai_response_shape(server):
     ({"n": 1}, 400, "prompt"),
     ({"prompt": []}, 400, "prompt"),
     ({"prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty"),  # refused, not ignored
-    ({"prompt": "x", "logprobs": 2, "frobnicate": 1}, 400, "frobnicate, logprobs: not supported"),
+    ({"prompt": "x", "echo": True, "frobnicate": 1}, 400, "echo, frobnicate: not supported"),
+    ({"prompt": "x", "logprobs": 6}, 400, "logprobs"),
     ({"prompt": "x", "stream_options": {"include_usage": 1, "x": 2}}, 400, "stream_options"),
     ({"prompt": "x", "model": "other"}, 404, "other"),
     (b"{not json", 400, "JSON"),
@@ -242,6 +243,28 @@ def test_openai_response_shape(server):
 def test_bad_requests_get_4xx(server, body, status, needle):
     code, data = _post(server + "/completions", body)
     assert code == status and needle in data["error"]["message"]
+
+
+def test_logprobs_are_the_models_own_under_sampling(engine, nano, nano_tokenizer):
+    """Each sampled token's log-probability equals a teacher-forced forward pass over prompt and
+    completion (not the tempered distribution it was drawn from); the alternatives are the top k."""
+    from squigglray.engines.base import encode_prompt
+
+    params = SamplingParams(n=2, temperature=0.9, max_tokens=8, seed=4, logprobs=3)
+    for prompt, samples in zip(PROMPTS[:2], engine.generate_sync(PROMPTS[:2], params)):
+        for c in samples:
+            assert len(c.logprobs) == c.completion_tokens
+            ids = encode_prompt(nano_tokenizer, prompt) + [e["id"] for e in c.logprobs]
+            with torch.no_grad():
+                lp = torch.log_softmax(nano(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            n = len(ids) - len(c.logprobs)
+            for j, e in enumerate(c.logprobs):
+                assert e["logprob"] == pytest.approx(float(lp[n - 1 + j, e["id"]]), abs=1e-4)
+                top = [v for _, v in e["top_logprobs"]]
+                assert len(top) == 3 and top == sorted(top, reverse=True) and top[0] >= e["logprob"] - 1e-6
+                assert top[0] == pytest.approx(float(lp[n - 1 + j].max()), abs=1e-4)
+    with pytest.raises(ValueError, match="logprobs"):
+        SamplingParams(logprobs=21)
 
 
 def test_fields_at_their_off_value_are_accepted(server):

@@ -244,8 +244,9 @@ def test_max_tokens_above_the_limit_is_400_before_the_engine(url, openai_module)
 def test_the_openai_client_chats_streams_and_is_refused_by_name(url, openai_module, solver_store):
     """Issue 25 part 1 with the official client against the Serve app: chat (the project's model has
     no chat template, so the raw format: the user message as the problem), streaming on both routes
-    (the deltas add up to the whole text, usage at the end when asked), and unsupported fields
-    refused with a 400 that names them."""
+    (the deltas add up to the whole text, usage at the end when asked), log-probabilities (the hf
+    backend's; their values are checked in tests/test_engines.py), and unsupported fields refused
+    with a 400 that names them."""
     from squigglray.engines import HFEngine
     from squigglray.families.trace import format_prompt
 
@@ -274,11 +275,19 @@ def test_the_openai_client_chats_streams_and_is_refused_by_name(url, openai_modu
     pieces = list(client.completions.create(prompt=format_prompt(PROBLEM), stream=True, **greedy))
     assert "".join(p.choices[0].text for p in pieces) == local.text
 
-    for kwargs, field in (({"presence_penalty": 0.7}, "presence_penalty"), ({"logprobs": True}, "logprobs"),
+    lp = client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], logprobs=True,
+                                        top_logprobs=2, **greedy)
+    content = lp.choices[0].logprobs.content
+    assert len(content) == lp.usage.completion_tokens and lp.choices[0].message.content == local.text
+    assert all(t.token == t.top_logprobs[0].token and t.logprob == t.top_logprobs[0].logprob for t in content)  # greedy
+    plain = client.completions.create(prompt=format_prompt(PROBLEM), logprobs=1, **greedy).choices[0].logprobs
+    assert [round(v, 5) for v in plain.token_logprobs] == [round(t.logprob, 5) for t in content]
+
+    for kwargs, field in (({"presence_penalty": 0.7}, "presence_penalty"), ({"top_logprobs": 2}, "top_logprobs"),
                           ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools")):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(messages=[{"role": "user", "content": PROBLEM}], **greedy, **kwargs)
-        assert e.value.param == field and "not supported by this server" in e.value.body["message"], e.value.body
+        assert e.value.param == field and field in e.value.body["message"], e.value.body
     with pytest.raises(openai.BadRequestError, match="has no chat template"):
         client.chat.completions.create(messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
                                        **greedy)

@@ -33,6 +33,7 @@ class SamplingParams:
     max_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    logprobs: int | None = None  # each generated token's log-probability and its k most likely alternatives
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):  # a lone string is a common slip; OpenAI accepts it too
@@ -44,6 +45,7 @@ class SamplingParams:
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("max_tokens", self.max_tokens >= 1, "must be >= 1"),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "must hold non-empty strings"),
+            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be None or 0..20 alternatives"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -57,6 +59,10 @@ class Completion:
     stop_reason: str | None  # the stop string that matched; None for EOS or length
     prompt_tokens: int
     completion_tokens: int
+    # with SamplingParams.logprobs: one {"token", "id", "logprob", "top_logprobs": [[token, logprob], ...]}
+    # per generated token (completion_tokens of them: an EOS, or a stop string's tokens, included),
+    # under the model's own distribution (before temperature and top_p)
+    logprobs: list[dict[str, Any]] | None = None
 
 
 def derive_seed(seed: int, k: int) -> int:
@@ -98,6 +104,7 @@ class Engine(ABC):
     """Batched text completion: one list of `params.n` completions per prompt."""
 
     name: str = "engine"
+    supports_logprobs: bool = False  # SamplingParams.logprobs honoured (else a ValueError)
 
     @abstractmethod
     async def generate(

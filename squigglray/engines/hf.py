@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,6 +33,7 @@ class _Row:
     k: int  # sample index within the prompt
     seed: int
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[dict] | None = None  # SamplingParams.logprobs: one entry per token
     result: Completion | None = None
 
 
@@ -63,6 +64,7 @@ class HFEngine(Engine):
     """Batched sampling from a transformers causal LM, one seeded RNG per (prompt, sample)."""
 
     name = "hf"
+    supports_logprobs = True
 
     def __init__(self, model, tokenizer, device: str = "auto", max_batch_size: int = 64,
                  model_name: str | None = None):
@@ -137,7 +139,7 @@ class HFEngine(Engine):
                 self.model.train(was_training)
         out: list[list[Completion]] = [[None] * params.n for _ in prompts]  # type: ignore[list-item]
         for r in rows:
-            out[r.prompt][r.k] = r.result
+            out[r.prompt][r.k] = r.result if r.logprobs is None else replace(r.result, logprobs=r.logprobs)
         return out
 
     def _run_chunk(self, rows: list[_Row], encoded: list[list[int]], params: SamplingParams) -> None:
@@ -166,6 +168,8 @@ class HFEngine(Engine):
         for step in range(params.max_tokens):
             tok = sample_next(logits, params.temperature, params.top_p, uniforms[active, step])
             picked = tok.tolist()
+            if params.logprobs is not None:
+                self._log_probs([rows[i] for i in active], logits, tok, params.logprobs)
             keep = [b for b, i in enumerate(active) if not self._advance(rows[i], picked[b], encoded, params)]
             if not keep:
                 return
@@ -178,6 +182,21 @@ class HFEngine(Engine):
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                              **cache_kwargs(self.model, cache), use_cache=True)
             logits, next_pos = out.logits[:, -1], next_pos + 1
+
+    def _log_probs(self, rows: list[_Row], logits: torch.Tensor, tok: torch.Tensor, k: int) -> None:
+        """Each row's next token's log-probability under the model (before temperature and top_p),
+        and the k most likely tokens'."""
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        chosen = lp.gather(-1, tok[:, None]).squeeze(-1).tolist()
+        top = lp.topk(k, dim=-1) if k else None
+        for b, row in enumerate(rows):
+            alts = ([[self._decode_one(t), v] for t, v in zip(top.indices[b].tolist(), top.values[b].tolist())]
+                    if top is not None else [])
+            row.logprobs = (row.logprobs or []) + [{"token": self._decode_one(int(tok[b])), "id": int(tok[b]),
+                                                     "logprob": chosen[b], "top_logprobs": alts}]
+
+    def _decode_one(self, token: int) -> str:
+        return self.tokenizer.decode([token])
 
     def _advance(self, row: _Row, token: int, encoded: list[list[int]], params: SamplingParams) -> bool:
         """Append one token; on finishing, set row.result and return True."""

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squigglray.engines.base import Engine, EngineError, EngineUnavailable, SamplingParams
 
@@ -24,7 +24,7 @@ from squigglray.engines.base import Engine, EngineError, EngineUnavailable, Samp
 # OpenAI fields this server does not implement, with the values that mean "off" (accepted, since
 # harnesses send them at their defaults); any other value, or a field OpenAI does not have, is a 400
 NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+    "echo": (None, False), "best_of": (None, 1),
     "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "logit_bias": (None, {}), "suffix": (None, ""),
     "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
     "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None,), "service_tier": (None,),
@@ -60,16 +60,24 @@ class _Sampling(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return v
 
+    def top_k(self) -> int | None:
+        """Log-probabilities asked for: None, or how many alternatives per token."""
+        return None
+
     def sampling_params(self) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens, stop=stop, seed=self.seed)
+                              max_tokens=self.max_tokens, stop=stop, seed=self.seed, logprobs=self.top_k())
 
 
 class CompletionRequest(_Sampling):
     """OpenAI's /v1/completions body, as far as this server honours it (`parse` refuses the rest)."""
 
     prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5, description="each token's log-probability and its k alternatives")
+
+    def top_k(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -108,12 +116,24 @@ class ChatCompletionRequest(_Sampling):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return v
 
     @model_validator(mode="after")
     def _one_budget(self) -> "ChatCompletionRequest":
         if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
+
+    def top_k(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def dialog(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text} for m in self.messages]
@@ -140,6 +160,8 @@ async def complete(engine: Engine, req: CompletionRequest | ChatCompletionReques
     usage alone cannot say how many tokens each of n samples took.
     """
     chat = isinstance(req, ChatCompletionRequest)
+    if req.top_k() is not None and not engine.supports_logprobs:
+        raise ValueError(f"logprobs: not supported by the {engine.name} backend")
     prompts = [engine.chat_prompt(req.dialog())] if chat else req.prompts
     results = await engine.generate(prompts, req.sampling_params())
     choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -149,7 +171,8 @@ async def complete(engine: Engine, req: CompletionRequest | ChatCompletionReques
             completion_tokens += c.completion_tokens
             out = ({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text})
             choices.append({"index": i * req.n + k, **out, "finish_reason": c.finish_reason,
-                            "stop_reason": c.stop_reason, "logprobs": None, "completion_tokens": c.completion_tokens})
+                            "stop_reason": c.stop_reason, "logprobs": openai_logprobs(c.logprobs, chat),
+                            "completion_tokens": c.completion_tokens})
     return {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
@@ -157,6 +180,24 @@ async def complete(engine: Engine, req: CompletionRequest | ChatCompletionReques
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def openai_logprobs(entries: list[dict[str, Any]] | None, chat: bool) -> dict[str, Any] | None:
+    """An engine's per-token log-probabilities in OpenAI's shape for chat, or for completions."""
+    if entries is None:
+        return None
+    if chat:
+        def tok(t: str, lp: float) -> dict[str, Any]:
+            return {"token": t, "logprob": lp, "bytes": list(t.encode())}
+
+        return {"content": [{**tok(e["token"], e["logprob"]),
+                             "top_logprobs": [tok(t, lp) for t, lp in e["top_logprobs"]]} for e in entries]}
+    offsets = [0]
+    for e in entries[:-1]:
+        offsets.append(offsets[-1] + len(e["token"]))
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [dict(e["top_logprobs"]) for e in entries] if any(e["top_logprobs"] for e in entries)
+            else None, "text_offset": offsets}
 
 
 def sse_events(payload: dict[str, Any], include_usage: bool = False) -> Iterator[str]:
@@ -173,11 +214,11 @@ def sse_events(payload: dict[str, Any], include_usage: bool = False) -> Iterator
     for c in payload["choices"]:
         if chat:
             yield event([{"index": c["index"], "delta": {"role": "assistant", "content": c["message"]["content"]},
-                          "finish_reason": None, "logprobs": None}])
+                          "finish_reason": None, "logprobs": c["logprobs"]}])
             yield event([{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"], "logprobs": None}])
         else:
             yield event([{"index": c["index"], "text": c["text"], "finish_reason": c["finish_reason"],
-                          "logprobs": None}])
+                          "logprobs": c["logprobs"]}])
     if include_usage:
         yield event([], usage=payload["usage"])
     yield "data: [DONE]\n\n"
@@ -227,7 +268,7 @@ async def respond(engine: Engine, body: Any, model_name: str, route: str = "comp
     try:
         return 200, await complete(engine, req, model_name)
     except ValueError as e:
-        return 400, error_body(400, str(e), "invalid_request_error")
+        return 400, error_body(400, str(e), "invalid_request_error", "logprobs" if str(e).startswith("logprobs") else None)
     except EngineUnavailable as e:
         return 503, error_body(503, str(e), "service_unavailable")
     except EngineError as e:
