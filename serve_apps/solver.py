@@ -205,6 +205,9 @@ class EngineDeployment:
         self._count(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
         return status, payload
 
+    async def render_chat(self, messages: list[dict]) -> Optional[str]:
+        return await self.engine.render_chat(messages)
+
     def models(self) -> dict:
         return models_body(self.model_name, self.created)
 
@@ -233,6 +236,9 @@ class HandleEngine(Engine):
                        seeds: Optional[list[int]] = None) -> list[list[Completion]]:
         rows = await self.handle.generate.remote(list(prompts), asdict(params), None if seeds is None else list(seeds))
         return [[Completion(**d) for d in row] for row in rows]
+
+    async def render_chat(self, messages: list[dict[str, str]]) -> Optional[str]:
+        return await self.handle.render_chat.remote(messages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +381,7 @@ class SolverIngress:
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         """OpenAI's chat completion body (`stream` too): text messages through the model's chat
-        template, or the project's raw format (Engine.chat_prompt)."""
+        template, or the project's raw format (Engine.render_chat)."""
         return await self._openai(request, "chat")
 
     @api.get("/v1/models")

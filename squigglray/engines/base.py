@@ -114,22 +114,10 @@ class Engine(ABC):
     async def aclose(self) -> None:
         """Release connections, threads or GPU memory; the engine is unusable afterwards."""
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """A chat as one prompt. Here the project's raw format, for models without a chat template:
-        system messages as leading lines, then the one user message as a problem (`format_prompt`),
-        then an optional assistant message, which the completion continues. An engine whose model
-        has a chat template renders with it (HFEngine)."""
-        from squigglray.families.trace import format_prompt
-
-        roles = [m["role"] for m in messages]
-        users = [i for i, r in enumerate(roles) if r == "user"]
-        last = users[-1] if users else -1
-        if len(users) != 1 or any(r not in ("system", "developer") for r in roles[:last]) or len(roles) > last + 2:
-            raise ValueError(f"{self.model_name} has no chat template: send system messages, one user message and "
-                             f"at most one assistant message after it (got roles {roles})")
-        head = "".join(m["content"].rstrip() + "\n" for m in messages[:last])
-        tail = messages[last + 1]["content"] if len(roles) == last + 2 else ""
-        return head + format_prompt(messages[last]["content"].strip()) + tail
+    async def render_chat(self, messages: list[dict[str, str]]) -> str | None:
+        """A chat as one prompt through the model's chat template, or None when the model has none
+        (then `raw_chat_prompt`). Engines whose tokenizer is at hand use `template_prompt`."""
+        return None
 
     @property
     @abstractmethod
@@ -140,6 +128,36 @@ class Engine(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def template_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str | None:
+    """The tokenizer's chat template around `messages` (developer messages as system ones), or None
+    without a template. A final assistant message is continued, not closed (assistant-prefix
+    continuation: the TIR loop appends the model's text and the tool's output to such a prompt)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    dialog = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
+              for m in messages]
+    cont = dialog[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(dialog, tokenize=False, add_generation_prompt=not cont,
+                                         continue_final_message=cont)
+
+
+def raw_chat_prompt(messages: list[dict[str, str]], model_name: str = "this model") -> str:
+    """A chat in the project's raw format, for models without a chat template: system messages as
+    leading lines, the one user message as a problem (`format_prompt`), then an optional assistant
+    message, which the completion continues."""
+    from squigglray.families.trace import format_prompt
+
+    roles = [m["role"] for m in messages]
+    users = [i for i, r in enumerate(roles) if r == "user"]
+    last = users[-1] if users else -1
+    if len(users) != 1 or any(r not in ("system", "developer") for r in roles[:last]) or len(roles) > last + 2:
+        raise ValueError(f"{model_name} has no chat template: send system messages, one user message and at most "
+                         f"one assistant message after it (got roles {roles})")
+    head = "".join(m["content"].rstrip() + "\n" for m in messages[:last])
+    tail = messages[last + 1]["content"] if len(roles) == last + 2 else ""
+    return head + format_prompt(messages[last]["content"].strip()) + tail
 
 
 class EngineConfig(BaseModel):

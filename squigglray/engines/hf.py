@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from squigglray.engines.base import (
-    Completion, Engine, EngineError, SamplingParams, derive_seed, encode_prompt, resolve_seeds,
+    Completion, Engine, EngineError, SamplingParams, derive_seed, encode_prompt, resolve_seeds, template_prompt,
 )
 from squigglray.models.compat import cache_kwargs
 
@@ -102,16 +102,8 @@ class HFEngine(Engine):
     def model_name(self) -> str:
         return self._name
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The model's chat template (hub models have one; the project's own use the raw format); a
-        final assistant message is continued, not closed."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return super().chat_prompt(messages)
-        dialog = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-                  for m in messages]
-        cont = dialog[-1]["role"] == "assistant"
-        return self.tokenizer.apply_chat_template(dialog, tokenize=False, add_generation_prompt=not cont,
-                                                  continue_final_message=cont)
+    async def render_chat(self, messages: list[dict[str, str]]) -> str | None:
+        return template_prompt(self.tokenizer, messages)
 
     async def generate(self, prompts: list[str], params: SamplingParams,
                        seeds: list[int] | None = None) -> list[list[Completion]]:

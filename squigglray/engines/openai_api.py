@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from squigglray.engines.base import Engine, EngineError, EngineUnavailable, SamplingParams
+from squigglray.engines.base import Engine, EngineError, EngineUnavailable, SamplingParams, raw_chat_prompt
 
 
 # OpenAI fields this server does not implement, with the values that mean "off" (accepted, since
@@ -111,8 +111,8 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(_Sampling):
-    """OpenAI's /v1/chat/completions body (text messages); the engine renders them into one prompt
-    (`Engine.chat_prompt`: the model's chat template, or the project's raw format)."""
+    """OpenAI's /v1/chat/completions body (text messages), rendered into one prompt by the model's
+    chat template (`Engine.render_chat`), or else the project's raw format (`raw_chat_prompt`)."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
@@ -162,7 +162,11 @@ async def complete(engine: Engine, req: CompletionRequest | ChatCompletionReques
     chat = isinstance(req, ChatCompletionRequest)
     if req.top_k() is not None and not engine.supports_logprobs:
         raise ValueError(f"logprobs: not supported by the {engine.name} backend")
-    prompts = [engine.chat_prompt(req.dialog())] if chat else req.prompts
+    if chat:
+        dialog = req.dialog()
+        prompts = [await engine.render_chat(dialog) or raw_chat_prompt(dialog, engine.model_name)]
+    else:
+        prompts = req.prompts
     results = await engine.generate(prompts, req.sampling_params())
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for i, samples in enumerate(results):

@@ -15,6 +15,7 @@ from typing import Any
 
 from squigglray.engines.base import (
     Completion, Engine, EngineError, EngineUnavailable, SamplingParams, derive_seed, encode_prompt, resolve_seeds,
+    template_prompt,
 )
 
 INSTALL_HINT = ("the vllm backend needs the optional extra: pip install 'squigglray[vllm]' "
@@ -49,6 +50,9 @@ class VLLMEngine(Engine):
     @property
     def model_name(self) -> str:
         return self._model
+
+    async def render_chat(self, messages: list[dict[str, str]]) -> str | None:
+        return template_prompt(self.tokenizer, messages)
 
     async def generate(self, prompts: list[str], params: SamplingParams,
                        seeds: list[int] | None = None) -> list[list[Completion]]:

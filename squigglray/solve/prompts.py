@@ -21,9 +21,28 @@ CRITIQUE = {
 
 
 def render(problem: str, style: str) -> str:
+    """The raw prompt: the project's format (its models were trained on it), or the instruction."""
     if style == "tir":
         return TIR_INSTRUCTION.replace("{problem}", problem.strip())
     return format_prompt(problem.strip())
+
+
+def user_message(problem: str, style: str) -> str:
+    """The problem as a user's chat message: the instruction without the raw format's "Solution:"
+    cue (the template's assistant turn takes its place), or the problem itself."""
+    if style == "tir":
+        return TIR_INSTRUCTION.replace("{problem}", problem.strip()).removesuffix("\n\nSolution:\n")
+    return problem.strip()
+
+
+async def prompt_for(problem: str, style: str, engine) -> str:
+    """What a candidate's generation continues: the model's chat template around the problem as a
+    user message, where the model has one (hub models), else the raw prompt (`render`). Either way
+    the TIR loop appends the model's text and each tool output to it (assistant-prefix
+    continuation), which equals the template rendering the conversation with its final assistant
+    message continued (tests/test_chat_templates.py)."""
+    templated = await engine.render_chat([{"role": "user", "content": user_message(problem, style)}])
+    return templated if templated is not None else render(problem, style)
 
 
 def output_block(output: str) -> str:

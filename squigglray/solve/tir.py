@@ -163,8 +163,8 @@ def _record(c: Candidate, traces: bool) -> CandidateRecord:
                            code_runs=c.runs, text=c.text if traces else None)
 
 
-def make_candidates(problem: str, opts: SolveOptions, start: int, count: int, tag: str) -> list[Candidate]:
-    prompt = prompts.render(problem, opts.prompt)
+def make_candidates(prompt: str, opts: SolveOptions, start: int, count: int, tag: str) -> list[Candidate]:
+    """Candidates start..start+count-1 of one problem, whose prompt is `prompts.prompt_for`'s."""
     return [Candidate(index=i, prompt=prompt, seed=derive_seed(opts.seed, i), session=f"{tag}-{i}")
             for i in range(start, start + count)]
 
@@ -193,8 +193,9 @@ async def solve(problem: str, engine: Engine, executor: CodeExecutor | None, opt
         finished = [c for c in done if c.finished]
         return should_stop(await vote(finished), opts.n - len(finished), opts.agree_k, max_weight)
 
+    prompt = await prompts.prompt_for(problem, opts.prompt, engine)
     for start in range(0, opts.n, opts.wave_size):
-        wave = make_candidates(problem, opts, start, min(opts.wave_size, opts.n - start), tag)
+        wave = make_candidates(prompt, opts, start, min(opts.wave_size, opts.n - start), tag)
         done += wave
         stopped = await run_wave(wave, engine, executor, opts, timings, decided)
         if stopped or (len(done) < opts.n and await decided()):
@@ -214,7 +215,8 @@ async def sample_candidates(problems: list[str], engine: Engine, executor: CodeE
     """All N candidates for each problem, no early stop (for evaluation at several N); problems
     share engine batches of up to batch_rows candidates."""
     tag = uuid.uuid4().hex[:12]
-    cands = [make_candidates(p, opts, 0, opts.n, f"{tag}-{j}") for j, p in enumerate(problems)]
+    cands = [make_candidates(await prompts.prompt_for(p, opts.prompt, engine), opts, 0, opts.n, f"{tag}-{j}")
+             for j, p in enumerate(problems)]
     await run_batches([c for group in cands for c in group], engine, executor, opts, batch_rows)
     return [[_record(c, traces=False) for c in group] for group in cands]
 
