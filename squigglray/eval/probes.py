@@ -9,7 +9,7 @@
   by rank; items with a reference solution and answer), which the slice build kept disjoint from
   its train split, near-duplicates included (data/dedup.py).
 
-Each evaluation is one teacher-forced forward pass per probe:
+Each evaluation is one teacher-forced forward pass per probe (and with `generate`, a generation):
 - `loss`: mean cross-entropy over the trace tokens, the training loss on these instances;
 - `token_acc`: share of trace tokens whose argmax is the reference token;
 - `answer_acc`, as `probes.answer` says (`auto`: `generate` on a slice, `exact` on the families):
@@ -22,7 +22,8 @@ Each evaluation is one teacher-forced forward pass per probe:
   - `generate`: free greedy tool-integrated generation (the held-out evaluation's loop, one code
     round, `probes.max_new_tokens`), its final answer judged against the reference answer by the
     project's answer judge (`solve.equivalence.judge_answer`: math-verify, and a restated
-    computation is not an answer). An instance `exact` counts is always right here too.
+    computation is not an answer). An instance `exact` counts should be right here too (greedy
+    decoding writes the reference); the test checks it on a trained model.
 
     python -m pytest tests/test_probe_answers.py
 """
