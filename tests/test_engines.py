@@ -267,6 +267,17 @@ def test_logprobs_are_the_models_own_under_sampling(engine, nano, nano_tokenizer
         SamplingParams(logprobs=21)
 
 
+def test_the_openai_backend_passes_logprobs_through(engine, server):
+    """The `openai` backend asks its server for log-probabilities and reads them back: through our
+    own server they are the local engine's (token ids aside, which the OpenAI shape lacks)."""
+    params = SamplingParams(temperature=0, max_tokens=5, logprobs=2)
+    [[remote]], [[local]] = _remote(server, "nano", PROMPTS[:1], params), engine.generate_sync(PROMPTS[:1], params)
+    assert remote.text == local.text and len(remote.logprobs) == local.completion_tokens
+    for r, l in zip(remote.logprobs, local.logprobs):
+        assert r["token"] == l["token"] and r["logprob"] == pytest.approx(l["logprob"], abs=1e-6)
+        assert [t for t, _ in r["top_logprobs"]] == [t for t, _ in l["top_logprobs"]]
+
+
 def test_fields_at_their_off_value_are_accepted(server):
     code, data = _post(server + "/completions", {"prompt": "x", "max_tokens": 2, "presence_penalty": 0,
                                                  "logprobs": None, "echo": False, "user": "u-1"})

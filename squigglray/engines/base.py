@@ -59,7 +59,7 @@ class Completion:
     stop_reason: str | None  # the stop string that matched; None for EOS or length
     prompt_tokens: int
     completion_tokens: int
-    # with SamplingParams.logprobs: one {"token", "id", "logprob", "top_logprobs": [[token, logprob], ...]}
+    # with SamplingParams.logprobs: one {"token", "id" (where known), "logprob", "top_logprobs": [[token, logprob], ...]}
     # per generated token (completion_tokens of them: an EOS, or a stop string's tokens, included),
     # under the model's own distribution (before temperature and top_p)
     logprobs: list[dict[str, Any]] | None = None

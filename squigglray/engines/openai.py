@@ -64,14 +64,25 @@ def parse_choices(data: dict[str, Any], n: int) -> list[Completion]:
         if finish not in ("stop", "length"):  # e.g. vLLM's "abort": not a completion to score
             raise ValueError(f"choice {c.get('index')} has finish_reason={finish!r}")
         out.append(Completion(text, finish, stop_reason if isinstance(stop_reason, str) else None,
-                              int(usage.get("prompt_tokens") or 0), count))
+                              int(usage.get("prompt_tokens") or 0), count, _logprobs(c.get("logprobs"))))
     return out
+
+
+def _logprobs(lp: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """A completion choice's OpenAI `logprobs` as the engines' per-token entries (no token ids)."""
+    if not lp or lp.get("token_logprobs") is None:
+        return None
+    tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+    return [{"token": t, "logprob": v, "top_logprobs": sorted(([k, x] for k, x in (top or {}).items()),
+                                                               key=lambda kv: -kv[1])}
+            for t, v, top in zip(lp["tokens"], lp["token_logprobs"], tops)]
 
 
 class OpenAIEngine(Engine):
     """Generation through a remote OpenAI-compatible server."""
 
     name = "openai"
+    supports_logprobs = True  # asked of the server, which may refuse (a 400 names it)
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  request_timeout_s: float = 600, max_concurrency: int = 64):
@@ -107,6 +118,8 @@ class OpenAIEngine(Engine):
         session, sem = self._state()
         body = {"model": self.model, "prompt": prompt, "n": params.n, "temperature": params.temperature,
                 "top_p": params.top_p, "max_tokens": params.max_tokens, "stop": params.stop or None, "seed": seed}
+        if params.logprobs is not None:
+            body["logprobs"] = params.logprobs
         async with sem:
             try:
                 async with session.post(self.url, json=body) as resp:

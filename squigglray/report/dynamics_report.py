@@ -118,9 +118,9 @@ def probes_text(cfg) -> str:
                  "slice was built)")
     else:
         b_fams = ", ".join(sorted(p.b_families)) or "the training families"
-        where = (f"probe A is {p.a_per_family} held-out instances per training family and level, probe B "
-                 f"{p.b_per_family} per family of {b_fams} at the levels {', '.join(p.b_levels)}; instances of the "
-                 "synthetic families")
+        where = (f"probe A is {p.a_per_family} held-out instance{'s' * (p.a_per_family > 1)} per training family "
+                 f"and level, probe B {p.b_per_family} per family of {b_fams} at the levels {', '.join(p.b_levels)}; "
+                 "instances of the synthetic families")
         if cfg.data.parquet:
             where += ", not of the training data's distribution"
     if p.answer_mode(on_slice=bool(cfg.data.slice)) == "generate":
