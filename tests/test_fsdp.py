@@ -6,8 +6,6 @@ step's loss, gradient norm and geometry match the uninterrupted 1-worker run wit
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch.multiprocessing as mp
 
@@ -15,17 +13,13 @@ from squigglray.config import build_config
 from squigglray.paths import ArtifactStore
 from squigglray.training import BaseTrainConfig, train_base
 
+from metrics_scenario import free_port
+
 FAST = [
     "model.preset=nano", "train.steps=24", "train.batch_size=8", "train.checkpoint_every=8", "train.threads=1",
     "data.pool_per_family_level=8", "data.families=[arithmetic, mod_power]", "train.log_dense_until=10",
     "train.log_every=2", "probes.a_per_family=2", "probes.b_per_family=2", "geometry.capture_batch_size=4",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rows(store: ArtifactStore, rid: str) -> tuple[list[dict], dict]:
@@ -57,11 +51,9 @@ def test_two_workers_follow_one_and_checkpoints_resume_on_another_worker_count(p
     ctx = mp.get_context("spawn")
     from fsdp_worker import train_worker
 
-    procs = [ctx.Process(target=train_worker, args=(rank, 2, _free_port() if rank == 0 else 0, cfg.model_dump_json(),
-                                                  two.uri, one.full(f"{one.run_checkpoints(rid)}/step-000008")))
+    port, ckpt = free_port(), one.full(f"{one.run_checkpoints(rid)}/step-000008")
+    procs = [ctx.Process(target=train_worker, args=(rank, 2, port, cfg.model_dump_json(), two.uri, ckpt))
              for rank in range(2)]
-    port = procs[0]._args[2]
-    procs[1]._args = (1, 2, port, *procs[1]._args[3:])
     for p in procs:
         p.start()
     for p in procs:

@@ -180,12 +180,12 @@ class HFEngine(Engine):
         and the k most likely tokens'."""
         lp = torch.log_softmax(logits.float(), dim=-1)
         chosen = lp.gather(-1, tok[:, None]).squeeze(-1).tolist()
-        top = lp.topk(k, dim=-1) if k else None
-        for b, row in enumerate(rows):
-            alts = ([[self._decode_one(t), v] for t, v in zip(top.indices[b].tolist(), top.values[b].tolist())]
-                    if top is not None else [])
-            row.logprobs = (row.logprobs or []) + [{"token": self._decode_one(int(tok[b])), "id": int(tok[b]),
-                                                     "logprob": chosen[b], "top_logprobs": alts}]
+        top = lp.topk(k, dim=-1)
+        for row, t, v, ids, vals in zip(rows, tok.tolist(), chosen, top.indices.tolist(), top.values.tolist()):
+            if row.logprobs is None:
+                row.logprobs = []
+            row.logprobs.append({"token": self._decode_one(t), "id": t, "logprob": v,
+                                 "top_logprobs": [[self._decode_one(i), x] for i, x in zip(ids, vals)]})
 
     def _decode_one(self, token: int) -> str:
         return self.tokenizer.decode([token])
